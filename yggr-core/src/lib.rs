@@ -1,0 +1,65 @@
+//! # yggr-core
+//!
+//! The Raft consensus protocol as a pure, deterministic state machine. An [`Engine`] takes
+//! one [`Event`] at a time through [`Engine::step`] and answers with the [`Action`]s its host
+//! must carry out. It opens no socket, touches no file, reads no clock and has no async: time
+//! arrives as [`Event::Tick`], randomness from an injected [`Env`].
+//!
+//! ```
+//! use yggr_core::{Action, Engine, Event, NodeId, RandomEnv, Role};
+//!
+//! let me = NodeId::new(1).unwrap();
+//! // A deliberate single-node cluster: it elects itself and commits on its own.
+//! let mut engine: Engine<String> = Engine::new(me, [], RandomEnv::seeded(7), 3);
+//! while engine.role() != Role::Leader {
+//!     engine.step(Event::Tick);
+//! }
+//! let actions = engine.step(Event::ClientProposal("hello".to_string()));
+//! assert!(matches!(actions[0], Action::PersistLogEntries(_)));
+//! assert!(actions.iter().any(|action| matches!(action, Action::Apply(_))));
+//! ```
+//!
+//! # Layout
+//! - `types`: [`NodeId`], [`Term`], [`LogIndex`], [`Role`].
+//! - `engine`: the [`Engine`] state, `step`, and the transitions shared by all roles.
+//! - `role/`: one file per role or feature: elections and voting, the follower's side of
+//!   replication, the leader, membership changes, reads, snapshots, leadership transfer.
+//! - `log`, `progress`, `quorum`: the log above the snapshot floor, per-follower replication
+//!   progress, and pure majority arithmetic.
+//! - `event`, `action`, `message`, `entry`, `membership`: the engine's vocabulary.
+//! - `wire`: the protobuf encoding of [`Message`] (`proto/raft.proto`).
+//! - `config`, `env`, `metrics`, `recovery`: tunables, randomness, counters, restart.
+
+#![warn(missing_docs)]
+
+mod action;
+mod config;
+mod engine;
+mod entry;
+mod env;
+mod event;
+mod log;
+mod membership;
+mod message;
+mod metrics;
+mod progress;
+pub mod quorum;
+mod recovery;
+mod role;
+mod types;
+pub mod wire;
+
+pub use action::{Action, ConfigChangeRejection, ReadFailure};
+pub use config::{ConfigError, EngineConfig};
+pub use engine::Engine;
+pub use entry::{EntryPayload, LogEntry};
+pub use env::{Env, RandomEnv};
+pub use event::Event;
+pub use membership::{ConfigChange, Membership, MembershipChangeError};
+pub use message::{
+    AppendEntries, AppendEntriesResponse, AppendOutcome, InstallSnapshot, InstallSnapshotResponse,
+    Message, Rpc, VoteRequest, VoteResponse,
+};
+pub use metrics::EngineMetrics;
+pub use recovery::{RecoveredHardState, RecoveredSnapshot, RecoveryError};
+pub use types::{LogIndex, NodeId, Role, Term};

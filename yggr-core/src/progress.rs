@@ -1,0 +1,316 @@
+//! A leader's view of each follower's replication (§5.3 `nextIndex` / `matchIndex`).
+
+use std::collections::VecDeque;
+
+use crate::types::{LogIndex, Term};
+
+/// How the leader is currently replicating to one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplicationState {
+    /// The follower's match point is unknown: one AppendEntries at a time until one is
+    /// accepted.
+    Probe,
+    /// The match point is known: send ahead optimistically, up to the in-flight window.
+    Replicate,
+    /// The follower needs entries the leader has compacted: it is being sent a snapshot.
+    Snapshot,
+}
+
+/// Replication progress of one follower.
+///
+/// Invariants: `match_index < next_index`; `match_index` never decreases while this leader
+/// reigns; every in-flight entry lies in `match_index + 1 .. next_index`.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    pub(crate) match_index: LogIndex,
+    pub(crate) next_index: LogIndex,
+    pub(crate) state: ReplicationState,
+    /// In `Probe`: an AppendEntries is outstanding; wait for its answer or the next heartbeat.
+    probe_sent: bool,
+    /// In `Replicate`: the last index carried by each unacknowledged AppendEntries, oldest
+    /// first. Bounded by the configured window.
+    inflight: VecDeque<LogIndex>,
+    /// Whether any response arrived since the last heartbeat; a `Replicate` peer with messages
+    /// in flight and no response for a whole heartbeat interval is assumed to have lost some.
+    responded_since_heartbeat: bool,
+    /// The highest heartbeat round this follower has acknowledged in the current term.
+    pub(crate) acked_round: u64,
+    /// In `Snapshot`: which snapshot is being sent, and the offset the follower expects next.
+    pub(crate) snapshot_index: LogIndex,
+    pub(crate) snapshot_offset: u64,
+}
+
+/// What the leader learned from a rejection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rejection {
+    pub(crate) prev_log_index: LogIndex,
+    pub(crate) conflict_term: Option<Term>,
+    pub(crate) conflict_index: LogIndex,
+}
+
+impl Progress {
+    /// Fresh progress for a new leader whose log ends at `last_index` (§5.3: nextIndex starts
+    /// just past the leader's log).
+    pub(crate) fn new(last_index: LogIndex) -> Progress {
+        Progress {
+            match_index: LogIndex::ZERO,
+            next_index: last_index.next(),
+            state: ReplicationState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            responded_since_heartbeat: false,
+            acked_round: 0,
+            snapshot_index: LogIndex::ZERO,
+            snapshot_offset: 0,
+        }
+    }
+
+    /// Whether another AppendEntries carrying entries may go out now.
+    pub(crate) fn can_send(&self, window: usize) -> bool {
+        match self.state {
+            ReplicationState::Probe => !self.probe_sent,
+            ReplicationState::Replicate => self.inflight.len() < window,
+            ReplicationState::Snapshot => false,
+        }
+    }
+
+    /// Records an AppendEntries sent with entries up to `last_sent` (or none, for a probe with
+    /// an empty tail).
+    pub(crate) fn on_sent(&mut self, last_sent: Option<LogIndex>) {
+        match self.state {
+            ReplicationState::Probe => self.probe_sent = true,
+            ReplicationState::Replicate => {
+                if let Some(last) = last_sent {
+                    self.inflight.push_back(last);
+                    self.next_index = last.next();
+                }
+            }
+            ReplicationState::Snapshot => {}
+        }
+    }
+
+    /// A heartbeat interval passed. Returns true when the follower should be re-probed from
+    /// its match point because messages in flight went unanswered for a whole interval.
+    pub(crate) fn on_heartbeat(&mut self) -> bool {
+        let stalled = self.state == ReplicationState::Replicate
+            && !self.inflight.is_empty()
+            && !self.responded_since_heartbeat;
+        if stalled {
+            self.become_probe(self.match_index.next());
+        }
+        if self.state == ReplicationState::Probe {
+            // A probe lost on the wire must not block the follower forever.
+            self.probe_sent = false;
+        }
+        self.responded_since_heartbeat = false;
+        stalled
+    }
+
+    /// The follower verified its log against ours through `match_index`. Returns true when
+    /// the match index advanced. Duplicated and reordered acknowledgements are harmless: the
+    /// match index only grows.
+    pub(crate) fn on_accepted(&mut self, match_index: LogIndex) -> bool {
+        self.responded_since_heartbeat = true;
+        let advanced = match_index > self.match_index;
+        if advanced {
+            self.match_index = match_index;
+        }
+        if self.next_index <= match_index {
+            self.next_index = match_index.next();
+        }
+        while self
+            .inflight
+            .front()
+            .is_some_and(|last| *last <= match_index)
+        {
+            self.inflight.pop_front();
+        }
+        if self.state == ReplicationState::Probe {
+            self.probe_sent = false;
+            // The probe point itself was verified: we know where the follower stands.
+            if match_index.next() >= self.next_index {
+                self.state = ReplicationState::Replicate;
+                self.inflight.clear();
+            }
+        }
+        advanced
+    }
+
+    /// The follower refused an AppendEntries. Returns true when the rejection was current and
+    /// moved `next_index` back; stale rejections (for a point already matched, or for an old
+    /// probe) are ignored.
+    pub(crate) fn on_rejected(
+        &mut self,
+        rejection: Rejection,
+        leader_last_index_of_term: impl Fn(Term) -> Option<LogIndex>,
+    ) -> bool {
+        self.responded_since_heartbeat = true;
+        if rejection.prev_log_index <= self.match_index {
+            return false;
+        }
+        if self.state == ReplicationState::Probe {
+            if rejection.prev_log_index.next() != self.next_index {
+                return false;
+            }
+            self.probe_sent = false;
+        }
+        let hinted = match rejection.conflict_term {
+            Some(term) => match leader_last_index_of_term(term) {
+                Some(last_of_term) => last_of_term.next(),
+                None => rejection.conflict_index,
+            },
+            None => rejection.conflict_index,
+        };
+        // The rejected point is known not to match, so next may not stay above it; and
+        // everything through match_index is known to match, so next never drops below it.
+        let next = hinted
+            .min(rejection.prev_log_index)
+            .max(self.match_index.next());
+        self.become_probe(next);
+        true
+    }
+
+    pub(crate) fn become_probe(&mut self, next_index: LogIndex) {
+        self.state = ReplicationState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = next_index.max(self.match_index.next());
+    }
+
+    pub(crate) fn become_snapshot(&mut self) {
+        self.state = ReplicationState::Snapshot;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(raw: u64) -> LogIndex {
+        LogIndex::new(raw)
+    }
+
+    fn replicating_at(match_index: u64) -> Progress {
+        let mut progress = Progress::new(idx(match_index));
+        assert!(progress.on_accepted(idx(match_index)) || match_index == 0);
+        progress.on_accepted(idx(match_index));
+        assert_eq!(progress.state, ReplicationState::Replicate);
+        progress
+    }
+
+    #[test]
+    fn probe_allows_one_message_until_answered() {
+        let mut progress = Progress::new(idx(5));
+        assert!(progress.can_send(8));
+        progress.on_sent(Some(idx(5)));
+        assert!(!progress.can_send(8));
+        assert_eq!(
+            progress.next_index,
+            idx(6),
+            "probing does not advance next_index"
+        );
+    }
+
+    #[test]
+    fn pipelining_is_bounded_by_the_window() {
+        let mut progress = replicating_at(3);
+        progress.on_sent(Some(idx(4)));
+        progress.on_sent(Some(idx(5)));
+        assert!(!progress.can_send(2));
+        assert_eq!(progress.next_index, idx(6));
+        progress.on_accepted(idx(4));
+        assert!(progress.can_send(2));
+        assert_eq!(progress.inflight_len(), 1);
+    }
+
+    #[test]
+    fn match_index_never_decreases_on_reordered_acks() {
+        let mut progress = replicating_at(3);
+        progress.on_sent(Some(idx(4)));
+        progress.on_sent(Some(idx(5)));
+        assert!(progress.on_accepted(idx(5)));
+        assert!(
+            !progress.on_accepted(idx(4)),
+            "an older ack arriving late changes nothing"
+        );
+        assert_eq!(progress.match_index, idx(5));
+        assert_eq!(progress.next_index, idx(6));
+    }
+
+    #[test]
+    fn stale_rejection_below_match_is_ignored() {
+        let mut progress = replicating_at(6);
+        let stale = Rejection {
+            prev_log_index: idx(4),
+            conflict_term: None,
+            conflict_index: idx(2),
+        };
+        assert!(!progress.on_rejected(stale, |_| None));
+        assert_eq!(progress.state, ReplicationState::Replicate);
+        assert_eq!(progress.next_index, idx(7));
+    }
+
+    #[test]
+    fn rejection_never_moves_next_below_match_plus_one() {
+        let mut progress = replicating_at(3);
+        progress.on_sent(Some(idx(8)));
+        let rejection = Rejection {
+            prev_log_index: idx(8),
+            conflict_term: None,
+            conflict_index: idx(1),
+        };
+        assert!(progress.on_rejected(rejection, |_| None));
+        assert_eq!(progress.state, ReplicationState::Probe);
+        assert_eq!(progress.next_index, idx(4));
+    }
+
+    #[test]
+    fn conflict_term_known_to_leader_skips_to_its_last_entry() {
+        let mut progress = Progress::new(idx(10));
+        progress.on_sent(None);
+        let rejection = Rejection {
+            prev_log_index: idx(10),
+            conflict_term: Some(Term::new(2)),
+            conflict_index: idx(3),
+        };
+        assert!(progress.on_rejected(rejection, |term| (term == Term::new(2)).then_some(idx(5))));
+        assert_eq!(progress.next_index, idx(6));
+    }
+
+    #[test]
+    fn conflict_term_unknown_to_leader_skips_the_whole_term() {
+        let mut progress = Progress::new(idx(10));
+        progress.on_sent(None);
+        let rejection = Rejection {
+            prev_log_index: idx(10),
+            conflict_term: Some(Term::new(4)),
+            conflict_index: idx(3),
+        };
+        assert!(progress.on_rejected(rejection, |_| None));
+        assert_eq!(progress.next_index, idx(3));
+    }
+
+    #[test]
+    fn unanswered_pipeline_falls_back_to_probe_at_the_match_point() {
+        let mut progress = replicating_at(3);
+        progress.on_sent(Some(idx(6)));
+        assert!(
+            !progress.on_heartbeat(),
+            "first interval: nothing overdue yet"
+        );
+        assert!(
+            progress.on_heartbeat(),
+            "a whole interval without an answer"
+        );
+        assert_eq!(progress.state, ReplicationState::Probe);
+        assert_eq!(progress.next_index, idx(4));
+        assert!(progress.can_send(8));
+    }
+}

@@ -1,0 +1,233 @@
+//! Elections (§5.2), pre-vote (thesis §9.6) and the voter's side of both.
+
+use tracing::{debug, info};
+
+use crate::engine::Engine;
+use crate::message::{Rpc, VoteRequest, VoteResponse};
+use crate::quorum::is_majority;
+use crate::types::{NodeId, Role, Term};
+
+impl<C: Clone> Engine<C> {
+    /// The election timer fired without word from a leader.
+    pub(crate) fn on_election_timeout(&mut self) {
+        if !self.is_voter() {
+            // Learners and nodes outside their own configuration (a joiner that has not yet
+            // received one) never campaign: that is how a joiner is kept from electing itself.
+            self.reset_election_timer();
+            return;
+        }
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(false);
+        }
+    }
+
+    /// Thesis §9.6: ask whether an election would succeed before disturbing anyone's term.
+    fn become_pre_candidate(&mut self) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "invalid transition: a leader does not pre-campaign"
+        );
+        self.role = Role::PreCandidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.reset_election_timer();
+        debug!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            role = self.role.as_str(),
+            "started pre-vote"
+        );
+        if self.tally_won() {
+            self.become_candidate(false);
+            return;
+        }
+        let request = self.vote_request(false);
+        let probe_term = self.current_term.next();
+        for voter in self.other_voters() {
+            self.send_with_term(voter, probe_term, Rpc::RequestPreVote(request));
+        }
+    }
+
+    /// §5.2: increment the term, vote for itself, and ask every other voter. `transfer` marks a
+    /// campaign started by TimeoutNow, which voters honour even while they hear from a leader.
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "invalid transition: a leader does not campaign"
+        );
+        let from_term = self.current_term;
+        self.current_term = self.current_term.next();
+        self.voted_for = Some(self.id);
+        self.hard_state_dirty = true;
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.reset_election_timer();
+        self.metrics.elections_started += 1;
+        info!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            from_term = from_term.get(),
+            to_term = self.current_term.get(),
+            role = self.role.as_str(),
+            "started election"
+        );
+        if self.tally_won() {
+            self.become_leader();
+            return;
+        }
+        let request = self.vote_request(transfer);
+        for voter in self.other_voters() {
+            // `send` flushes the new term and self-vote first: a vote request must never leave
+            // before the vote it implies is durable.
+            self.send(voter, Rpc::RequestVote(request));
+        }
+    }
+
+    fn vote_request(&self, leadership_transfer: bool) -> VoteRequest {
+        VoteRequest {
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            leadership_transfer,
+        }
+    }
+
+    /// §5.4.1: the candidate's log is at least as up to date as ours.
+    fn candidate_log_is_up_to_date(&self, request: &VoteRequest) -> bool {
+        let our_term = self.log.last_term();
+        request.last_log_term > our_term
+            || (request.last_log_term == our_term
+                && request.last_log_index >= self.log.last_index())
+    }
+
+    /// A RequestVote in our current term (a newer one was adopted by `step`).
+    pub(crate) fn on_vote_request(&mut self, candidate: NodeId, request: VoteRequest) {
+        let learner = self.membership().is_learner(self.id);
+        // Figure 2: one vote per term, and only for a log at least as up to date as ours.
+        let vote_free = self.voted_for.is_none_or(|voted| voted == candidate);
+        let granted = !learner && vote_free && self.candidate_log_is_up_to_date(&request);
+        if granted {
+            self.voted_for = Some(candidate);
+            self.hard_state_dirty = true;
+            // Granting a vote counts as hearing from a would-be leader (Figure 2, followers).
+            self.reset_election_timer();
+            self.metrics.votes_granted += 1;
+        } else {
+            self.metrics.votes_denied += 1;
+        }
+        debug!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            candidate = candidate.get(),
+            decision = if granted { "granted" } else { "rejected" },
+            "vote request"
+        );
+        self.send(
+            candidate,
+            Rpc::RequestVoteResponse(VoteResponse { granted }),
+        );
+    }
+
+    /// A pre-vote for `probe_term`. Never changes our term or vote (thesis §9.6).
+    pub(crate) fn on_pre_vote_request(
+        &mut self,
+        candidate: NodeId,
+        probe_term: Term,
+        request: VoteRequest,
+    ) {
+        let learner = self.membership().is_learner(self.id);
+        let granted = !learner
+            && probe_term > self.current_term
+            && !self.in_leader_lease()
+            && self.candidate_log_is_up_to_date(&request);
+        if granted {
+            self.metrics.pre_votes_granted += 1;
+        } else {
+            self.metrics.pre_votes_denied += 1;
+        }
+        debug!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            candidate = candidate.get(),
+            decision = if granted { "granted" } else { "rejected" },
+            "pre-vote request"
+        );
+        // A grant echoes the probed term so the pre-candidate counts it; a refusal carries our
+        // own term so a pre-candidate that fell behind learns of it.
+        let term = if granted {
+            probe_term
+        } else {
+            self.current_term
+        };
+        self.send_with_term(
+            candidate,
+            term,
+            Rpc::RequestPreVoteResponse(VoteResponse { granted }),
+        );
+    }
+
+    pub(crate) fn on_vote_response(&mut self, voter: NodeId, granted: bool) {
+        if self.role != Role::Candidate || !self.membership().is_voter(voter) {
+            return;
+        }
+        self.votes.insert(voter, granted);
+        if self.tally_won() {
+            self.become_leader();
+        } else if self.tally_lost() {
+            let term = self.current_term;
+            self.become_follower(term, None);
+        }
+    }
+
+    pub(crate) fn on_pre_vote_response(&mut self, voter: NodeId, term: Term, granted: bool) {
+        if self.role != Role::PreCandidate || !self.membership().is_voter(voter) {
+            return;
+        }
+        // Only answers to the probe in flight count: a grant names the probed term, a refusal
+        // our current one. Anything else is left over from an earlier round.
+        let expected = if granted {
+            self.current_term.next()
+        } else {
+            self.current_term
+        };
+        if term != expected {
+            return;
+        }
+        self.votes.insert(voter, granted);
+        if self.tally_won() {
+            self.become_candidate(false);
+        } else if self.tally_lost() {
+            let term = self.current_term;
+            self.become_follower(term, None);
+        }
+    }
+
+    fn tally_won(&self) -> bool {
+        let membership = self.membership();
+        let granted = self
+            .votes
+            .iter()
+            .filter(|(voter, granted)| **granted && membership.is_voter(**voter))
+            .count();
+        is_majority(granted, membership.voters.len())
+    }
+
+    fn tally_lost(&self) -> bool {
+        let membership = self.membership();
+        let refused = self
+            .votes
+            .iter()
+            .filter(|(voter, granted)| !**granted && membership.is_voter(**voter))
+            .count();
+        is_majority(refused, membership.voters.len())
+    }
+}

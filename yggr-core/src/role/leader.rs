@@ -1,0 +1,339 @@
+//! The leader: proposals, replication with pipelining (§5.3), heartbeats and the commit rule
+//! (§5.4.2).
+
+use tracing::{debug, info, warn};
+
+use crate::action::Action;
+use crate::engine::Engine;
+use crate::entry::{EntryPayload, LogEntry};
+use crate::message::{AppendEntries, AppendEntriesResponse, AppendOutcome, Rpc};
+use crate::progress::{Progress, Rejection, ReplicationState};
+use crate::quorum::majority_index;
+use crate::types::{LogIndex, NodeId, Role};
+
+impl<C: Clone> Engine<C> {
+    /// Won the election: take over replication and commit a no-op of the new term (§5.4.2),
+    /// which also commits every earlier entry it follows.
+    pub(crate) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "invalid transition: only a candidate becomes leader"
+        );
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        self.leader_ticks = 0;
+        self.heartbeat_round = 0;
+        self.round_sent_at.clear();
+        self.transfer = None;
+        self.sync_progress();
+        self.metrics.leader_elections_won += 1;
+        info!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            role = self.role.as_str(),
+            "became leader"
+        );
+        let noop = LogEntry {
+            term: self.current_term,
+            index: self.log.last_index().next(),
+            payload: EntryPayload::Noop,
+        };
+        self.append_and_persist(vec![noop]);
+        self.maybe_commit();
+        self.broadcast_appends();
+    }
+
+    /// Keeps one `Progress` per member other than ourselves, creating and dropping entries as
+    /// the configuration changes.
+    pub(crate) fn sync_progress(&mut self) {
+        let own = self.id;
+        let last = self.log.last_index();
+        let members: Vec<NodeId> = self
+            .membership()
+            .members()
+            .filter(|member| *member != own)
+            .collect();
+        self.progress.retain(|peer, _| members.contains(peer));
+        for member in members {
+            self.progress
+                .entry(member)
+                .or_insert_with(|| Progress::new(last));
+        }
+    }
+
+    pub(crate) fn tick_leader(&mut self) {
+        self.leader_ticks += 1;
+        self.heartbeat_elapsed += 1;
+        self.tick_transfer();
+        if self.role != Role::Leader {
+            return;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Starts a new heartbeat round: every follower gets an AppendEntries carrying the round,
+    /// which both keeps its election timer quiet and, once acknowledged by a majority, confirms
+    /// our leadership for the reads waiting on that round.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        self.start_round();
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            let Some(progress) = self.progress.get_mut(&peer) else {
+                continue;
+            };
+            progress.on_heartbeat();
+            let state = progress.state;
+            let match_index = progress.match_index;
+            match state {
+                ReplicationState::Probe => {
+                    self.send_append(peer, true);
+                }
+                ReplicationState::Replicate => {
+                    // A bare heartbeat anchored at the match point: the follower is known to
+                    // hold it, so it cannot be rejected, and it never disturbs the pipeline.
+                    self.send_heartbeat_at(peer, match_index);
+                    self.send_appends(peer);
+                }
+                ReplicationState::Snapshot => self.send_snapshot_chunk(peer),
+            }
+        }
+    }
+
+    pub(crate) fn start_round(&mut self) {
+        self.heartbeat_round += 1;
+        self.round_sent_at
+            .push_back((self.heartbeat_round, self.leader_ticks));
+        // Only the rounds still needed to date an acknowledgement are kept: those at or after
+        // the oldest round any voter has acknowledged, and never more than a fixed window.
+        while self.round_sent_at.len() > MAX_TRACKED_ROUNDS {
+            self.round_sent_at.pop_front();
+        }
+    }
+
+    pub(crate) fn send_heartbeat_at(&mut self, peer: NodeId, anchor: LogIndex) {
+        let Some(anchor_term) = self.log.term_at(anchor) else {
+            self.send_snapshot_chunk(peer);
+            return;
+        };
+        let request = AppendEntries {
+            prev_log_index: anchor,
+            prev_log_term: anchor_term,
+            entries: Vec::new(),
+            leader_commit: self.commit_index,
+            round: self.heartbeat_round,
+        };
+        self.send(peer, Rpc::AppendEntries(request));
+    }
+
+    pub(crate) fn broadcast_appends(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_appends(peer);
+        }
+    }
+
+    /// Sends as many AppendEntries to `peer` as its replication state allows: one probe, or
+    /// batches up to the in-flight window while pipelining.
+    pub(crate) fn send_appends(&mut self, peer: NodeId) {
+        let window = self.config.max_inflight_appends;
+        loop {
+            let Some(progress) = self.progress.get(&peer) else {
+                return;
+            };
+            if !progress.can_send(window) || progress.next_index > self.log.last_index() {
+                return;
+            }
+            if !self.send_append(peer, false) {
+                return;
+            }
+        }
+    }
+
+    /// Sends one AppendEntries from `peer`'s next index. With `allow_empty`, sends even when
+    /// there is nothing new (a probe doubling as a heartbeat). Returns whether anything went
+    /// out as an append.
+    fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
+        let Some(progress) = self.progress.get(&peer) else {
+            return false;
+        };
+        let next = progress.next_index;
+        let prev_log_index = next.prev();
+        let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+            // The entries this follower needs are compacted away: switch it to a snapshot.
+            self.start_snapshot_transfer(peer);
+            return false;
+        };
+        let entries = self
+            .log
+            .entries_from(next, self.config.max_entries_per_append);
+        if entries.is_empty() && !allow_empty {
+            return false;
+        }
+        let last_sent = entries.last().map(|entry| entry.index);
+        if let Some(progress) = self.progress.get_mut(&peer) {
+            progress.on_sent(last_sent);
+        }
+        let request = AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+            round: self.heartbeat_round,
+        };
+        self.send(peer, Rpc::AppendEntries(request));
+        true
+    }
+
+    /// Client commands: append them all, persist once, broadcast once (group commit).
+    pub(crate) fn on_proposals(&mut self, commands: Vec<C>) {
+        if self.role != Role::Leader || self.transfer.is_some() {
+            // Never drop a proposal silently: the host fails it with a redirect. While a
+            // transfer is pending the leader takes nothing new, so the target can catch up.
+            let leader_hint = if self.role == Role::Leader {
+                None
+            } else {
+                self.leader_id
+            };
+            self.out.push(Action::Redirect { leader_hint });
+            return;
+        }
+        if commands.is_empty() {
+            return;
+        }
+        let term = self.current_term;
+        let first = self.log.last_index().next();
+        let entries: Vec<LogEntry<C>> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(offset, command)| LogEntry {
+                term,
+                index: first.plus(offset as u64),
+                payload: EntryPayload::Command(command),
+            })
+            .collect();
+        self.append_and_persist(entries);
+        self.maybe_commit();
+        self.broadcast_appends();
+    }
+
+    pub(crate) fn on_append_entries_response(
+        &mut self,
+        peer: NodeId,
+        response: AppendEntriesResponse,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        // Any answer in our term shows the follower recognised us as of that round.
+        progress.acked_round = progress
+            .acked_round
+            .max(response.round.min(self.heartbeat_round));
+        match response.outcome {
+            AppendOutcome::Accepted { match_index } => {
+                if match_index > last_index {
+                    warn!(
+                        target: "yggr::engine",
+                        node_id = self.id.get(),
+                        from = peer.get(),
+                        "dropped an acknowledgement past the end of our log"
+                    );
+                    return;
+                }
+                if progress.on_accepted(match_index) {
+                    self.maybe_commit();
+                    self.on_peer_caught_up(peer);
+                }
+            }
+            AppendOutcome::Rejected {
+                prev_log_index,
+                conflict_term,
+                conflict_index,
+            } => {
+                let rejection = Rejection {
+                    prev_log_index,
+                    conflict_term,
+                    conflict_index,
+                };
+                let log = &self.log;
+                if progress.on_rejected(rejection, |term| log.last_index_of_term(term)) {
+                    debug!(
+                        target: "yggr::engine",
+                        node_id = self.id.get(),
+                        term = self.current_term.get(),
+                        peer = peer.get(),
+                        next_index = progress.next_index.get(),
+                        "follower rejected AppendEntries; backing off"
+                    );
+                }
+            }
+        }
+        self.confirm_reads();
+        if self.role == Role::Leader {
+            self.send_appends(peer);
+        }
+    }
+
+    /// §5.3–5.4.2: the highest index on a majority of voters commits, but only by counting
+    /// replicas of an entry from the current term; earlier terms commit with it (Figure 8).
+    pub(crate) fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let own = self.id;
+        let own_match = self.log.last_index();
+        let mut matches: Vec<LogIndex> = self
+            .membership()
+            .voters
+            .iter()
+            .map(|voter| {
+                if *voter == own {
+                    own_match
+                } else {
+                    self.progress
+                        .get(voter)
+                        .map_or(LogIndex::ZERO, |progress| progress.match_index)
+                }
+            })
+            .collect();
+        let candidate = majority_index(&mut matches);
+        if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.current_term) {
+            self.advance_commit_to(candidate);
+        }
+    }
+
+    /// Leadership ended (a newer term, or stepping down after removing ourselves).
+    pub(crate) fn on_leadership_lost(&mut self) {
+        self.transfer = None;
+        self.fail_pending_reads(crate::action::ReadFailure::SteppedDown);
+    }
+
+    /// Called whenever the commit index moves, on any role.
+    pub(crate) fn on_commit_advanced(&mut self) {
+        if self.role == Role::Leader && !self.committed_membership().is_voter(self.id) {
+            // A leader that removed itself led until the change committed; now it goes.
+            info!(
+                target: "yggr::engine",
+                node_id = self.id.get(),
+                term = self.current_term.get(),
+                "stepping down: no longer a voter in the committed configuration"
+            );
+            let term = self.current_term;
+            self.become_follower(term, None);
+        }
+    }
+}
+
+/// How many recent heartbeat rounds the leader remembers the send time of (for leases).
+pub(crate) const MAX_TRACKED_ROUNDS: usize = 256;

@@ -1,0 +1,323 @@
+//! Snapshots (§7): compaction on the host's word, chunked InstallSnapshot to lagging
+//! followers, and installation on the receiving side.
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
+
+use crate::action::Action;
+use crate::engine::Engine;
+use crate::membership::Membership;
+use crate::message::{InstallSnapshot, InstallSnapshotResponse, Rpc};
+use crate::progress::ReplicationState;
+use crate::types::{LogIndex, NodeId, Role, Term};
+
+/// The latest snapshot this node holds, kept to serve followers that fell behind it.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotData {
+    pub(crate) index: LogIndex,
+    pub(crate) term: Term,
+    pub(crate) membership: Membership,
+    pub(crate) bytes: Bytes,
+}
+
+/// A snapshot being received chunk by chunk.
+#[derive(Debug)]
+pub(crate) struct IncomingSnapshot {
+    index: LogIndex,
+    term: Term,
+    buffer: BytesMut,
+}
+
+impl<C: Clone> Engine<C> {
+    pub(crate) fn on_snapshot_taken(&mut self, index: LogIndex, bytes: Bytes) {
+        if index <= self.log.snapshot_index() {
+            debug!(target: "yggr::engine", node_id = self.id.get(), index = index.get(), "ignored a stale snapshot");
+            return;
+        }
+        if index > self.last_applied {
+            // Compacting past the applied index would discard entries the state machine has
+            // not seen; the host broke the contract, so refuse rather than lose them.
+            warn!(
+                target: "yggr::engine",
+                node_id = self.id.get(),
+                index = index.get(),
+                last_applied = self.last_applied.get(),
+                "ignored a snapshot past the applied index"
+            );
+            return;
+        }
+        let Some(term) = self.log.term_at(index) else {
+            return;
+        };
+        let membership = self.membership_at(index);
+        self.compact(index, term, membership.clone());
+        self.snapshot = Some(SnapshotData {
+            index,
+            term,
+            membership: membership.clone(),
+            bytes: bytes.clone(),
+        });
+        self.out.push(Action::PersistSnapshot {
+            last_included_index: index,
+            last_included_term: term,
+            membership,
+            bytes,
+        });
+    }
+
+    /// The configuration in force at `index`: the newest recorded at or below it.
+    fn membership_at(&self, index: LogIndex) -> Membership {
+        self.log_memberships
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or_else(|| self.base_membership.clone(), |(_, m)| m.clone())
+    }
+
+    /// Moves the snapshot floor to `index`, keeping entries after it.
+    fn compact(&mut self, index: LogIndex, term: Term, membership: Membership) {
+        self.log.compact_to(index, term);
+        self.log_memberships.retain(|(at, _)| *at > index);
+        self.base_membership = membership;
+        self.hinted_band = 0;
+        self.hinted_log_growth = false;
+    }
+
+    /// Emits `SnapshotHint` when the applied entries past the floor cross another multiple of
+    /// the threshold, or the live log outgrows its limit.
+    pub(crate) fn maybe_hint_snapshot(&mut self) {
+        let floor = self.log.snapshot_index();
+        if self.last_applied <= floor {
+            return;
+        }
+        let mut hint = false;
+        let threshold = self.config.snapshot_hint_threshold_entries;
+        if threshold > 0 {
+            let band = self.last_applied.distance_from(floor) / threshold;
+            if band > self.hinted_band {
+                self.hinted_band = band;
+                hint = true;
+            }
+        }
+        let max_log = self.config.max_log_entries;
+        if max_log > 0 && self.log.len() > max_log && !self.hinted_log_growth {
+            self.hinted_log_growth = true;
+            hint = true;
+        }
+        if hint {
+            self.out.push(Action::SnapshotHint {
+                last_included_index: self.last_applied,
+            });
+        }
+    }
+
+    /// `peer` needs entries below our floor: send it our snapshot from the start.
+    pub(crate) fn start_snapshot_transfer(&mut self, peer: NodeId) {
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if self.snapshot.is_none() {
+            // A floor without snapshot bytes cannot happen: the floor only rises through a
+            // snapshot, and recovery restores its bytes. Refuse to send garbage if it does.
+            warn!(target: "yggr::engine", node_id = self.id.get(), peer = peer.get(), "no snapshot to send");
+            return;
+        }
+        progress.become_snapshot();
+        progress.snapshot_offset = 0;
+        debug!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            peer = peer.get(),
+            "sending snapshot"
+        );
+        self.send_snapshot_chunk(peer);
+    }
+
+    /// Sends the chunk at `peer`'s snapshot offset. One chunk is outstanding at a time; a lost
+    /// chunk is resent at the next heartbeat.
+    pub(crate) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let Some(snapshot) = self.snapshot.as_ref() else {
+            return;
+        };
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if progress.snapshot_index != snapshot.index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            progress.snapshot_index = snapshot.index;
+            progress.snapshot_offset = 0;
+        }
+        let total = snapshot.bytes.len();
+        let start = usize::try_from(progress.snapshot_offset)
+            .unwrap_or(total)
+            .min(total);
+        let end = start
+            .saturating_add(self.config.snapshot_chunk_size_bytes)
+            .min(total);
+        let request = InstallSnapshot {
+            last_included_index: snapshot.index,
+            last_included_term: snapshot.term,
+            membership: snapshot.membership.clone(),
+            offset: start as u64,
+            data: snapshot.bytes.slice(start..end),
+            done: end == total,
+        };
+        self.metrics.snapshots_sent += 1;
+        self.send(peer, Rpc::InstallSnapshot(request));
+    }
+
+    pub(crate) fn on_install_snapshot_response(
+        &mut self,
+        peer: NodeId,
+        response: InstallSnapshotResponse,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(snapshot_index) = self.snapshot.as_ref().map(|s| s.index) else {
+            return;
+        };
+        let Some(progress) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if progress.state != ReplicationState::Snapshot
+            || response.last_included_index != progress.snapshot_index
+        {
+            return;
+        }
+        if response.done {
+            // The follower now holds everything through the snapshot.
+            let index = response.last_included_index;
+            if index > progress.match_index {
+                progress.match_index = index;
+            }
+            progress.become_probe(index.next());
+            self.maybe_commit();
+            self.on_peer_caught_up(peer);
+            self.send_appends(peer);
+        } else if response.last_included_index == snapshot_index {
+            progress.snapshot_offset = response.next_offset;
+            self.send_snapshot_chunk(peer);
+        }
+    }
+
+    /// A snapshot chunk in our current term.
+    pub(crate) fn on_install_snapshot(&mut self, leader: NodeId, request: InstallSnapshot) {
+        if self.role == Role::Leader {
+            warn!(target: "yggr::engine", node_id = self.id.get(), from = leader.get(), "dropped InstallSnapshot from a second leader of our own term");
+            return;
+        }
+        if self.role != Role::Follower || self.leader_id != Some(leader) {
+            let term = self.current_term;
+            self.become_follower(term, Some(leader));
+        }
+        self.election_elapsed = 0;
+        let index = request.last_included_index;
+        let (next_offset, done) = self.receive_chunk(request);
+        self.send(
+            leader,
+            Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+                last_included_index: index,
+                next_offset,
+                done,
+            }),
+        );
+    }
+
+    /// Buffers one chunk; installs the snapshot when the last one arrives. Returns the offset
+    /// expected next and whether the snapshot is now held in full.
+    fn receive_chunk(&mut self, request: InstallSnapshot) -> (u64, bool) {
+        let index = request.last_included_index;
+        if index <= self.commit_index {
+            // Already covered by what we have committed: installing would move us backwards.
+            self.incoming_snapshot = None;
+            return (request.offset, true);
+        }
+        if request.last_included_term > self.current_term {
+            warn!(target: "yggr::engine", node_id = self.id.get(), "dropped a snapshot from a future term");
+            return (0, false);
+        }
+        if request.offset == 0 {
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                index,
+                term: request.last_included_term,
+                buffer: BytesMut::new(),
+            });
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            return (0, false);
+        };
+        if incoming.index != index || incoming.term != request.last_included_term {
+            // A chunk of some other snapshot: ask for this one from the start.
+            return (0, false);
+        }
+        let have = incoming.buffer.len() as u64;
+        if request.offset != have {
+            // Duplicate or out-of-order: tell the leader where we are.
+            return (have, false);
+        }
+        if incoming.buffer.len().saturating_add(request.data.len()) > MAX_SNAPSHOT_BYTES {
+            warn!(target: "yggr::engine", node_id = self.id.get(), "dropped a snapshot over the size limit");
+            self.incoming_snapshot = None;
+            return (0, false);
+        }
+        incoming.buffer.extend_from_slice(&request.data);
+        let have = incoming.buffer.len() as u64;
+        if !request.done {
+            return (have, false);
+        }
+        let Some(incoming) = self.incoming_snapshot.take() else {
+            return (0, false);
+        };
+        self.install_snapshot(SnapshotData {
+            index: incoming.index,
+            term: incoming.term,
+            membership: request.membership,
+            bytes: incoming.buffer.freeze(),
+        });
+        (have, true)
+    }
+
+    /// §7: keep the log suffix if it continues from the snapshot's last entry, otherwise
+    /// discard the whole log; then reset the state machine from the snapshot.
+    fn install_snapshot(&mut self, snapshot: SnapshotData) {
+        let SnapshotData {
+            index,
+            term,
+            membership,
+            bytes,
+        } = snapshot.clone();
+        if self.log.term_at(index) == Some(term) {
+            self.compact(index, term, membership.clone());
+        } else {
+            self.log.reset_to(index, term);
+            self.log_memberships.clear();
+            self.base_membership = membership.clone();
+            self.hinted_band = 0;
+            self.hinted_log_growth = false;
+        }
+        self.commit_index = self.commit_index.max(index);
+        self.last_applied = index;
+        self.snapshot = Some(snapshot);
+        self.metrics.snapshots_installed += 1;
+        info!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            snapshot_index = index.get(),
+            "installed snapshot"
+        );
+        self.out.push(Action::PersistSnapshot {
+            last_included_index: index,
+            last_included_term: term,
+            membership,
+            bytes: bytes.clone(),
+        });
+        self.out.push(Action::ApplySnapshot { bytes });
+    }
+}
+
+/// The largest snapshot a follower will buffer (4 GiB): a bound on memory taken by a
+/// misbehaving or corrupted sender.
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
