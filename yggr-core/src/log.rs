@@ -135,11 +135,12 @@ impl<C: Clone> RaftLog<C> {
         if index <= self.snapshot_index {
             return;
         }
-        let drop_count = index.distance_from(self.snapshot_index).min(self.len());
-        self.entries
-            .drain(..usize::try_from(drop_count).unwrap_or(usize::MAX));
-        if index > self.last_index() {
+        if index >= self.last_index() {
             self.entries.clear();
+        } else {
+            let drop_count = index.distance_from(self.snapshot_index);
+            self.entries
+                .drain(..usize::try_from(drop_count).unwrap_or(usize::MAX));
         }
         self.snapshot_index = index;
         self.snapshot_term = term;

@@ -30,15 +30,19 @@ pub(crate) struct Progress {
     /// In `Replicate`: the last index carried by each unacknowledged AppendEntries, oldest
     /// first. Bounded by the configured window.
     inflight: VecDeque<LogIndex>,
-    /// Whether any response arrived since the last heartbeat; a `Replicate` peer with messages
-    /// in flight and no response for a whole heartbeat interval is assumed to have lost some.
-    responded_since_heartbeat: bool,
+    /// Heartbeat intervals that passed with messages in flight and no advance of
+    /// `match_index`. Two in a row mean a message was lost (an answer takes far less than an
+    /// interval on a healthy link), and the follower is re-probed from its match point.
+    intervals_without_progress: u8,
     /// The highest heartbeat round this follower has acknowledged in the current term.
     pub(crate) acked_round: u64,
     /// In `Snapshot`: which snapshot is being sent, and the offset the follower expects next.
     pub(crate) snapshot_index: LogIndex,
     pub(crate) snapshot_offset: u64,
 }
+
+/// Heartbeat intervals without progress, with messages in flight, before re-probing.
+const STALLED_AFTER_INTERVALS: u8 = 2;
 
 /// What the leader learned from a rejection.
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +62,7 @@ impl Progress {
             state: ReplicationState::Probe,
             probe_sent: false,
             inflight: VecDeque::new(),
-            responded_since_heartbeat: false,
+            intervals_without_progress: 0,
             acked_round: 0,
             snapshot_index: LogIndex::ZERO,
             snapshot_offset: 0,
@@ -90,11 +94,14 @@ impl Progress {
     }
 
     /// A heartbeat interval passed. Returns true when the follower should be re-probed from
-    /// its match point because messages in flight went unanswered for a whole interval.
+    /// its match point because messages in flight went unacknowledged for too long.
     pub(crate) fn on_heartbeat(&mut self) -> bool {
-        let stalled = self.state == ReplicationState::Replicate
-            && !self.inflight.is_empty()
-            && !self.responded_since_heartbeat;
+        if self.state == ReplicationState::Replicate && !self.inflight.is_empty() {
+            self.intervals_without_progress = self.intervals_without_progress.saturating_add(1);
+        } else {
+            self.intervals_without_progress = 0;
+        }
+        let stalled = self.intervals_without_progress >= STALLED_AFTER_INTERVALS;
         if stalled {
             self.become_probe(self.match_index.next());
         }
@@ -102,7 +109,6 @@ impl Progress {
             // A probe lost on the wire must not block the follower forever.
             self.probe_sent = false;
         }
-        self.responded_since_heartbeat = false;
         stalled
     }
 
@@ -110,10 +116,10 @@ impl Progress {
     /// the match index advanced. Duplicated and reordered acknowledgements are harmless: the
     /// match index only grows.
     pub(crate) fn on_accepted(&mut self, match_index: LogIndex) -> bool {
-        self.responded_since_heartbeat = true;
         let advanced = match_index > self.match_index;
         if advanced {
             self.match_index = match_index;
+            self.intervals_without_progress = 0;
         }
         if self.next_index <= match_index {
             self.next_index = match_index.next();
@@ -144,7 +150,6 @@ impl Progress {
         rejection: Rejection,
         leader_last_index_of_term: impl Fn(Term) -> Option<LogIndex>,
     ) -> bool {
-        self.responded_since_heartbeat = true;
         if rejection.prev_log_index <= self.match_index {
             return false;
         }
@@ -172,6 +177,7 @@ impl Progress {
 
     pub(crate) fn become_probe(&mut self, next_index: LogIndex) {
         self.state = ReplicationState::Probe;
+        self.intervals_without_progress = 0;
         self.probe_sent = false;
         self.inflight.clear();
         self.next_index = next_index.max(self.match_index.next());

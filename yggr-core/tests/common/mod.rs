@@ -1,0 +1,229 @@
+//! A tiny in-memory host for engine tests: engines by id, a FIFO of messages in flight, and
+//! helpers to run them until quiet. The full adversarial simulator lives in yggr-sim.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use yggr_core::{
+    Action, Engine, EngineConfig, EntryPayload, Event, LogEntry, LogIndex, Membership, Message,
+    NodeId, RandomEnv, Role, Rpc, Term,
+};
+
+pub fn id(raw: u64) -> NodeId {
+    NodeId::new(raw).unwrap()
+}
+
+pub fn idx(raw: u64) -> LogIndex {
+    LogIndex::new(raw)
+}
+
+pub fn term(raw: u64) -> Term {
+    Term::new(raw)
+}
+
+pub fn engine(node: u64, voters: &[u64]) -> Engine<u64> {
+    engine_with(node, voters, EngineConfig::default())
+}
+
+pub fn engine_with(node: u64, voters: &[u64], config: EngineConfig) -> Engine<u64> {
+    let membership = Membership::from_voters(voters.iter().map(|v| id(*v)));
+    Engine::with_config(id(node), membership, RandomEnv::seeded(node), config).unwrap()
+}
+
+pub fn entry(index: u64, entry_term: u64, command: u64) -> LogEntry<u64> {
+    LogEntry {
+        term: term(entry_term),
+        index: idx(index),
+        payload: EntryPayload::Command(command),
+    }
+}
+
+pub fn sends(actions: &[Action<u64>]) -> Vec<(NodeId, Message<u64>)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send { to, message } => Some((*to, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn applied(actions: &[Action<u64>]) -> Vec<LogEntry<u64>> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Apply(entries) => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+pub fn applied_commands(actions: &[Action<u64>]) -> Vec<u64> {
+    applied(actions)
+        .into_iter()
+        .filter_map(|entry| match entry.payload {
+            EntryPayload::Command(command) => Some(command),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn message(from: u64, message_term: u64, rpc: Rpc<u64>) -> Event<u64> {
+    Event::Incoming(Message {
+        from: id(from),
+        term: term(message_term),
+        rpc,
+    })
+}
+
+/// Ticks `engine` until it changes role or `limit` ticks pass; returns every action.
+pub fn tick_until_role_changes(engine: &mut Engine<u64>, limit: u64) -> Vec<Action<u64>> {
+    let start = engine.role();
+    let mut all = Vec::new();
+    for _ in 0..limit {
+        all.extend(engine.step(Event::Tick));
+        if engine.role() != start {
+            break;
+        }
+    }
+    all
+}
+
+/// A cluster of engines with reliable, in-order delivery and link cuts.
+pub struct Net {
+    pub engines: BTreeMap<NodeId, Engine<u64>>,
+    pub in_flight: VecDeque<(NodeId, Message<u64>)>,
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    pub applied: BTreeMap<NodeId, Vec<LogEntry<u64>>>,
+    pub actions: BTreeMap<NodeId, Vec<Action<u64>>>,
+}
+
+impl Net {
+    pub fn new(size: u64) -> Net {
+        Net::with_config(size, EngineConfig::default())
+    }
+
+    pub fn with_config(size: u64, config: EngineConfig) -> Net {
+        let voters: Vec<u64> = (1..=size).collect();
+        let engines = voters
+            .iter()
+            .map(|v| (id(*v), engine_with(*v, &voters, config.clone())))
+            .collect();
+        Net {
+            engines,
+            in_flight: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            actions: BTreeMap::new(),
+        }
+    }
+
+    pub fn engine(&self, node: u64) -> &Engine<u64> {
+        &self.engines[&id(node)]
+    }
+
+    pub fn step(&mut self, node: u64, event: Event<u64>) -> Vec<Action<u64>> {
+        let node = id(node);
+        let actions = self.engines.get_mut(&node).unwrap().step(event);
+        self.absorb(node, &actions);
+        actions
+    }
+
+    fn absorb(&mut self, node: NodeId, actions: &[Action<u64>]) {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.in_flight.push_back((*to, message.clone())),
+                Action::Apply(entries) => {
+                    self.applied
+                        .entry(node)
+                        .or_default()
+                        .extend(entries.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+        self.actions
+            .entry(node)
+            .or_default()
+            .extend(actions.iter().cloned());
+    }
+
+    /// Delivers messages until none are left; returns how many were delivered.
+    pub fn deliver_all(&mut self) -> usize {
+        let mut delivered = 0;
+        while let Some((to, message)) = self.in_flight.pop_front() {
+            if self.cut.contains(&(message.from, to)) || !self.engines.contains_key(&to) {
+                continue;
+            }
+            delivered += 1;
+            let actions = self
+                .engines
+                .get_mut(&to)
+                .unwrap()
+                .step(Event::Incoming(message));
+            self.absorb(to, &actions);
+        }
+        delivered
+    }
+
+    pub fn tick_all(&mut self) {
+        let nodes: Vec<NodeId> = self.engines.keys().copied().collect();
+        for node in nodes {
+            let actions = self.engines.get_mut(&node).unwrap().step(Event::Tick);
+            self.absorb(node, &actions);
+        }
+    }
+
+    /// Ticks only `node` until its election timer fires, then runs the cluster to quiet.
+    pub fn campaign(&mut self, node: u64) {
+        for _ in 0..100 {
+            let before = self.engine(node).role();
+            self.step(node, Event::Tick);
+            if self.engine(node).role() != before {
+                break;
+            }
+        }
+        self.deliver_all();
+    }
+
+    /// Elects `node` and lets its no-op commit everywhere.
+    pub fn elect(&mut self, node: u64) {
+        self.campaign(node);
+        assert_eq!(
+            self.engine(node).role(),
+            Role::Leader,
+            "node {node} failed to win"
+        );
+        self.heartbeat(node);
+    }
+
+    /// One heartbeat interval on `node` (leader), then delivery to quiet.
+    pub fn heartbeat(&mut self, node: u64) {
+        let interval = self.engine(node).config().heartbeat_interval_ticks;
+        for _ in 0..interval {
+            self.step(node, Event::Tick);
+        }
+        self.deliver_all();
+    }
+
+    pub fn isolate(&mut self, node: u64) {
+        let nodes: Vec<NodeId> = self.engines.keys().copied().collect();
+        for other in nodes {
+            self.cut.insert((id(node), other));
+            self.cut.insert((other, id(node)));
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn leaders(&self) -> Vec<(NodeId, Term)> {
+        self.engines
+            .values()
+            .filter(|engine| engine.role() == Role::Leader)
+            .map(|engine| (engine.id(), engine.current_term()))
+            .collect()
+    }
+}

@@ -1,0 +1,477 @@
+//! Figure 2 rules for elections (§5.2, §5.4.1) and pre-vote (thesis §9.6), one test per rule.
+
+mod common;
+
+use common::*;
+use yggr_core::{
+    Action, EngineConfig, Event, Membership, NodeId, Role, Rpc, VoteRequest, VoteResponse,
+};
+
+fn no_pre_vote() -> EngineConfig {
+    EngineConfig {
+        pre_vote: false,
+        ..EngineConfig::default()
+    }
+}
+
+fn vote_request(last_index: u64, last_term: u64) -> Rpc<u64> {
+    Rpc::RequestVote(VoteRequest {
+        last_log_index: idx(last_index),
+        last_log_term: term(last_term),
+        leadership_transfer: false,
+    })
+}
+
+fn pre_vote_request(last_index: u64, last_term: u64) -> Rpc<u64> {
+    Rpc::RequestPreVote(VoteRequest {
+        last_log_index: idx(last_index),
+        last_log_term: term(last_term),
+        leadership_transfer: false,
+    })
+}
+
+/// Ticks past the minimum election timeout, so the node no longer counts its leader as live.
+fn outlive_leader(node: &mut yggr_core::Engine<u64>) {
+    for _ in 0..node.config().election_timeout_min_ticks {
+        node.step(Event::Tick);
+    }
+}
+
+fn vote_granted(actions: &[Action<u64>]) -> Option<bool> {
+    sends(actions)
+        .into_iter()
+        .find_map(|(_, message)| match message.rpc {
+            Rpc::RequestVoteResponse(VoteResponse { granted }) => Some(granted),
+            Rpc::RequestPreVoteResponse(VoteResponse { granted }) => Some(granted),
+            _ => None,
+        })
+}
+
+#[test]
+fn election_timeout_fires_within_the_configured_range() {
+    for seed in 1..=20 {
+        let mut node = engine_with(seed, &[seed, 100], no_pre_vote());
+        let mut ticks = 0;
+        while node.role() == Role::Follower {
+            node.step(Event::Tick);
+            ticks += 1;
+            assert!(ticks < 20, "timeout must be below the exclusive maximum");
+        }
+        assert!(ticks >= 10, "timeout {ticks} below the minimum");
+    }
+}
+
+#[test]
+fn candidate_increments_term_votes_for_itself_and_requests_votes() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    let actions = tick_until_role_changes(&mut node, 100);
+    assert_eq!(node.role(), Role::Candidate);
+    assert_eq!(node.current_term(), term(1));
+    assert_eq!(node.voted_for(), Some(id(1)));
+    let targets: Vec<NodeId> = sends(&actions).iter().map(|(to, _)| *to).collect();
+    assert_eq!(targets, vec![id(2), id(3)]);
+    assert!(
+        sends(&actions)
+            .iter()
+            .all(|(_, m)| matches!(m.rpc, Rpc::RequestVote(_)) && m.term == term(1))
+    );
+}
+
+#[test]
+fn candidate_persists_term_and_vote_before_requesting_votes() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    let actions = tick_until_role_changes(&mut node, 100);
+    let persist = actions
+        .iter()
+        .position(|a| {
+            matches!(a, Action::PersistHardState { current_term, voted_for }
+            if *current_term == term(1) && *voted_for == Some(id(1)))
+        })
+        .expect("hard state persisted");
+    let first_send = actions
+        .iter()
+        .position(|a| matches!(a, Action::Send { .. }))
+        .unwrap();
+    assert!(persist < first_send);
+}
+
+#[test]
+fn candidate_with_votes_from_a_majority_becomes_leader() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    tick_until_role_changes(&mut node, 100);
+    node.step(message(
+        2,
+        1,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(node.role(), Role::Leader);
+    assert_eq!(node.leader(), Some(id(1)));
+}
+
+#[test]
+fn candidate_refused_by_a_majority_returns_to_follower() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    tick_until_role_changes(&mut node, 100);
+    node.step(message(
+        2,
+        1,
+        Rpc::RequestVoteResponse(VoteResponse { granted: false }),
+    ));
+    assert_eq!(
+        node.role(),
+        Role::Candidate,
+        "one refusal is not a majority"
+    );
+    node.step(message(
+        3,
+        1,
+        Rpc::RequestVoteResponse(VoteResponse { granted: false }),
+    ));
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.current_term(), term(1));
+}
+
+#[test]
+fn candidate_that_times_out_starts_a_new_election_in_a_new_term() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    tick_until_role_changes(&mut node, 100);
+    for _ in 0..20 {
+        node.step(Event::Tick);
+    }
+    assert_eq!(node.role(), Role::Candidate);
+    assert_eq!(node.current_term(), term(2));
+}
+
+#[test]
+fn candidate_recognises_a_leader_of_its_term_through_append_entries() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    tick_until_role_changes(&mut node, 100);
+    node.step(message(
+        2,
+        1,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![],
+            leader_commit: idx(0),
+            round: 0,
+        }),
+    ));
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.leader(), Some(id(2)));
+    assert_eq!(node.current_term(), term(1));
+}
+
+#[test]
+fn vote_refused_when_candidate_term_is_stale() {
+    let mut node = engine(1, &[1, 2, 3]);
+    node.step(message(2, 3, vote_request(0, 0)));
+    let actions = node.step(message(3, 2, vote_request(5, 2)));
+    assert_eq!(vote_granted(&actions), Some(false));
+    let (_, reply) = &sends(&actions)[0];
+    assert_eq!(reply.term, term(3), "the refusal carries the newer term");
+}
+
+#[test]
+fn vote_granted_at_most_once_per_term() {
+    let mut node = engine(1, &[1, 2, 3]);
+    assert_eq!(
+        vote_granted(&node.step(message(2, 1, vote_request(0, 0)))),
+        Some(true)
+    );
+    assert_eq!(
+        vote_granted(&node.step(message(3, 1, vote_request(0, 0)))),
+        Some(false)
+    );
+    assert_eq!(
+        vote_granted(&node.step(message(2, 1, vote_request(0, 0)))),
+        Some(true),
+        "a repeated request from the same candidate is granted again"
+    );
+    assert_eq!(node.voted_for(), Some(id(2)));
+}
+
+#[test]
+fn vote_refused_when_candidate_log_has_an_older_last_term() {
+    let mut node = engine(1, &[1, 2, 3]);
+    node.step(message(
+        2,
+        2,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![entry(1, 2, 10)],
+            leader_commit: idx(0),
+            round: 0,
+        }),
+    ));
+    outlive_leader(&mut node);
+    // Long log, but from an older term: §5.4.1 compares last terms first.
+    let actions = node.step(message(3, 5, vote_request(9, 1)));
+    assert_eq!(node.current_term(), term(5));
+    assert_eq!(vote_granted(&actions), Some(false));
+}
+
+#[test]
+fn vote_refused_when_candidate_log_is_shorter_in_the_same_last_term() {
+    let mut node = engine(1, &[1, 2, 3]);
+    node.step(message(
+        2,
+        2,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![entry(1, 2, 10), entry(2, 2, 11)],
+            leader_commit: idx(0),
+            round: 0,
+        }),
+    ));
+    outlive_leader(&mut node);
+    assert_eq!(
+        vote_granted(&node.step(message(3, 5, vote_request(1, 2)))),
+        Some(false)
+    );
+    assert_eq!(
+        vote_granted(&node.step(message(3, 5, vote_request(2, 2)))),
+        Some(true)
+    );
+}
+
+#[test]
+fn vote_is_persisted_before_it_is_sent() {
+    let mut node = engine(1, &[1, 2, 3]);
+    let actions = node.step(message(2, 4, vote_request(0, 0)));
+    assert!(matches!(
+        actions[0],
+        Action::PersistHardState { current_term, voted_for: Some(voted) }
+            if current_term == term(4) && voted == id(2)
+    ));
+    assert!(matches!(actions[1], Action::Send { .. }));
+    assert_eq!(
+        actions.len(),
+        2,
+        "term bump and vote share one hard-state write"
+    );
+}
+
+#[test]
+fn higher_term_in_a_response_makes_a_leader_step_down() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let leader_term = net.engine(1).current_term();
+    net.step(
+        1,
+        message(
+            2,
+            leader_term.get() + 1,
+            Rpc::RequestVoteResponse(VoteResponse { granted: false }),
+        ),
+    );
+    assert_eq!(net.engine(1).role(), Role::Follower);
+    assert_eq!(net.engine(1).current_term().get(), leader_term.get() + 1);
+    assert_eq!(net.engine(1).metrics().higher_term_stepdowns, 1);
+}
+
+#[test]
+fn stale_vote_responses_are_ignored() {
+    let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
+    tick_until_role_changes(&mut node, 100);
+    for _ in 0..20 {
+        node.step(Event::Tick);
+    }
+    assert_eq!(node.current_term(), term(2));
+    // A grant from term 1 must not count toward the term-2 election.
+    node.step(message(
+        2,
+        1,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(node.role(), Role::Candidate);
+}
+
+#[test]
+fn follower_of_a_live_leader_ignores_a_disruptive_vote_request_and_keeps_its_term() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let leader_term = net.engine(1).current_term().get();
+    let actions = net.step(
+        2,
+        message(3, leader_term + 5, vote_request(100, leader_term)),
+    );
+    assert!(sends(&actions).is_empty());
+    assert_eq!(
+        net.engine(2).current_term().get(),
+        leader_term,
+        "thesis §4.2.3: no term update"
+    );
+}
+
+#[test]
+fn pre_vote_request_never_changes_the_voters_term_or_vote() {
+    let mut node = engine(1, &[1, 2, 3]);
+    let actions = node.step(message(2, 7, pre_vote_request(0, 0)));
+    assert_eq!(vote_granted(&actions), Some(true));
+    assert_eq!(node.current_term(), term(0));
+    assert_eq!(node.voted_for(), None);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::PersistHardState { .. }))
+    );
+    let (_, reply) = &sends(&actions)[0];
+    assert_eq!(reply.term, term(7), "a grant echoes the probed term");
+}
+
+#[test]
+fn pre_vote_starts_without_changing_term_and_wins_into_a_real_election() {
+    let mut node = engine(1, &[1, 2, 3]);
+    let actions = tick_until_role_changes(&mut node, 100);
+    assert_eq!(node.role(), Role::PreCandidate);
+    assert_eq!(node.current_term(), term(0));
+    assert!(
+        sends(&actions)
+            .iter()
+            .all(|(_, m)| matches!(m.rpc, Rpc::RequestPreVote(_)) && m.term == term(1))
+    );
+    node.step(message(
+        2,
+        1,
+        Rpc::RequestPreVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(node.role(), Role::Candidate);
+    assert_eq!(node.current_term(), term(1));
+}
+
+#[test]
+fn pre_candidate_that_loses_stays_a_follower_at_its_old_term() {
+    let mut node = engine(1, &[1, 2, 3]);
+    tick_until_role_changes(&mut node, 100);
+    node.step(message(
+        2,
+        0,
+        Rpc::RequestPreVoteResponse(VoteResponse { granted: false }),
+    ));
+    node.step(message(
+        3,
+        0,
+        Rpc::RequestPreVoteResponse(VoteResponse { granted: false }),
+    ));
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.current_term(), term(0));
+    assert_eq!(node.metrics().elections_started, 0);
+}
+
+#[test]
+fn pre_vote_refused_while_the_voter_hears_from_a_live_leader() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let t = net.engine(1).current_term().get();
+    let last = net.engine(2).last_log_index().get();
+    let actions = net.step(2, message(3, t + 1, pre_vote_request(last, t)));
+    assert_eq!(vote_granted(&actions), Some(false));
+}
+
+#[test]
+fn rejoining_node_cannot_disrupt_a_healthy_cluster() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let leader_term = net.engine(1).current_term();
+    net.isolate(3);
+    for _ in 0..200 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    assert_ne!(net.engine(3).role(), Role::Leader);
+    assert_eq!(
+        net.engine(3).current_term(),
+        leader_term,
+        "pre-vote kept its term"
+    );
+    net.heal();
+    for _ in 0..50 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    assert_eq!(net.engine(1).role(), Role::Leader);
+    assert_eq!(net.engine(1).current_term(), leader_term);
+}
+
+#[test]
+fn learner_never_grants_votes_or_pre_votes_and_never_campaigns() {
+    let membership = Membership {
+        voters: [id(1), id(2)].into_iter().collect(),
+        learners: [id(3)].into_iter().collect(),
+    };
+    let mut learner: yggr_core::Engine<u64> = yggr_core::Engine::with_config(
+        id(3),
+        membership,
+        yggr_core::RandomEnv::seeded(3),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        vote_granted(&learner.step(message(1, 1, vote_request(0, 0)))),
+        Some(false)
+    );
+    assert_eq!(
+        vote_granted(&learner.step(message(2, 2, pre_vote_request(0, 0)))),
+        Some(false)
+    );
+    for _ in 0..200 {
+        let actions = learner.step(Event::Tick);
+        assert!(sends(&actions).is_empty(), "a learner never campaigns");
+    }
+    assert_eq!(learner.role(), Role::Follower);
+}
+
+#[test]
+fn joining_node_with_empty_configuration_never_elects_itself() {
+    let mut joiner: yggr_core::Engine<u64> = yggr_core::Engine::with_config(
+        id(4),
+        Membership::empty(),
+        yggr_core::RandomEnv::seeded(4),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    for _ in 0..500 {
+        assert!(joiner.step(Event::Tick).is_empty());
+    }
+    assert_eq!(joiner.role(), Role::Follower);
+    assert_eq!(joiner.current_term(), term(0));
+}
+
+#[test]
+fn single_node_cluster_elects_itself() {
+    let mut node = engine(1, &[1]);
+    tick_until_role_changes(&mut node, 100);
+    let mut guard = 0;
+    while node.role() != Role::Leader && guard < 100 {
+        node.step(Event::Tick);
+        guard += 1;
+    }
+    assert_eq!(node.role(), Role::Leader);
+    assert_eq!(node.commit_index(), idx(1), "its no-op commits on its own");
+}
+
+#[test]
+fn election_safety_at_most_one_leader_per_term_under_split_votes() {
+    for seed in 0..20u64 {
+        let mut net = Net::new(5);
+        // Drive everyone with interleaved ticks: split votes happen; never two leaders a term.
+        let mut leaders_by_term = std::collections::BTreeMap::new();
+        for round in 0..300u64 {
+            let node = 1 + (round * 7 + seed) % 5;
+            net.step(node, Event::Tick);
+            if round % 3 == 0 {
+                net.deliver_all();
+            }
+            for (leader, leader_term) in net.leaders() {
+                let previous = leaders_by_term.insert(leader_term, leader);
+                assert!(
+                    previous.is_none_or(|p: NodeId| p == leader),
+                    "two leaders in {leader_term}"
+                );
+            }
+        }
+    }
+}
