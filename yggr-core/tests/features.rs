@@ -1,0 +1,450 @@
+//! Reads (§8), leadership transfer (thesis §3.10), membership changes (§4.3) and snapshots
+//! (§7) at the engine level. The simulator covers them under chaos.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use yggr_core::{
+    Action, ConfigChange, ConfigChangeRejection, EngineConfig, Event, ReadFailure, Role, Rpc,
+};
+
+fn read_outcome(actions: &[Action<u64>], read: u64) -> Option<Result<(), ReadFailure>> {
+    actions.iter().find_map(|action| match action {
+        Action::ReadReady { id } if *id == read => Some(Ok(())),
+        Action::ReadFailed { id, reason } if *id == read => Some(Err(*reason)),
+        _ => None,
+    })
+}
+
+fn all_actions(net: &Net, node: u64) -> Vec<Action<u64>> {
+    net.actions.get(&id(node)).cloned().unwrap_or_default()
+}
+
+#[test]
+fn read_on_a_follower_fails_with_a_leader_hint() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let actions = net.step(2, Event::ProposeRead { id: 9 });
+    assert_eq!(
+        read_outcome(&actions, 9),
+        Some(Err(ReadFailure::NotLeader {
+            leader_hint: Some(id(1))
+        }))
+    );
+}
+
+#[test]
+fn read_before_the_new_leader_commits_its_noop_is_not_ready() {
+    // The no-op is appended but its acknowledgements have not arrived yet.
+    let mut leader = engine(1, &[1, 2, 3]);
+    for _ in 0..100 {
+        leader.step(Event::Tick);
+        if leader.role() != Role::Follower {
+            break;
+        }
+    }
+    let t = leader.current_term().get() + 1;
+    leader.step(message(
+        2,
+        t,
+        Rpc::RequestPreVoteResponse(yggr_core::VoteResponse { granted: true }),
+    ));
+    leader.step(message(
+        2,
+        t,
+        Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: true }),
+    ));
+    assert_eq!(leader.role(), Role::Leader);
+    let actions = leader.step(Event::ProposeRead { id: 1 });
+    assert_eq!(read_outcome(&actions, 1), Some(Err(ReadFailure::NotReady)));
+}
+
+#[test]
+fn read_index_waits_for_a_heartbeat_round_started_after_the_read() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let actions = net.step(1, Event::ProposeRead { id: 5 });
+    assert_eq!(
+        read_outcome(&actions, 5),
+        None,
+        "not before a majority confirms"
+    );
+    assert!(sends(&actions).len() >= 2, "the read starts its own round");
+    net.deliver_all();
+    assert_eq!(read_outcome(&all_actions(&net, 1), 5), Some(Ok(())));
+    assert_eq!(net.engine(1).metrics().reads_completed, 1);
+}
+
+#[test]
+fn acknowledgements_of_rounds_before_the_read_do_not_confirm_it() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    // Hold back the heartbeat round that starts before the read...
+    net.heartbeat(1);
+    let interval = net.engine(1).config().heartbeat_interval_ticks;
+    for _ in 0..interval {
+        net.step(1, Event::Tick);
+    }
+    let early_round: Vec<_> = net.in_flight.drain(..).collect();
+    // ...then the read arrives and its own round is lost entirely.
+    net.step(1, Event::ProposeRead { id: 7 });
+    net.in_flight.clear();
+    // The earlier round's acknowledgements arrive now: they prove nothing about the read.
+    net.in_flight.extend(early_round);
+    net.deliver_all();
+    assert_eq!(read_outcome(&all_actions(&net, 1), 7), None);
+    net.heartbeat(1);
+    assert_eq!(read_outcome(&all_actions(&net, 1), 7), Some(Ok(())));
+}
+
+#[test]
+fn pending_read_fails_when_the_leader_steps_down() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ProposeRead { id: 3 });
+    net.in_flight.clear();
+    let t = net.engine(1).current_term().get();
+    let actions = net.step(
+        1,
+        message(
+            2,
+            t + 1,
+            Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: false }),
+        ),
+    );
+    assert_eq!(
+        read_outcome(&actions, 3),
+        Some(Err(ReadFailure::SteppedDown))
+    );
+}
+
+#[test]
+fn lease_serves_reads_without_a_round_trip_while_fresh() {
+    let config = EngineConfig {
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(3, config);
+    net.elect(1);
+    net.heartbeat(1);
+    let actions = net.step(1, Event::ProposeRead { id: 1 });
+    assert_eq!(read_outcome(&actions, 1), Some(Ok(())));
+    assert!(sends(&actions).is_empty());
+    // Without acknowledgements the lease runs out and reads need a round again.
+    net.isolate(1);
+    for _ in 0..8 {
+        net.step(1, Event::Tick);
+    }
+    net.in_flight.clear();
+    let actions = net.step(1, Event::ProposeRead { id: 2 });
+    assert_eq!(read_outcome(&actions, 2), None);
+}
+
+#[test]
+fn transfer_sends_timeout_now_once_the_target_is_caught_up_and_it_wins() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::TransferLeadership { target: id(2) });
+    net.deliver_all();
+    assert_eq!(net.engine(2).role(), Role::Leader);
+    assert_eq!(net.engine(1).role(), Role::Follower);
+}
+
+#[test]
+fn leader_refuses_proposals_while_a_transfer_is_pending_and_resumes_after_timeout() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.isolate(2);
+    net.step(1, Event::ClientProposal(1));
+    net.step(1, Event::TransferLeadership { target: id(2) });
+    let refused = net.step(1, Event::ClientProposal(2));
+    assert_eq!(refused, vec![Action::Redirect { leader_hint: None }]);
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.step(1, Event::Tick);
+    }
+    let accepted = net.step(1, Event::ClientProposal(3));
+    assert!(
+        accepted
+            .iter()
+            .any(|a| matches!(a, Action::PersistLogEntries(_)))
+    );
+}
+
+#[test]
+fn transfer_to_self_or_a_non_voter_is_refused() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    assert_eq!(
+        net.step(1, Event::TransferLeadership { target: id(1) }),
+        vec![Action::TransferRejected { target: id(1) }]
+    );
+    assert_eq!(
+        net.step(1, Event::TransferLeadership { target: id(9) }),
+        vec![Action::TransferRejected { target: id(9) }]
+    );
+}
+
+#[test]
+fn timeout_now_campaign_is_honoured_by_voters_that_hear_from_the_leader() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let t = net.engine(1).current_term();
+    net.step(1, Event::TransferLeadership { target: id(3) });
+    net.deliver_all();
+    assert_eq!(net.engine(3).role(), Role::Leader);
+    assert_eq!(net.engine(3).current_term(), t.next(), "no pre-vote round");
+}
+
+#[test]
+fn second_membership_change_is_refused_while_the_first_is_uncommitted() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(4))),
+    );
+    let refused = net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(5))),
+    );
+    assert_eq!(
+        refused,
+        vec![Action::ConfigChangeRejected {
+            change: ConfigChange::AddLearner(id(5)),
+            reason: ConfigChangeRejection::ChangeInProgress,
+        }]
+    );
+    net.deliver_all();
+    let accepted = net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(5))),
+    );
+    assert!(
+        accepted
+            .iter()
+            .any(|a| matches!(a, Action::PersistLogEntries(_)))
+    );
+}
+
+#[test]
+fn configuration_takes_effect_when_appended_not_when_committed() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.isolate(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(4))),
+    );
+    assert!(net.engine(1).membership().is_learner(id(4)));
+    assert!(!net.engine(1).committed_membership().is_learner(id(4)));
+}
+
+#[test]
+fn truncated_configuration_entry_rolls_back_the_membership() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    // Node 1 appends a change that only node 2 receives, then loses leadership to node 3.
+    net.cut.insert((id(1), id(3)));
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(4))),
+    );
+    net.in_flight.retain(|(to, _)| *to == id(2));
+    // Deliver to node 2 but drop its acknowledgement, so the change stays uncommitted.
+    let (to, msg) = net.in_flight.pop_front().unwrap();
+    net.engines.get_mut(&to).unwrap().step(Event::Incoming(msg));
+    assert!(net.engine(2).membership().is_learner(id(4)));
+    // Node 3 wins a newer term and overwrites node 2's suffix.
+    net.heal();
+    net.isolate(1);
+    net.cut.remove(&(id(2), id(3)));
+    net.cut.remove(&(id(3), id(2)));
+    let t = net.engine(3).current_term().get();
+    // Force node 3's campaign with a TimeoutNow-like path: tick it until it leads.
+    for _ in 0..200 {
+        net.step(3, Event::Tick);
+        net.step(2, Event::Tick);
+        net.deliver_all();
+        if net.engine(3).role() == Role::Leader {
+            break;
+        }
+    }
+    if net.engine(3).role() == Role::Leader {
+        assert!(net.engine(3).current_term().get() > t);
+        net.heartbeat(3);
+        assert!(
+            !net.engine(2).membership().is_learner(id(4)),
+            "rolled back with the entry"
+        );
+    } else {
+        // Node 2's longer log may win instead; then its change survives, which is also correct.
+        assert_eq!(net.engine(2).role(), Role::Leader);
+        assert!(net.engine(2).membership().is_learner(id(4)));
+    }
+}
+
+#[test]
+fn learner_receives_replication_but_does_not_count_toward_commit() {
+    let mut net = Net::new(2);
+    net.engines.insert(
+        id(3),
+        yggr_core::Engine::with_config(
+            id(3),
+            yggr_core::Membership::empty(),
+            yggr_core::RandomEnv::seeded(3),
+            EngineConfig::default(),
+        )
+        .unwrap(),
+    );
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::AddLearner(id(3))),
+    );
+    net.deliver_all();
+    net.heartbeat(1);
+    assert!(net.engine(3).membership().is_learner(id(3)));
+    assert_eq!(
+        net.engine(3).last_log_index(),
+        net.engine(1).last_log_index()
+    );
+    // With the voter 2 cut off, the learner's acknowledgement alone cannot commit anything.
+    net.isolate(2);
+    let commit = net.engine(1).commit_index();
+    net.step(1, Event::ClientProposal(1));
+    net.deliver_all();
+    assert_eq!(net.engine(1).commit_index(), commit);
+}
+
+#[test]
+fn leader_that_removes_itself_steps_down_once_the_change_commits() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(1))),
+    );
+    assert_eq!(
+        net.engine(1).role(),
+        Role::Leader,
+        "leads until the change commits"
+    );
+    net.deliver_all();
+    assert_eq!(net.engine(1).role(), Role::Follower);
+    assert!(!net.engine(1).membership().is_voter(id(1)));
+}
+
+#[test]
+fn new_leader_refuses_membership_change_before_committing_in_its_term() {
+    let mut leader = engine(1, &[1, 2, 3]);
+    for _ in 0..100 {
+        leader.step(Event::Tick);
+        if leader.role() != Role::Follower {
+            break;
+        }
+    }
+    leader.step(message(
+        2,
+        1,
+        Rpc::RequestPreVoteResponse(yggr_core::VoteResponse { granted: true }),
+    ));
+    leader.step(message(
+        2,
+        1,
+        Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: true }),
+    ));
+    assert_eq!(leader.role(), Role::Leader);
+    assert_eq!(
+        leader.step(Event::ProposeConfigChange(ConfigChange::AddPeer(id(4)))),
+        vec![Action::ConfigChangeRejected {
+            change: ConfigChange::AddPeer(id(4)),
+            reason: ConfigChangeRejection::LeaderNotReady,
+        }]
+    );
+}
+
+#[test]
+fn snapshot_compacts_the_log_and_catches_up_a_lagging_follower_in_chunks() {
+    let config = EngineConfig {
+        snapshot_chunk_size_bytes: 4,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(3, config);
+    net.elect(1);
+    net.isolate(3);
+    for command in 0..20 {
+        net.step(1, Event::ClientProposal(command));
+    }
+    net.deliver_all();
+    let applied = net.engine(1).last_applied();
+    let actions = net.step(
+        1,
+        Event::SnapshotTaken {
+            last_included_index: applied,
+            bytes: Bytes::from_static(b"0123456789"),
+        },
+    );
+    assert!(
+        matches!(actions[0], Action::PersistSnapshot { last_included_index, .. } if last_included_index == applied)
+    );
+    assert_eq!(net.engine(1).snapshot_index(), applied);
+    net.heal();
+    for _ in 0..6 {
+        net.heartbeat(1);
+    }
+    let follower = all_actions(&net, 3);
+    let restored = follower.iter().find_map(|a| match a {
+        Action::ApplySnapshot { bytes } => Some(bytes.clone()),
+        _ => None,
+    });
+    assert_eq!(restored, Some(Bytes::from_static(b"0123456789")));
+    assert_eq!(net.engine(3).snapshot_index(), applied);
+    assert_eq!(
+        net.engine(3).last_log_index(),
+        net.engine(1).last_log_index()
+    );
+    assert!(
+        net.engine(1).metrics().snapshots_sent >= 3,
+        "10 bytes in 4-byte chunks"
+    );
+    assert_eq!(net.engine(3).metrics().snapshots_installed, 1);
+}
+
+#[test]
+fn snapshot_past_the_applied_index_is_refused() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let beyond = net.engine(1).last_applied().next();
+    let actions = net.step(
+        1,
+        Event::SnapshotTaken {
+            last_included_index: beyond,
+            bytes: Bytes::new(),
+        },
+    );
+    assert!(actions.is_empty());
+    assert_eq!(net.engine(1).snapshot_index(), idx(0));
+}
+
+#[test]
+fn snapshot_hint_fires_each_time_the_applied_band_is_crossed() {
+    let config = EngineConfig {
+        snapshot_hint_threshold_entries: 4,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(1, config);
+    net.elect(1);
+    let mut hints = Vec::new();
+    for command in 0..10 {
+        for action in net.step(1, Event::ClientProposal(command)) {
+            if let Action::SnapshotHint {
+                last_included_index,
+            } = action
+            {
+                hints.push(last_included_index.get());
+            }
+        }
+    }
+    assert_eq!(hints, vec![4, 8]);
+}
