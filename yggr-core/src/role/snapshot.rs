@@ -91,9 +91,11 @@ impl<C: Clone> Engine<C> {
             return;
         }
         let mut hint = false;
-        let threshold = self.config.snapshot_hint_threshold_entries;
-        if threshold > 0 {
-            let band = self.last_applied.distance_from(floor) / threshold;
+        let applied_past_floor = self.last_applied.distance_from(floor);
+        // A zero threshold disables the band hint; checked_div yields None for it.
+        if let Some(band) =
+            applied_past_floor.checked_div(self.config.snapshot_hint_threshold_entries)
+        {
             if band > self.hinted_band {
                 self.hinted_band = band;
                 hint = true;
