@@ -212,22 +212,21 @@ impl<C: Clone> Engine<C> {
     }
 
     fn tally_won(&self) -> bool {
-        let membership = self.membership();
-        let granted = self
-            .votes
-            .iter()
-            .filter(|(voter, granted)| **granted && membership.is_voter(**voter))
-            .count();
-        is_majority(granted, membership.voters.len())
+        self.tally(true)
     }
 
     fn tally_lost(&self) -> bool {
+        self.tally(false)
+    }
+
+    /// Whether a majority of voters answered `granted` in this campaign.
+    fn tally(&self, granted: bool) -> bool {
         let membership = self.membership();
-        let refused = self
+        let count = self
             .votes
             .iter()
-            .filter(|(voter, granted)| !**granted && membership.is_voter(**voter))
+            .filter(|(voter, answer)| **answer == granted && membership.is_voter(**voter))
             .count();
-        is_majority(refused, membership.voters.len())
+        is_majority(count, membership.voters.len())
     }
 }

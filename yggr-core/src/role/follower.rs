@@ -12,16 +12,7 @@ impl<C: Clone> Engine<C> {
     /// An AppendEntries in our current term (an older one was refused by `step`).
     pub(crate) fn on_append_entries(&mut self, leader: NodeId, request: AppendEntries<C>) {
         self.metrics.append_entries_received += 1;
-        if self.role == Role::Leader {
-            // Two leaders in one term would break Election Safety; only a corrupt or forged
-            // message can claim it. Drop it rather than act on it.
-            warn!(
-                target: "yggr::engine",
-                node_id = self.id.get(),
-                term = self.current_term.get(),
-                from = leader.get(),
-                "dropped AppendEntries from a second leader of our own term"
-            );
+        if !self.recognise_leader(leader) {
             return;
         }
         if !entries_are_well_formed(&request, self.current_term) {
@@ -34,13 +25,6 @@ impl<C: Clone> Engine<C> {
             );
             return;
         }
-        // Candidates and pre-candidates of this term recognise the leader (§5.2).
-        if self.role != Role::Follower || self.leader_id != Some(leader) {
-            let term = self.current_term;
-            self.become_follower(term, Some(leader));
-        }
-        self.election_elapsed = 0;
-
         let round = request.round;
         let outcome = self.accept_entries(request);
         if matches!(outcome, AppendOutcome::Rejected { .. }) {
@@ -134,6 +118,30 @@ impl<C: Clone> Engine<C> {
         AppendOutcome::Accepted {
             match_index: last_new_index,
         }
+    }
+
+    /// A message only the leader of our term sends arrived from `leader`. Candidates and
+    /// pre-candidates of this term give way to it (§5.2) and the election timer restarts.
+    /// Returns false, dropping the message, if we are ourselves the leader of this term: two
+    /// leaders in one term would break Election Safety, so only a corrupt or forged message
+    /// can claim it.
+    pub(crate) fn recognise_leader(&mut self, leader: NodeId) -> bool {
+        if self.role == Role::Leader {
+            warn!(
+                target: "yggr::engine",
+                node_id = self.id.get(),
+                term = self.current_term.get(),
+                from = leader.get(),
+                "dropped a leader's message from a second leader of our own term"
+            );
+            return false;
+        }
+        if self.role != Role::Follower || self.leader_id != Some(leader) {
+            let term = self.current_term;
+            self.become_follower(term, Some(leader));
+        }
+        self.election_elapsed = 0;
+        true
     }
 
     /// TimeoutNow from the leader: campaign at once, skipping pre-vote (thesis §3.10).

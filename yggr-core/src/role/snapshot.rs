@@ -206,15 +206,9 @@ impl<C: Clone> Engine<C> {
 
     /// A snapshot chunk in our current term.
     pub(crate) fn on_install_snapshot(&mut self, leader: NodeId, request: InstallSnapshot) {
-        if self.role == Role::Leader {
-            warn!(target: "yggr::engine", node_id = self.id.get(), from = leader.get(), "dropped InstallSnapshot from a second leader of our own term");
+        if !self.recognise_leader(leader) {
             return;
         }
-        if self.role != Role::Follower || self.leader_id != Some(leader) {
-            let term = self.current_term;
-            self.become_follower(term, Some(leader));
-        }
-        self.election_elapsed = 0;
         let index = request.last_included_index;
         let (next_offset, done) = self.receive_chunk(request);
         self.send(
