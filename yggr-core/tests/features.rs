@@ -162,6 +162,7 @@ fn leader_refuses_proposals_while_a_transfer_is_pending_and_resumes_after_timeou
     assert_eq!(refused, vec![Action::Redirect { leader_hint: None }]);
     for _ in 0..net.engine(1).config().election_timeout_min_ticks {
         net.step(1, Event::Tick);
+        net.deliver_all();
     }
     let accepted = net.step(1, Event::ClientProposal(3));
     assert!(
@@ -447,4 +448,38 @@ fn snapshot_hint_fires_each_time_the_applied_band_is_crossed() {
         }
     }
     assert_eq!(hints, vec![4, 8]);
+}
+
+#[test]
+fn check_quorum_leader_cut_off_from_a_majority_steps_down() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ProposeRead { id: 1 });
+    net.isolate(1);
+    let timeout = net.engine(1).config().election_timeout_min_ticks;
+    for _ in 0..2 * timeout {
+        net.step(1, Event::Tick);
+        net.deliver_all();
+    }
+    assert_eq!(net.engine(1).role(), Role::Follower);
+    assert_eq!(
+        read_outcome(&all_actions(&net, 1), 1),
+        Some(Err(ReadFailure::SteppedDown))
+    );
+    assert_eq!(
+        net.step(1, Event::ClientProposal(1)),
+        vec![Action::Redirect { leader_hint: None }]
+    );
+}
+
+#[test]
+fn check_quorum_keeps_a_leader_that_hears_from_a_majority() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.isolate(3);
+    for _ in 0..100 {
+        net.step(1, Event::Tick);
+        net.deliver_all();
+    }
+    assert_eq!(net.engine(1).role(), Role::Leader);
 }

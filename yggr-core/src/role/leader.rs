@@ -70,7 +70,17 @@ impl<C: Clone> Engine<C> {
         self.leader_ticks += 1;
         self.heartbeat_elapsed += 1;
         self.tick_transfer();
-        if self.role != Role::Leader {
+        if !self.quorum_is_active() {
+            // CheckQuorum: a leader cut off from a majority steps down, so clients are
+            // redirected instead of waiting on a leader that can no longer commit.
+            info!(
+                target: "yggr::engine",
+                node_id = self.id.get(),
+                term = self.current_term.get(),
+                "stepping down: no majority heard within an election timeout"
+            );
+            let term = self.current_term;
+            self.become_follower(term, None);
             return;
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
@@ -332,6 +342,28 @@ impl<C: Clone> Engine<C> {
             let term = self.current_term;
             self.become_follower(term, None);
         }
+    }
+}
+
+impl<C: Clone> Engine<C> {
+    /// Whether a majority of voters acknowledged a round sent within the last minimum
+    /// election timeout. Always true during the first timeout of a reign, and for a leader
+    /// that is the only voter.
+    fn quorum_is_active(&self) -> bool {
+        let window = self.config.election_timeout_min_ticks;
+        if self.leader_ticks < window || self.membership().voters.len() <= 1 {
+            return true;
+        }
+        let round = self.majority_acked_round();
+        let sent_at = if round == 0 {
+            Some(0)
+        } else {
+            self.round_sent_at
+                .iter()
+                .find(|(sent_round, _)| *sent_round == round)
+                .map(|(_, sent_at)| *sent_at)
+        };
+        sent_at.is_some_and(|sent_at| self.leader_ticks - sent_at < window)
     }
 }
 
