@@ -298,6 +298,12 @@ impl<C: Clone> Engine<C> {
         self.log.snapshot_index()
     }
 
+    /// The term of the entry at `index`: the snapshot's term at the snapshot index, `None`
+    /// below it (compacted) or past the end of the log.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
     /// The leader of the current term, when known.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader_id
@@ -472,6 +478,9 @@ impl<C: Clone> Engine<C> {
             self.log.append(entry.clone());
         }
         self.metrics.entries_appended += entries.len() as u64;
+        // Entries of a new term must never reach the disk before that term does: a crash in
+        // between would leave a log from the future of the stored term.
+        self.flush_hard_state();
         self.out.push(Action::PersistLogEntries(entries));
     }
 

@@ -57,6 +57,7 @@ impl<C: Clone> Engine<C> {
             membership: membership.clone(),
             bytes: bytes.clone(),
         });
+        self.flush_hard_state();
         self.out.push(Action::PersistSnapshot {
             last_included_index: index,
             last_included_term: term,
@@ -304,6 +305,7 @@ impl<C: Clone> Engine<C> {
             snapshot_index = index.get(),
             "installed snapshot"
         );
+        self.flush_hard_state();
         self.out.push(Action::PersistSnapshot {
             last_included_index: index,
             last_included_term: term,

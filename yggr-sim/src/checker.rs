@@ -1,0 +1,361 @@
+//! Raft's safety invariants, checked against what the simulator observes after every step.
+//!
+//! The checker keeps a cumulative history (every leader per term, every entry ever stored,
+//! every committed and applied index) so that a violation is caught at the step that causes it,
+//! not only at the end of a run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use yggr_core::{EntryPayload, LogEntry, LogIndex, Message, NodeId, Rpc, Term};
+
+use crate::disk::DurableState;
+use crate::harness::Command;
+
+/// The safety properties the simulator checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Invariant {
+    /// §5.2: at most one leader per term.
+    ElectionSafety,
+    /// §5.3: two logs holding an entry with the same index and term are identical up to it.
+    LogMatching,
+    /// §5.4: a committed entry is in the log of every leader of a later term.
+    LeaderCompleteness,
+    /// §5.4.3: no two nodes apply different commands at one index.
+    StateMachineSafety,
+    /// Figure 2: nothing is sent that promises state not yet on disk.
+    PersistBeforeSend,
+    /// §4.3: a leader has at most one uncommitted configuration change in its log.
+    SingleInFlightConfigChange,
+    /// §7: a snapshot never covers more than is committed.
+    SnapshotWithinCommit,
+    /// The host contract: entries are applied in order, without gaps, and durable state
+    /// recovers cleanly.
+    HostContract,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, formatter)
+    }
+}
+
+/// One broken invariant, with what was observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} violated: {}", self.invariant, self.detail)
+    }
+}
+
+fn violation(invariant: Invariant, detail: String) -> Result<(), Violation> {
+    Err(Violation { invariant, detail })
+}
+
+/// What the checker remembers of one (index, term) entry.
+#[derive(Clone, Debug)]
+struct EntryRecord {
+    payload: EntryPayload<Command>,
+    previous_term: Term,
+}
+
+/// The cumulative history and the checks over it.
+#[derive(Clone, Debug, Default)]
+pub struct SafetyChecker {
+    leaders: BTreeMap<Term, NodeId>,
+    entries: BTreeMap<(LogIndex, Term), EntryRecord>,
+    committed: BTreeMap<LogIndex, Term>,
+    applied: BTreeMap<LogIndex, (Option<Command>, u64)>,
+}
+
+/// A read-only view of one node's log, for checks that need more than one entry.
+pub trait LogView {
+    /// The term at `index` (the snapshot's term at its index), if held.
+    fn term_at(&self, index: LogIndex) -> Option<Term>;
+    /// The snapshot floor.
+    fn snapshot_index(&self) -> LogIndex;
+    /// The last index.
+    fn last_index(&self) -> LogIndex;
+}
+
+impl LogView for yggr_core::Engine<Command> {
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        yggr_core::Engine::term_at(self, index)
+    }
+    fn snapshot_index(&self) -> LogIndex {
+        yggr_core::Engine::snapshot_index(self)
+    }
+    fn last_index(&self) -> LogIndex {
+        self.last_log_index()
+    }
+}
+
+impl SafetyChecker {
+    /// An empty history.
+    pub fn new() -> SafetyChecker {
+        SafetyChecker::default()
+    }
+
+    /// Election Safety: `node` is leader in `term`.
+    pub fn observe_leader(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
+        let first = *self.leaders.entry(term).or_insert(node);
+        if first != node {
+            return violation(
+                Invariant::ElectionSafety,
+                format!("nodes {first} and {node} both lead term {term}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Log Matching: `entry` entered some node's log right after an entry of
+    /// `previous_term`. Any other log holding the same index and term must agree on both the
+    /// entry and its predecessor's term, which by induction makes the prefixes identical.
+    pub fn observe_stored(
+        &mut self,
+        node: NodeId,
+        entry: &LogEntry<Command>,
+        previous_term: Term,
+    ) -> Result<(), Violation> {
+        let record = self
+            .entries
+            .entry((entry.index, entry.term))
+            .or_insert_with(|| EntryRecord {
+                payload: entry.payload.clone(),
+                previous_term,
+            });
+        if record.payload != entry.payload || record.previous_term != previous_term {
+            return violation(
+                Invariant::LogMatching,
+                format!(
+                    "node {node} stores index {} term {} as {:?} after term {previous_term}; \
+                     another log has {:?} after term {}",
+                    entry.index, entry.term, entry.payload, record.payload, record.previous_term
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that `node` considers `index` (of `term`) committed.
+    pub fn observe_committed(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        term: Term,
+    ) -> Result<(), Violation> {
+        let first = *self.committed.entry(index).or_insert(term);
+        if first != term {
+            return violation(
+                Invariant::StateMachineSafety,
+                format!(
+                    "node {node} committed term {term} at index {index}; term {first} was committed there before"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Leader Completeness: the new leader of `term` holds every entry committed so far.
+    pub fn check_leader_complete(
+        &self,
+        node: NodeId,
+        term: Term,
+        log: &impl LogView,
+    ) -> Result<(), Violation> {
+        let floor = log.snapshot_index();
+        for (index, committed_term) in self.committed.range(floor.next()..) {
+            if *committed_term >= term {
+                continue;
+            }
+            if log.term_at(*index) != Some(*committed_term) {
+                return violation(
+                    Invariant::LeaderCompleteness,
+                    format!(
+                        "leader {node} of term {term} lacks entry {index} of term {committed_term}, committed earlier (it holds {:?}, last index {})",
+                        log.term_at(*index),
+                        log.last_index()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety: `node` applied `command` at `index`, reaching `digest`.
+    pub fn observe_applied(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        command: Option<Command>,
+        digest: u64,
+    ) -> Result<(), Violation> {
+        let first = *self.applied.entry(index).or_insert((command, digest));
+        if first.0 != command {
+            return violation(
+                Invariant::StateMachineSafety,
+                format!(
+                    "node {node} applied {command:?} at index {index}; {:?} was applied there before",
+                    first.0
+                ),
+            );
+        }
+        if first.1 != digest {
+            return violation(
+                Invariant::StateMachineSafety,
+                format!("node {node} reached a different state at index {index}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// A node restored a snapshot claiming the state after `index` is `digest`.
+    pub fn observe_restored(
+        &self,
+        node: NodeId,
+        index: LogIndex,
+        digest: u64,
+    ) -> Result<(), Violation> {
+        if let Some((_, known)) = self.applied.get(&index) {
+            if *known != digest {
+                return violation(
+                    Invariant::StateMachineSafety,
+                    format!(
+                        "node {node} restored a snapshot at {index} whose state differs from what was applied there"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Persist-before-Send: everything `message` promises is on `disk` already.
+    pub fn check_send(disk: &DurableState, message: &Message<Command>) -> Result<(), Violation> {
+        let from = message.from;
+        let stale_term = |claimed: Term| {
+            violation(
+                Invariant::PersistBeforeSend,
+                format!(
+                    "node {from} sent {} in term {claimed} with term {} on disk",
+                    message.rpc.kind(),
+                    disk.current_term
+                ),
+            )
+        };
+        match &message.rpc {
+            // A pre-vote carries the term it asks about, one past the sender's own.
+            Rpc::RequestPreVote(_) => {
+                if message.term.get() > disk.current_term.get().saturating_add(1) {
+                    return stale_term(message.term);
+                }
+            }
+            // A granted pre-vote echoes the candidate's term; it promises nothing.
+            Rpc::RequestPreVoteResponse(_) => {}
+            _ => {
+                if message.term > disk.current_term {
+                    return stale_term(message.term);
+                }
+            }
+        }
+        match &message.rpc {
+            Rpc::RequestVote(_) if disk.voted_for != Some(from) => violation(
+                Invariant::PersistBeforeSend,
+                format!("candidate {from} asked for votes before persisting its own vote"),
+            ),
+            Rpc::RequestVoteResponse(response) if response.granted && disk.voted_for.is_none() => {
+                violation(
+                    Invariant::PersistBeforeSend,
+                    format!("node {from} granted a vote before persisting it"),
+                )
+            }
+            Rpc::AppendEntries(request) => {
+                for entry in &request.entries {
+                    let stored = disk.term_at(entry.index);
+                    if stored.is_some_and(|term| term != entry.term)
+                        || (stored.is_none() && entry.index > disk.floor())
+                    {
+                        return violation(
+                            Invariant::PersistBeforeSend,
+                            format!(
+                                "leader {from} sent entry {} before persisting it",
+                                entry.index
+                            ),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Rpc::AppendEntriesResponse(response) => {
+                if let yggr_core::AppendOutcome::Accepted { match_index } = response.outcome {
+                    if match_index > disk.last_index() {
+                        return violation(
+                            Invariant::PersistBeforeSend,
+                            format!(
+                                "node {from} acknowledged up to {match_index} with {} on disk",
+                                disk.last_index()
+                            ),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// At most one configuration entry above the commit index in a leader's log.
+    pub fn check_single_config_change(
+        node: NodeId,
+        entries: impl Iterator<Item = (LogIndex, bool)>,
+        commit_index: LogIndex,
+    ) -> Result<(), Violation> {
+        let uncommitted = entries
+            .filter(|(index, is_config)| *is_config && *index > commit_index)
+            .count();
+        if uncommitted > 1 {
+            return violation(
+                Invariant::SingleInFlightConfigChange,
+                format!("leader {node} holds {uncommitted} uncommitted configuration changes"),
+            );
+        }
+        Ok(())
+    }
+
+    /// A snapshot persisted at `index` while the node's commit index is `commit_index`.
+    pub fn check_snapshot_within_commit(
+        node: NodeId,
+        index: LogIndex,
+        commit_index: LogIndex,
+    ) -> Result<(), Violation> {
+        if index > commit_index {
+            return violation(
+                Invariant::SnapshotWithinCommit,
+                format!(
+                    "node {node} persisted a snapshot through {index} with commit index {commit_index}"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The highest index known committed anywhere.
+    pub fn max_committed(&self) -> LogIndex {
+        self.committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(LogIndex::ZERO)
+    }
+
+    /// How many terms had a leader.
+    pub fn terms_with_leader(&self) -> usize {
+        self.leaders.len()
+    }
+}

@@ -1,0 +1,230 @@
+//! Policies: how a seed turns into a schedule of steps. `happy` is a reliable cluster; `chaos`
+//! adds drops, reordering, duplication, partitions, crashes and partial fsyncs.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use yggr_core::{EngineConfig, NodeId, Role};
+
+use crate::harness::{Cluster, ClusterOptions, SimError};
+use crate::network::NetworkFaults;
+
+/// How the next step is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// No faults: messages arrive in order and writes are flushed after every step.
+    Happy,
+    /// Every fault the simulator has, at rates drawn from the seed.
+    Chaos,
+}
+
+impl Policy {
+    /// Parses `happy` or `chaos`.
+    pub fn parse(name: &str) -> Option<Policy> {
+        match name {
+            "happy" => Some(Policy::Happy),
+            "chaos" => Some(Policy::Chaos),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that defines a run; the same options replay the same run exactly.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Founding voters.
+    pub nodes: u64,
+    /// Steps to take.
+    pub steps: u64,
+    /// The policy.
+    pub policy: Policy,
+}
+
+/// Fault rates a chaos run uses, drawn from its seed so that runs differ in character as well
+/// as in schedule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChaosRates {
+    /// Network faults.
+    pub network: NetworkFaults,
+    /// Chance per step that a running node crashes.
+    pub crash: f64,
+    /// Chance per step that a partition starts.
+    pub partition: f64,
+}
+
+impl ChaosRates {
+    /// Rates derived from `seed`.
+    pub fn from_seed(seed: u64) -> ChaosRates {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed);
+        ChaosRates {
+            network: NetworkFaults {
+                drop: rng.random_range(0.0..0.2),
+                duplicate: rng.random_range(0.0..0.1),
+                reorder: true,
+            },
+            crash: rng.random_range(0.0..0.006),
+            partition: rng.random_range(0.0..0.004),
+        }
+    }
+}
+
+/// What a completed run saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Steps taken.
+    pub steps: u64,
+    /// Terms in which some node led.
+    pub terms_with_leader: usize,
+    /// The highest index committed anywhere.
+    pub max_committed: u64,
+}
+
+/// Runs one seeded schedule, checking every invariant after every step.
+///
+/// # Errors
+/// [`SimError`] at the first violated invariant, with the seed, step and replay command.
+pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
+    let mut cluster = build(options);
+    drive(&mut cluster, options)?;
+    Ok(report(&cluster))
+}
+
+/// The cluster a run starts from.
+pub fn build(options: &RunOptions) -> Cluster {
+    let faults = match options.policy {
+        Policy::Happy => NetworkFaults::NONE,
+        Policy::Chaos => ChaosRates::from_seed(options.seed).network,
+    };
+    Cluster::new(ClusterOptions {
+        nodes: options.nodes,
+        seed: options.seed,
+        faults,
+        engine: EngineConfig::default(),
+    })
+}
+
+/// Runs the policy until the cluster has taken `options.steps` steps. A step is one event fed
+/// to one node, one flush, or one restart; injected faults (a drop, a crash, a partition) happen
+/// between steps.
+///
+/// # Errors
+/// As [`run`].
+pub fn drive(cluster: &mut Cluster, options: &RunOptions) -> Result<(), SimError> {
+    let rates = ChaosRates::from_seed(options.seed);
+    while cluster.step_count < options.steps {
+        policy_step(cluster, options.policy, &rates)?;
+    }
+    Ok(())
+}
+
+/// One move of `policy`: a step, or a fault followed by nothing.
+///
+/// # Errors
+/// As [`run`].
+pub fn policy_step(
+    cluster: &mut Cluster,
+    policy: Policy,
+    rates: &ChaosRates,
+) -> Result<(), SimError> {
+    match policy {
+        Policy::Happy => happy_step(cluster),
+        Policy::Chaos => chaos_step(cluster, rates),
+    }
+}
+
+/// The summary of a finished run.
+pub fn report(cluster: &Cluster) -> RunReport {
+    RunReport {
+        steps: cluster.step_count,
+        terms_with_leader: cluster.checker.terms_with_leader(),
+        max_committed: cluster.checker.max_committed().get(),
+    }
+}
+
+fn random_node(cluster: &mut Cluster) -> NodeId {
+    let ids = cluster.ids();
+    ids[cluster.rng.random_range(0..ids.len())]
+}
+
+/// Proposals go to the leader most of the time, and sometimes to whoever.
+fn proposal_target(cluster: &mut Cluster) -> NodeId {
+    match cluster.leader() {
+        Some(leader) if cluster.rng.random_bool(0.8) => leader,
+        _ => random_node(cluster),
+    }
+}
+
+/// One step of a reliable cluster: tick, deliver or propose, then flush everything.
+pub fn happy_step(cluster: &mut Cluster) -> Result<(), SimError> {
+    let roll = cluster.rng.random_range(0..100);
+    if roll < 30 || cluster.network.is_empty() {
+        let node = random_node(cluster);
+        cluster.step_node(node, yggr_core::Event::Tick)?;
+    } else if roll < 92 {
+        cluster.deliver_one()?;
+    } else {
+        let node = proposal_target(cluster);
+        cluster.propose(node)?;
+    }
+    cluster.flush_all()
+}
+
+/// One step under chaos.
+pub fn chaos_step(cluster: &mut Cluster, rates: &ChaosRates) -> Result<(), SimError> {
+    if rates.crash > 0.0 && cluster.rng.random_bool(rates.crash) {
+        let node = random_node(cluster);
+        if cluster.nodes[&node].is_up() {
+            cluster.crash(node, true);
+            return Ok(());
+        }
+    }
+    if rates.partition > 0.0 && cluster.rng.random_bool(rates.partition) {
+        cluster.partition_randomly();
+        return Ok(());
+    }
+    let roll = cluster.rng.random_range(0..100);
+    let node = random_node(cluster);
+    match roll {
+        0..=27 => cluster.step_node(node, yggr_core::Event::Tick),
+        28..=69 => cluster.deliver_one().map(|_| ()),
+        70..=85 => cluster.flush(node),
+        86..=91 => {
+            let target = proposal_target(cluster);
+            cluster.propose(target).map(|_| ())
+        }
+        92 => cluster.take_snapshot(node),
+        93..=95 => {
+            let down: Vec<NodeId> = cluster
+                .ids()
+                .into_iter()
+                .filter(|id| !cluster.nodes[id].is_up())
+                .collect();
+            match down.first() {
+                Some(first) => cluster.restart(*first),
+                None => Ok(()),
+            }
+        }
+        96..=97 => {
+            if cluster.network.is_partitioned() {
+                cluster.heal();
+            }
+            Ok(())
+        }
+        _ => {
+            let is_leader = cluster
+                .engine(node)
+                .is_some_and(|engine| engine.role() == Role::Leader);
+            if is_leader {
+                cluster.step_node(
+                    node,
+                    yggr_core::Event::ProposeRead {
+                        id: cluster.step_count,
+                    },
+                )
+            } else {
+                cluster.step_node(node, yggr_core::Event::Tick)
+            }
+        }
+    }
+}

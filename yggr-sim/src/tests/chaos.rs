@@ -1,0 +1,37 @@
+//! Safety under chaos: drops, duplicates, reordering, partitions, crashes and partial fsyncs.
+//! Liveness is not asserted here: the schedule may partition forever.
+
+use proptest::prelude::*;
+
+use crate::policy::{Policy, RunOptions, run};
+use crate::tests::cases;
+
+fn chaos(seed: u64, nodes: u64, steps: u64) -> Result<(), TestCaseError> {
+    run(&RunOptions {
+        seed,
+        nodes,
+        steps,
+        policy: Policy::Chaos,
+    })
+    .map(|_| ())
+    .map_err(|failure| TestCaseError::fail(failure.to_string()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
+
+    #[test]
+    fn chaos_three_nodes(seed in any::<u64>()) {
+        chaos(seed, 3, 1500)?;
+    }
+
+    #[test]
+    fn chaos_five_nodes(seed in any::<u64>()) {
+        chaos(seed, 5, 1500)?;
+    }
+
+    #[test]
+    fn chaos_seven_nodes(seed in any::<u64>()) {
+        chaos(seed, 7, 2000)?;
+    }
+}

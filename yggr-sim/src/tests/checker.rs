@@ -1,0 +1,261 @@
+//! Every checker fires on a deliberately broken history, and stays quiet on a sound one.
+
+use bytes::Bytes;
+use yggr_core::{
+    AppendEntries, AppendEntriesResponse, AppendOutcome, EntryPayload, LogEntry, LogIndex, Message,
+    NodeId, Rpc, Term, VoteRequest, VoteResponse,
+};
+
+use crate::checker::{Invariant, LogView, SafetyChecker};
+use crate::disk::{DurableState, PendingWrite};
+use crate::harness::Command;
+
+fn id(raw: u64) -> NodeId {
+    NodeId::new(raw).unwrap()
+}
+
+fn entry(index: u64, term: u64, command: u64) -> LogEntry<Command> {
+    LogEntry {
+        term: Term::new(term),
+        index: LogIndex::new(index),
+        payload: EntryPayload::Command(command),
+    }
+}
+
+fn fired(result: Result<(), crate::checker::Violation>) -> Invariant {
+    result.expect_err("the checker must fire").invariant
+}
+
+struct Log(Vec<u64>);
+
+impl LogView for Log {
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == LogIndex::ZERO {
+            return Some(Term::ZERO);
+        }
+        self.0.get(index.get() as usize - 1).copied().map(Term::new)
+    }
+    fn snapshot_index(&self) -> LogIndex {
+        LogIndex::ZERO
+    }
+    fn last_index(&self) -> LogIndex {
+        LogIndex::new(self.0.len() as u64)
+    }
+}
+
+#[test]
+fn election_safety_fires_on_two_leaders_in_one_term() {
+    let mut checker = SafetyChecker::new();
+    checker.observe_leader(id(1), Term::new(3)).unwrap();
+    checker.observe_leader(id(1), Term::new(3)).unwrap();
+    checker.observe_leader(id(2), Term::new(4)).unwrap();
+    assert_eq!(
+        fired(checker.observe_leader(id(2), Term::new(3))),
+        Invariant::ElectionSafety
+    );
+}
+
+#[test]
+fn log_matching_fires_on_different_entries_with_the_same_index_and_term() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_stored(id(1), &entry(5, 2, 10), Term::new(1))
+        .unwrap();
+    checker
+        .observe_stored(id(2), &entry(5, 2, 10), Term::new(1))
+        .unwrap();
+    assert_eq!(
+        fired(checker.observe_stored(id(3), &entry(5, 2, 11), Term::new(1))),
+        Invariant::LogMatching
+    );
+}
+
+#[test]
+fn log_matching_fires_on_the_same_entry_after_a_different_prefix() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_stored(id(1), &entry(5, 2, 10), Term::new(1))
+        .unwrap();
+    assert_eq!(
+        fired(checker.observe_stored(id(2), &entry(5, 2, 10), Term::new(2))),
+        Invariant::LogMatching
+    );
+}
+
+#[test]
+fn leader_completeness_fires_when_a_new_leader_lacks_a_committed_entry() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_committed(id(1), LogIndex::new(1), Term::new(1))
+        .unwrap();
+    checker
+        .observe_committed(id(1), LogIndex::new(2), Term::new(1))
+        .unwrap();
+    checker
+        .check_leader_complete(id(2), Term::new(2), &Log(vec![1, 1, 2]))
+        .unwrap();
+    assert_eq!(
+        fired(checker.check_leader_complete(id(3), Term::new(3), &Log(vec![1]))),
+        Invariant::LeaderCompleteness
+    );
+    assert_eq!(
+        fired(checker.check_leader_complete(id(3), Term::new(3), &Log(vec![1, 2]))),
+        Invariant::LeaderCompleteness
+    );
+}
+
+#[test]
+fn state_machine_safety_fires_on_different_commands_at_one_index() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_applied(id(1), LogIndex::new(4), Some(7), 99)
+        .unwrap();
+    checker
+        .observe_applied(id(2), LogIndex::new(4), Some(7), 99)
+        .unwrap();
+    assert_eq!(
+        fired(checker.observe_applied(id(3), LogIndex::new(4), Some(8), 99)),
+        Invariant::StateMachineSafety
+    );
+    assert_eq!(
+        fired(checker.observe_applied(id(3), LogIndex::new(4), Some(7), 100)),
+        Invariant::StateMachineSafety
+    );
+    assert_eq!(
+        fired(checker.observe_restored(id(3), LogIndex::new(4), 5)),
+        Invariant::StateMachineSafety
+    );
+}
+
+#[test]
+fn state_machine_safety_fires_on_two_terms_committed_at_one_index() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_committed(id(1), LogIndex::new(2), Term::new(1))
+        .unwrap();
+    assert_eq!(
+        fired(checker.observe_committed(id(2), LogIndex::new(2), Term::new(2))),
+        Invariant::StateMachineSafety
+    );
+}
+
+fn message(term: u64, rpc: Rpc<Command>) -> Message<Command> {
+    Message {
+        from: id(1),
+        term: Term::new(term),
+        rpc,
+    }
+}
+
+#[test]
+fn persist_before_send_fires_on_a_term_not_yet_on_disk() {
+    let disk = DurableState {
+        current_term: Term::new(1),
+        ..DurableState::default()
+    };
+    let heartbeat = Rpc::AppendEntries(AppendEntries {
+        prev_log_index: LogIndex::ZERO,
+        prev_log_term: Term::ZERO,
+        entries: vec![],
+        leader_commit: LogIndex::ZERO,
+        round: 0,
+    });
+    SafetyChecker::check_send(&disk, &message(1, heartbeat.clone())).unwrap();
+    assert_eq!(
+        fired(SafetyChecker::check_send(&disk, &message(2, heartbeat))),
+        Invariant::PersistBeforeSend
+    );
+}
+
+#[test]
+fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
+    let mut disk = DurableState {
+        current_term: Term::new(2),
+        ..DurableState::default()
+    };
+    let request = Rpc::RequestVote(VoteRequest {
+        last_log_index: LogIndex::ZERO,
+        last_log_term: Term::ZERO,
+        leadership_transfer: false,
+    });
+    assert_eq!(
+        fired(SafetyChecker::check_send(
+            &disk,
+            &message(2, request.clone())
+        )),
+        Invariant::PersistBeforeSend
+    );
+    let grant = Rpc::RequestVoteResponse(VoteResponse { granted: true });
+    assert_eq!(
+        fired(SafetyChecker::check_send(&disk, &message(2, grant.clone()))),
+        Invariant::PersistBeforeSend
+    );
+    let append = Rpc::AppendEntries(AppendEntries {
+        prev_log_index: LogIndex::ZERO,
+        prev_log_term: Term::ZERO,
+        entries: vec![entry(1, 2, 5)],
+        leader_commit: LogIndex::ZERO,
+        round: 0,
+    });
+    assert_eq!(
+        fired(SafetyChecker::check_send(
+            &disk,
+            &message(2, append.clone())
+        )),
+        Invariant::PersistBeforeSend
+    );
+    let ack = Rpc::AppendEntriesResponse(AppendEntriesResponse {
+        round: 0,
+        outcome: AppendOutcome::Accepted {
+            match_index: LogIndex::new(1),
+        },
+    });
+    assert_eq!(
+        fired(SafetyChecker::check_send(&disk, &message(2, ack.clone()))),
+        Invariant::PersistBeforeSend
+    );
+    // Once durable, the same messages are fine.
+    disk.voted_for = Some(id(1));
+    disk.apply(PendingWrite::Entries(vec![entry(1, 2, 5)]));
+    for rpc in [request, grant, append, ack] {
+        SafetyChecker::check_send(&disk, &message(2, rpc)).unwrap();
+    }
+}
+
+#[test]
+fn single_in_flight_config_change_fires_on_two_uncommitted_changes() {
+    let tail = |flags: &[(u64, bool)]| {
+        flags
+            .iter()
+            .map(|(index, config)| (LogIndex::new(*index), *config))
+            .collect::<Vec<_>>()
+    };
+    SafetyChecker::check_single_config_change(
+        id(1),
+        tail(&[(3, true), (4, false), (5, true)]).into_iter(),
+        LogIndex::new(3),
+    )
+    .unwrap();
+    assert_eq!(
+        fired(SafetyChecker::check_single_config_change(
+            id(1),
+            tail(&[(4, true), (5, false), (6, true)]).into_iter(),
+            LogIndex::new(3),
+        )),
+        Invariant::SingleInFlightConfigChange
+    );
+}
+
+#[test]
+fn snapshot_within_commit_fires_on_a_snapshot_past_the_commit_index() {
+    SafetyChecker::check_snapshot_within_commit(id(1), LogIndex::new(5), LogIndex::new(5)).unwrap();
+    assert_eq!(
+        fired(SafetyChecker::check_snapshot_within_commit(
+            id(1),
+            LogIndex::new(6),
+            LogIndex::new(5)
+        )),
+        Invariant::SnapshotWithinCommit
+    );
+    let _ = Bytes::new();
+}
