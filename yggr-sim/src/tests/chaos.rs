@@ -35,3 +35,14 @@ proptest! {
         chaos(seed, 7, 2000)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(32)))]
+
+    /// Long schedules reach what short ones rarely do: long logs, repeated snapshots, many
+    /// crash-and-recover cycles of the same node.
+    #[test]
+    fn chaos_long_runs_five_nodes(seed in any::<u64>()) {
+        chaos(seed, 5, 20_000)?;
+    }
+}
