@@ -236,8 +236,12 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// Persist-before-Send: everything `message` promises is on `disk` already.
-    pub fn check_send(disk: &DurableState, message: &Message<Command>) -> Result<(), Violation> {
+    /// Persist-before-Send: everything `message` (to `to`) promises is on `disk` already.
+    pub fn check_send(
+        disk: &DurableState,
+        to: NodeId,
+        message: &Message<Command>,
+    ) -> Result<(), Violation> {
         let from = message.from;
         let stale_term = |claimed: Term| {
             violation(
@@ -265,14 +269,27 @@ impl SafetyChecker {
             }
         }
         match &message.rpc {
-            Rpc::RequestVote(_) if disk.voted_for != Some(from) => violation(
-                Invariant::PersistBeforeSend,
-                format!("candidate {from} asked for votes before persisting its own vote"),
-            ),
-            Rpc::RequestVoteResponse(response) if response.granted && disk.voted_for.is_none() => {
+            Rpc::RequestVote(_)
+                if disk.voted_for != Some(from) || disk.current_term != message.term =>
+            {
                 violation(
                     Invariant::PersistBeforeSend,
-                    format!("node {from} granted a vote before persisting it"),
+                    format!(
+                        "candidate {from} asked for votes in term {} before persisting its own vote",
+                        message.term
+                    ),
+                )
+            }
+            Rpc::RequestVoteResponse(response)
+                if response.granted
+                    && (disk.voted_for != Some(to) || disk.current_term != message.term) =>
+            {
+                violation(
+                    Invariant::PersistBeforeSend,
+                    format!(
+                        "node {from} granted its term-{} vote to {to} before persisting it",
+                        message.term
+                    ),
                 )
             }
             Rpc::AppendEntries(request) => {

@@ -160,9 +160,13 @@ fn persist_before_send_fires_on_a_term_not_yet_on_disk() {
         leader_commit: LogIndex::ZERO,
         round: 0,
     });
-    SafetyChecker::check_send(&disk, &message(1, heartbeat.clone())).unwrap();
+    SafetyChecker::check_send(&disk, id(2), &message(1, heartbeat.clone())).unwrap();
     assert_eq!(
-        fired(SafetyChecker::check_send(&disk, &message(2, heartbeat))),
+        fired(SafetyChecker::check_send(
+            &disk,
+            id(2),
+            &message(2, heartbeat)
+        )),
         Invariant::PersistBeforeSend
     );
 }
@@ -181,13 +185,18 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
     assert_eq!(
         fired(SafetyChecker::check_send(
             &disk,
+            id(2),
             &message(2, request.clone())
         )),
         Invariant::PersistBeforeSend
     );
     let grant = Rpc::RequestVoteResponse(VoteResponse { granted: true });
     assert_eq!(
-        fired(SafetyChecker::check_send(&disk, &message(2, grant.clone()))),
+        fired(SafetyChecker::check_send(
+            &disk,
+            id(2),
+            &message(2, grant.clone())
+        )),
         Invariant::PersistBeforeSend
     );
     let append = Rpc::AppendEntries(AppendEntries {
@@ -200,6 +209,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
     assert_eq!(
         fired(SafetyChecker::check_send(
             &disk,
+            id(2),
             &message(2, append.clone())
         )),
         Invariant::PersistBeforeSend
@@ -211,14 +221,30 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
         },
     });
     assert_eq!(
-        fired(SafetyChecker::check_send(&disk, &message(2, ack.clone()))),
+        fired(SafetyChecker::check_send(
+            &disk,
+            id(2),
+            &message(2, ack.clone())
+        )),
         Invariant::PersistBeforeSend
     );
-    // Once durable, the same messages are fine.
+    // A vote persisted for someone else does not cover a grant to node 2.
+    disk.voted_for = Some(id(3));
+    assert_eq!(
+        fired(SafetyChecker::check_send(
+            &disk,
+            id(2),
+            &message(2, grant.clone())
+        )),
+        Invariant::PersistBeforeSend
+    );
+    // Once durable, the same messages are fine: node 1 voted for itself as a candidate, and
+    // a grant is checked against a vote for its recipient.
     disk.voted_for = Some(id(1));
+    SafetyChecker::check_send(&disk, id(1), &message(2, grant.clone())).unwrap();
     disk.apply(PendingWrite::Entries(vec![entry(1, 2, 5)]));
-    for rpc in [request, grant, append, ack] {
-        SafetyChecker::check_send(&disk, &message(2, rpc)).unwrap();
+    for rpc in [request, append, ack] {
+        SafetyChecker::check_send(&disk, id(2), &message(2, rpc)).unwrap();
     }
 }
 
