@@ -70,6 +70,12 @@ pub struct Engine<C> {
     /// `(round, leader_ticks when it was sent)` for recent rounds, oldest first.
     pub(crate) round_sent_at: VecDeque<(u64, u64)>,
     pub(crate) transfer: Option<Transfer>,
+    /// Set once this leader sent TimeoutNow: the target may now win without waiting out
+    /// anyone's election timeout, so lease reads are off for the rest of the term.
+    pub(crate) lease_revoked: bool,
+    /// With leases on, ticks left before a freshly started node may vote: it cannot know
+    /// whether it acknowledged a leader's lease just before it restarted.
+    pub(crate) startup_quiet_ticks: u64,
     pub(crate) pending_reads: VecDeque<PendingRead>,
 
     // Snapshots: the latest one held (to serve lagging followers), one being received, and
@@ -142,6 +148,11 @@ impl<C: Clone> Engine<C> {
         config: EngineConfig,
     ) -> Result<Engine<C>, ConfigError> {
         config.validate()?;
+        let startup_quiet_ticks = if config.lease_duration_ticks > 0 {
+            config.election_timeout_min_ticks
+        } else {
+            0
+        };
         let mut engine = Engine {
             id,
             config,
@@ -164,6 +175,8 @@ impl<C: Clone> Engine<C> {
             leader_ticks: 0,
             round_sent_at: VecDeque::new(),
             transfer: None,
+            lease_revoked: false,
+            startup_quiet_ticks,
             pending_reads: VecDeque::new(),
             snapshot: None,
             incoming_snapshot: None,
@@ -391,8 +404,9 @@ impl<C: Clone> Engine<C> {
         match self.role {
             Role::Leader => true,
             _ => {
-                self.leader_id.is_some()
-                    && self.election_elapsed < self.config.election_timeout_min_ticks
+                self.startup_quiet_ticks > 0
+                    || (self.leader_id.is_some()
+                        && self.election_elapsed < self.config.election_timeout_min_ticks)
             }
         }
     }
@@ -536,6 +550,7 @@ impl<C: Clone> Engine<C> {
     // ---- Dispatch ----
 
     fn on_tick(&mut self) {
+        self.startup_quiet_ticks = self.startup_quiet_ticks.saturating_sub(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {

@@ -126,6 +126,12 @@ fn lease_serves_reads_without_a_round_trip_while_fresh() {
         ..EngineConfig::default()
     };
     let mut net = Net::with_config(3, config);
+    // With leases on, freshly started nodes refuse votes for one election timeout.
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.step(2, Event::Tick);
+        net.step(3, Event::Tick);
+    }
+    net.in_flight.clear();
     net.elect(1);
     net.heartbeat(1);
     let actions = net.step(1, Event::ProposeRead { id: 1 });
@@ -482,4 +488,63 @@ fn check_quorum_keeps_a_leader_that_hears_from_a_majority() {
         net.deliver_all();
     }
     assert_eq!(net.engine(1).role(), Role::Leader);
+}
+
+#[test]
+fn with_leases_a_freshly_started_node_refuses_votes_for_one_election_timeout() {
+    let config = EngineConfig {
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut node = engine_with(2, &[1, 2, 3], config);
+    let request = |t: u64| {
+        message(
+            1,
+            t,
+            Rpc::RequestVote(yggr_core::VoteRequest {
+                last_log_index: idx(0),
+                last_log_term: term(0),
+                leadership_transfer: false,
+            }),
+        )
+    };
+    assert!(
+        sends(&node.step(request(1))).is_empty(),
+        "it may have acked a lease just before"
+    );
+    for _ in 0..node.config().election_timeout_min_ticks {
+        node.step(Event::Tick);
+    }
+    let granted = sends(&node.step(request(5))).iter().any(|(_, m)| {
+        matches!(
+            m.rpc,
+            Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: true })
+        )
+    });
+    assert!(granted);
+}
+
+#[test]
+fn lease_reads_stop_once_timeout_now_is_sent() {
+    let config = EngineConfig {
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(3, config);
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.step(2, Event::Tick);
+        net.step(3, Event::Tick);
+    }
+    net.in_flight.clear();
+    net.elect(1);
+    net.heartbeat(1);
+    net.cut.insert((id(1), id(2)));
+    net.step(1, Event::TransferLeadership { target: id(2) });
+    net.in_flight.clear();
+    let actions = net.step(1, Event::ProposeRead { id: 4 });
+    assert_eq!(
+        read_outcome(&actions, 4),
+        None,
+        "no lease read after TimeoutNow"
+    );
 }

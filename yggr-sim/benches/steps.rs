@@ -14,12 +14,7 @@ fn chaos_runs(c: &mut Criterion) {
             let mut seed = 0u64;
             b.iter(|| {
                 seed += 1;
-                let options = RunOptions {
-                    seed: black_box(seed),
-                    nodes,
-                    steps,
-                    policy: Policy::Chaos,
-                };
+                let options = RunOptions::new(black_box(seed), nodes, steps, Policy::Chaos);
                 run(&options).unwrap_or_else(|failure| panic!("{failure}"))
             });
         });

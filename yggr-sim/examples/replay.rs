@@ -39,18 +39,13 @@ fn main() -> ExitCode {
             }
         },
     };
-    let options = yggr_sim::RunOptions {
-        seed,
-        nodes,
-        steps,
-        policy,
-    };
+    let options = yggr_sim::RunOptions::new(seed, nodes, steps, policy);
     let mut cluster = build(&options);
     cluster.trace = Trace::enabled();
     let rates = ChaosRates::from_seed(seed);
     println!("seed {seed}, {nodes} nodes, {steps} steps, {policy:?}; rates {rates:?}");
     while cluster.step_count < steps {
-        let result = policy_step(&mut cluster, policy, &rates);
+        let result = policy_step(&mut cluster, &options, &rates);
         for line in cluster.trace.take_lines() {
             println!("{line}");
         }

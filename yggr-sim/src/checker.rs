@@ -29,6 +29,9 @@ pub enum Invariant {
     SingleInFlightConfigChange,
     /// §7: a snapshot never covers more than is committed.
     SnapshotWithinCommit,
+    /// §8: a read served as ready observes every entry any node saw committed before the
+    /// read was proposed.
+    ReadLinearizability,
     /// The host contract: entries are applied in order, without gaps, and durable state
     /// recovers cleanly.
     HostContract,
@@ -356,6 +359,25 @@ impl SafetyChecker {
                 Invariant::SnapshotWithinCommit,
                 format!(
                     "node {node} persisted a snapshot through {index} with commit index {commit_index}"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Read linearizability: a read proposed when `required` was the highest index committed
+    /// anywhere was served by `node` from a state machine that had applied `applied`.
+    pub fn check_read(
+        node: NodeId,
+        read: u64,
+        required: LogIndex,
+        applied: LogIndex,
+    ) -> Result<(), Violation> {
+        if applied < required {
+            return violation(
+                Invariant::ReadLinearizability,
+                format!(
+                    "node {node} served read {read} at applied index {applied}, but {required} was committed before the read was proposed"
                 ),
             );
         }

@@ -111,6 +111,9 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// Network fault rates.
     pub faults: NetworkFaults,
+    /// Extra nodes, with the next ids, started as joiners: an empty configuration, waiting
+    /// for a leader to add them.
+    pub joiners: u64,
     /// The engine configuration every node uses.
     pub engine: EngineConfig,
 }
@@ -122,6 +125,7 @@ impl ClusterOptions {
             nodes,
             seed,
             faults: NetworkFaults::NONE,
+            joiners: 0,
             engine: EngineConfig::default(),
         }
     }
@@ -169,8 +173,13 @@ pub struct Cluster {
     pub trace: Trace,
     seed: u64,
     founding: Membership,
+    joiners: BTreeSet<NodeId>,
     config: EngineConfig,
     next_command: Command,
+    next_read: u64,
+    /// Reads in progress: (node, read id) to the highest index committed anywhere when the
+    /// read was proposed.
+    reads: BTreeMap<(NodeId, u64), LogIndex>,
 }
 
 impl Cluster {
@@ -179,8 +188,11 @@ impl Cluster {
     /// # Panics
     /// If `options.engine` is not a valid engine configuration.
     pub fn new(options: ClusterOptions) -> Cluster {
-        let ids: Vec<NodeId> = (1..=options.nodes).filter_map(NodeId::new).collect();
-        let founding = Membership::from_voters(ids.iter().copied());
+        let ids: Vec<NodeId> = (1..=options.nodes + options.joiners)
+            .filter_map(NodeId::new)
+            .collect();
+        let founding = Membership::from_voters(ids.iter().copied().take(options.nodes as usize));
+        let joiners: BTreeSet<NodeId> = ids.iter().copied().skip(options.nodes as usize).collect();
         let mut cluster = Cluster {
             nodes: BTreeMap::new(),
             network: Network::new(options.faults),
@@ -190,8 +202,11 @@ impl Cluster {
             trace: Trace::disabled(),
             seed: options.seed,
             founding,
+            joiners,
             config: options.engine,
             next_command: 1,
+            next_read: 1,
+            reads: BTreeMap::new(),
         };
         for id in ids {
             cluster.nodes.insert(
@@ -245,7 +260,13 @@ impl Cluster {
     /// Starts (or restarts) `node` from its durable state alone.
     fn start(&mut self, node: NodeId) -> Result<(), Violation> {
         let seed = self.seed;
-        let founding = self.founding.clone();
+        // A joiner restarts as it started, from an empty configuration; its log and snapshot
+        // tell it the rest.
+        let founding = if self.joiners.contains(&node) {
+            Membership::empty()
+        } else {
+            self.founding.clone()
+        };
         let config = self.config.clone();
         let Some(sim) = self.nodes.get_mut(&node) else {
             return Ok(());
@@ -326,6 +347,14 @@ impl Cluster {
         Ok(command)
     }
 
+    /// Proposes a linearizable read at `node`, remembering what it must observe.
+    pub fn propose_read(&mut self, node: NodeId) -> Result<(), SimError> {
+        let id = self.next_read;
+        self.next_read += 1;
+        self.reads.insert((node, id), self.checker.max_committed());
+        self.step_node(node, Event::ProposeRead { id })
+    }
+
     /// Makes every pending write of `node` durable, then carries out what waited for it.
     pub fn flush(&mut self, node: NodeId) -> Result<(), SimError> {
         self.step_count += 1;
@@ -364,6 +393,7 @@ impl Cluster {
                 sim.disk.apply(write);
             }
             sim.held.clear();
+            self.reads.retain(|(reader, _), _| *reader != node);
             sim.writes_requested = 0;
             sim.writes_durable = 0;
             sim.engine = None;
@@ -566,6 +596,14 @@ impl Cluster {
                     .observe_restored(node, state.last_applied, state.digest)?;
                 sim.state_machine = state;
             }
+            Action::ReadReady { id } => {
+                if let Some(required) = self.reads.remove(&(node, id)) {
+                    SafetyChecker::check_read(node, id, required, sim.state_machine.last_applied)?;
+                }
+            }
+            Action::ReadFailed { id, .. } => {
+                self.reads.remove(&(node, id));
+            }
             _ => {}
         }
         Ok(())
@@ -594,9 +632,12 @@ impl Cluster {
                     sim.observed_leader_term = Some(term);
                     self.checker.check_leader_complete(sim.id, term, engine)?;
                 }
-                // Only the uncommitted tail matters; walking it keeps the check O(tail).
+                // Only the uncommitted tail matters; walking it keeps the check O(tail). A new
+                // leader may not have learned yet what its predecessor committed, so
+                // "committed" is judged by what any node has seen committed.
+                let committed = commit.max(self.checker.max_committed());
                 let last = engine.last_log_index();
-                let tail = (commit.get() + 1..=last.get())
+                let tail = (committed.get() + 1..=last.get())
                     .filter_map(|raw| engine.entry(LogIndex::new(raw)))
                     .map(|e| {
                         (
@@ -604,7 +645,7 @@ impl Cluster {
                             matches!(e.payload, EntryPayload::ConfigChange { .. }),
                         )
                     });
-                SafetyChecker::check_single_config_change(sim.id, tail, commit)?;
+                SafetyChecker::check_single_config_change(sim.id, tail, committed)?;
             }
         }
         Ok(())

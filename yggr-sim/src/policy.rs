@@ -1,9 +1,11 @@
 //! Policies: how a seed turns into a schedule of steps. `happy` is a reliable cluster; `chaos`
-//! adds drops, reordering, duplication, partitions, crashes and partial fsyncs.
+//! adds drops, reordering, duplication, partitions, crashes and partial fsyncs. A [`Workload`]
+//! adds what the cluster is asked to do besides replicating commands: membership changes,
+//! snapshots, reads, leadership transfers.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yggr_core::{EngineConfig, NodeId, Role};
+use yggr_core::{ConfigChange, EngineConfig, Event, NodeId};
 
 use crate::harness::{Cluster, ClusterOptions, SimError};
 use crate::network::NetworkFaults;
@@ -28,6 +30,41 @@ impl Policy {
     }
 }
 
+/// What the cluster is asked to do besides replicating commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Propose random membership changes (add, add as learner, promote, remove, including
+    /// removing the leader).
+    pub membership_changes: bool,
+    /// Extra nodes that start as joiners, outside the founding configuration.
+    pub joiners: u64,
+    /// Chance per step, in thousandths, that a node snapshots its state machine.
+    pub snapshot_per_mille: u16,
+    /// Send linearizable reads to the leader and check what they observe.
+    pub reads: bool,
+    /// Ask the leader to transfer leadership to random nodes.
+    pub transfers: bool,
+    /// Tick every node together, as if their clocks ran at one rate. Leases are only safe
+    /// under a clock-rate bound, so runs with leases use this.
+    pub synchronized_ticks: bool,
+    /// The engine configuration every node uses.
+    pub engine: EngineConfig,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            membership_changes: false,
+            joiners: 0,
+            snapshot_per_mille: 10,
+            reads: true,
+            transfers: false,
+            synchronized_ticks: false,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
 /// Everything that defines a run; the same options replay the same run exactly.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -39,6 +76,21 @@ pub struct RunOptions {
     pub steps: u64,
     /// The policy.
     pub policy: Policy,
+    /// What else the cluster is asked to do.
+    pub workload: Workload,
+}
+
+impl RunOptions {
+    /// A run with the default workload.
+    pub fn new(seed: u64, nodes: u64, steps: u64, policy: Policy) -> RunOptions {
+        RunOptions {
+            seed,
+            nodes,
+            steps,
+            policy,
+            workload: Workload::default(),
+        }
+    }
 }
 
 /// Fault rates a chaos run uses, drawn from its seed so that runs differ in character as well
@@ -100,7 +152,8 @@ pub fn build(options: &RunOptions) -> Cluster {
         nodes: options.nodes,
         seed: options.seed,
         faults,
-        engine: EngineConfig::default(),
+        joiners: options.workload.joiners,
+        engine: options.workload.engine.clone(),
     })
 }
 
@@ -113,23 +166,23 @@ pub fn build(options: &RunOptions) -> Cluster {
 pub fn drive(cluster: &mut Cluster, options: &RunOptions) -> Result<(), SimError> {
     let rates = ChaosRates::from_seed(options.seed);
     while cluster.step_count < options.steps {
-        policy_step(cluster, options.policy, &rates)?;
+        policy_step(cluster, options, &rates)?;
     }
     Ok(())
 }
 
-/// One move of `policy`: a step, or a fault followed by nothing.
+/// One move of the policy: a step, or a fault followed by nothing.
 ///
 /// # Errors
 /// As [`run`].
 pub fn policy_step(
     cluster: &mut Cluster,
-    policy: Policy,
+    options: &RunOptions,
     rates: &ChaosRates,
 ) -> Result<(), SimError> {
-    match policy {
-        Policy::Happy => happy_step(cluster),
-        Policy::Chaos => chaos_step(cluster, rates),
+    match options.policy {
+        Policy::Happy => happy_step(cluster, &options.workload),
+        Policy::Chaos => chaos_step(cluster, &options.workload, rates),
     }
 }
 
@@ -147,31 +200,52 @@ fn random_node(cluster: &mut Cluster) -> NodeId {
     ids[cluster.rng.random_range(0..ids.len())]
 }
 
-/// Proposals go to the leader most of the time, and sometimes to whoever.
-fn proposal_target(cluster: &mut Cluster) -> NodeId {
+/// Requests go to the leader most of the time, and sometimes to whoever.
+fn request_target(cluster: &mut Cluster) -> NodeId {
     match cluster.leader() {
         Some(leader) if cluster.rng.random_bool(0.8) => leader,
         _ => random_node(cluster),
     }
 }
 
+fn tick(cluster: &mut Cluster, workload: &Workload) -> Result<(), SimError> {
+    if workload.synchronized_ticks {
+        for node in cluster.ids() {
+            cluster.step_node(node, Event::Tick)?;
+        }
+        Ok(())
+    } else {
+        let node = random_node(cluster);
+        cluster.step_node(node, Event::Tick)
+    }
+}
+
 /// One step of a reliable cluster: tick, deliver or propose, then flush everything.
-pub fn happy_step(cluster: &mut Cluster) -> Result<(), SimError> {
+///
+/// # Errors
+/// As [`run`].
+pub fn happy_step(cluster: &mut Cluster, workload: &Workload) -> Result<(), SimError> {
     let roll = cluster.rng.random_range(0..100);
     if roll < 30 || cluster.network.is_empty() {
-        let node = random_node(cluster);
-        cluster.step_node(node, yggr_core::Event::Tick)?;
+        tick(cluster, workload)?;
     } else if roll < 92 {
         cluster.deliver_one()?;
     } else {
-        let node = proposal_target(cluster);
+        let node = request_target(cluster);
         cluster.propose(node)?;
     }
     cluster.flush_all()
 }
 
 /// One step under chaos.
-pub fn chaos_step(cluster: &mut Cluster, rates: &ChaosRates) -> Result<(), SimError> {
+///
+/// # Errors
+/// As [`run`].
+pub fn chaos_step(
+    cluster: &mut Cluster,
+    workload: &Workload,
+    rates: &ChaosRates,
+) -> Result<(), SimError> {
     if rates.crash > 0.0 && cluster.rng.random_bool(rates.crash) {
         let node = random_node(cluster);
         if cluster.nodes[&node].is_up() {
@@ -183,18 +257,33 @@ pub fn chaos_step(cluster: &mut Cluster, rates: &ChaosRates) -> Result<(), SimEr
         cluster.partition_randomly();
         return Ok(());
     }
+    if workload.snapshot_per_mille > 0
+        && cluster.rng.random_range(0..1000u16) < workload.snapshot_per_mille
+    {
+        let node = random_node(cluster);
+        return cluster.take_snapshot(node);
+    }
+    if workload.membership_changes && cluster.rng.random_bool(0.01) {
+        let change = random_change(cluster);
+        let node = request_target(cluster);
+        return cluster.step_node(node, Event::ProposeConfigChange(change));
+    }
+    if workload.transfers && cluster.rng.random_bool(0.004) {
+        let target = random_node(cluster);
+        let node = request_target(cluster);
+        return cluster.step_node(node, Event::TransferLeadership { target });
+    }
     let roll = cluster.rng.random_range(0..100);
     let node = random_node(cluster);
     match roll {
-        0..=27 => cluster.step_node(node, yggr_core::Event::Tick),
+        0..=27 => tick(cluster, workload),
         28..=69 => cluster.deliver_one().map(|_| ()),
         70..=85 => cluster.flush(node),
         86..=91 => {
-            let target = proposal_target(cluster);
+            let target = request_target(cluster);
             cluster.propose(target).map(|_| ())
         }
-        92 => cluster.take_snapshot(node),
-        93..=95 => {
+        92..=95 => {
             let down: Vec<NodeId> = cluster
                 .ids()
                 .into_iter()
@@ -211,20 +300,20 @@ pub fn chaos_step(cluster: &mut Cluster, rates: &ChaosRates) -> Result<(), SimEr
             }
             Ok(())
         }
-        _ => {
-            let is_leader = cluster
-                .engine(node)
-                .is_some_and(|engine| engine.role() == Role::Leader);
-            if is_leader {
-                cluster.step_node(
-                    node,
-                    yggr_core::Event::ProposeRead {
-                        id: cluster.step_count,
-                    },
-                )
-            } else {
-                cluster.step_node(node, yggr_core::Event::Tick)
-            }
+        _ if workload.reads => {
+            let target = request_target(cluster);
+            cluster.propose_read(target)
         }
+        _ => tick(cluster, workload),
+    }
+}
+
+fn random_change(cluster: &mut Cluster) -> ConfigChange {
+    let node = random_node(cluster);
+    match cluster.rng.random_range(0..4) {
+        0 => ConfigChange::AddPeer(node),
+        1 => ConfigChange::AddLearner(node),
+        2 => ConfigChange::PromoteLearner(node),
+        _ => ConfigChange::RemovePeer(node),
     }
 }

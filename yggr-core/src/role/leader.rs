@@ -29,6 +29,7 @@ impl<C: Clone> Engine<C> {
         self.heartbeat_round = 0;
         self.round_sent_at.clear();
         self.transfer = None;
+        self.lease_revoked = false;
         self.sync_progress();
         self.metrics.leader_elections_won += 1;
         info!(

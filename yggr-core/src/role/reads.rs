@@ -96,7 +96,7 @@ impl<C: Clone> Engine<C> {
     /// election timeout minus a heartbeat, checked by config validation).
     pub(crate) fn lease_is_valid(&self) -> bool {
         let lease = self.config.lease_duration_ticks;
-        if lease == 0 || self.role != Role::Leader {
+        if lease == 0 || self.role != Role::Leader || self.lease_revoked {
             return false;
         }
         let round = self.majority_acked_round();

@@ -67,6 +67,7 @@ impl<C: Clone> Engine<C> {
                 timeout_now_sent: true,
                 ..transfer
             });
+            self.lease_revoked = true;
             self.send(peer, Rpc::TimeoutNow);
         }
     }

@@ -7,14 +7,9 @@ use crate::policy::{Policy, RunOptions, run};
 use crate::tests::cases;
 
 fn chaos(seed: u64, nodes: u64, steps: u64) -> Result<(), TestCaseError> {
-    run(&RunOptions {
-        seed,
-        nodes,
-        steps,
-        policy: Policy::Chaos,
-    })
-    .map(|_| ())
-    .map_err(|failure| TestCaseError::fail(failure.to_string()))
+    run(&RunOptions::new(seed, nodes, steps, Policy::Chaos))
+        .map(|_| ())
+        .map_err(|failure| TestCaseError::fail(failure.to_string()))
 }
 
 proptest! {

@@ -2,8 +2,12 @@
 
 mod chaos;
 mod checker;
+mod membership;
 mod proptests;
+mod reads;
 mod smoke;
+mod snapshot;
+mod transfer;
 
 /// Proptest's case budget: `PROPTEST_CASES` when set, otherwise `default`.
 pub(crate) fn cases(default: u32) -> u32 {

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::policy::happy_step;
+use crate::policy::{Workload, happy_step};
 use crate::tests::cases;
 
 proptest! {
@@ -18,7 +18,7 @@ proptest! {
         let mut cluster = Cluster::new(ClusterOptions::new(nodes, seed));
         let mut steps = 0;
         while cluster.leader().is_none() {
-            happy_step(&mut cluster).map_err(|f| TestCaseError::fail(f.to_string()))?;
+            happy_step(&mut cluster, &Workload::default()).map_err(|f| TestCaseError::fail(f.to_string()))?;
             steps += 1;
             prop_assert!(steps < 2_000, "no leader after {} steps", steps);
         }
@@ -40,7 +40,7 @@ proptest! {
             if holders >= majority {
                 break;
             }
-            happy_step(&mut cluster).map_err(|f| TestCaseError::fail(f.to_string()))?;
+            happy_step(&mut cluster, &Workload::default()).map_err(|f| TestCaseError::fail(f.to_string()))?;
             steps += 1;
             prop_assert!(steps < 3_000, "proposals not applied on a majority after {} steps", steps);
         }

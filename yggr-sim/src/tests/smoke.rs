@@ -1,13 +1,14 @@
 //! Happy-path sanity: a reliable cluster elects one leader and commits proposals everywhere.
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::policy::{Policy, RunOptions, happy_step, run};
+use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
 
 #[test]
 fn three_nodes_elect_a_leader_and_commit_on_every_node() {
     let mut cluster = Cluster::new(ClusterOptions::new(3, 1));
     for _ in 0..3000 {
-        happy_step(&mut cluster).unwrap_or_else(|failure| panic!("{failure}"));
+        happy_step(&mut cluster, &Workload::default())
+            .unwrap_or_else(|failure| panic!("{failure}"));
     }
     let leader = cluster.leader().expect("a leader");
     let committed = cluster.engine(leader).unwrap().commit_index();
@@ -20,12 +21,7 @@ fn three_nodes_elect_a_leader_and_commit_on_every_node() {
 
 #[test]
 fn same_seed_same_run() {
-    let options = RunOptions {
-        seed: 99,
-        nodes: 5,
-        steps: 2000,
-        policy: Policy::Chaos,
-    };
+    let options = RunOptions::new(99, 5, 2000, Policy::Chaos);
     let first = run(&options).unwrap_or_else(|failure| panic!("{failure}"));
     let second = run(&options).unwrap_or_else(|failure| panic!("{failure}"));
     assert_eq!(first, second);
