@@ -13,10 +13,12 @@ use crate::types::{LogIndex, NodeId, Term};
 ///
 /// The actions of one `step` come out in causal order, and the host must carry them out in
 /// that order. In particular, every `Persist*` action must be durable (written and fsynced)
-/// before the host performs any [`Action::Send`] that comes after it in the same vector: a vote
-/// or an acknowledgement may only leave the node once the state it promises is on disk (Figure
-/// 2, "respond to RPCs only after updating stable storage"). A host that batches several steps
-/// into one fsync (group commit) keeps this rule per batch: flush first, then send.
+/// before the host performs any action that comes after it: a vote or an acknowledgement may
+/// only leave the node once the state it promises is on disk (Figure 2, "respond to RPCs only
+/// after updating stable storage"), and an `Apply` or `ReadReady` may only reach a client once
+/// the entries behind it are durable (a leader that is a majority on its own commits an entry
+/// in the very step that asks to persist it). A host that batches several steps into one fsync
+/// (group commit) keeps this rule per batch: flush first, then send and apply.
 ///
 /// `Send` is best-effort: a lost message is recovered by the engine's own retries.
 /// `Apply`, `ApplySnapshot`, `Redirect`, `ReadReady`, `ReadFailed` and `SnapshotHint` need no

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! A failing test prints exactly such a command. Every variable but the seed is optional
-//! (defaults: 3 nodes, 1500 steps, chaos).
+//! (defaults: 3 nodes, 1500 steps, chaos, the `default` workload; `YGGR_SIM_WORKLOAD` names a
+//! preset: default, membership, snapshot, reads, lease or transfer).
 
 use std::process::ExitCode;
 
@@ -39,11 +40,24 @@ fn main() -> ExitCode {
             }
         },
     };
-    let options = yggr_sim::RunOptions::new(seed, nodes, steps, policy);
+    let workload_name = variable("YGGR_SIM_WORKLOAD").unwrap_or_else(|| "default".to_string());
+    let Some(workload) = yggr_sim::Workload::preset(&workload_name) else {
+        eprintln!(
+            "YGGR_SIM_WORKLOAD must be one of {:?}, not {workload_name}",
+            yggr_sim::Workload::PRESETS
+        );
+        return ExitCode::from(2);
+    };
+    let options = yggr_sim::RunOptions {
+        workload,
+        ..yggr_sim::RunOptions::new(seed, nodes, steps, policy)
+    };
     let mut cluster = build(&options);
     cluster.trace = Trace::enabled();
     let rates = ChaosRates::from_seed(seed);
-    println!("seed {seed}, {nodes} nodes, {steps} steps, {policy:?}; rates {rates:?}");
+    println!(
+        "seed {seed}, {nodes} nodes, {steps} steps, {policy:?}, workload {workload_name}; rates {rates:?}"
+    );
     while cluster.step_count < steps {
         let result = policy_step(&mut cluster, &options, &rates);
         for line in cluster.trace.take_lines() {

@@ -147,7 +147,7 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// Records that `node` considers `index` (of `term`) committed.
+    /// Records that `node` applied the committed entry at `index` (of `term`).
     pub fn observe_committed(
         &mut self,
         node: NodeId,
@@ -384,7 +384,7 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// The highest index known committed anywhere.
+    /// The highest index known committed (applied) anywhere.
     pub fn max_committed(&self) -> LogIndex {
         self.committed
             .keys()

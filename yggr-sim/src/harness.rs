@@ -89,7 +89,7 @@ pub struct SimNode {
     pub state_machine: TrackedStateMachine,
     /// How many times this node has been started.
     pub incarnation: u64,
-    /// The commit index last reported to the checker.
+    /// The highest index of this node's commit index already reported to the checker.
     observed_commit: LogIndex,
     /// The term this node was last seen leading.
     observed_leader_term: Option<Term>,
@@ -171,6 +171,8 @@ pub struct Cluster {
     pub step_count: u64,
     /// A readable record of the run, when enabled.
     pub trace: Trace,
+    /// Extra environment for the replay command (policy and workload), set by the policy.
+    pub replay_env: String,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
@@ -200,6 +202,7 @@ impl Cluster {
             rng: ChaCha8Rng::seed_from_u64(options.seed),
             step_count: 0,
             trace: Trace::disabled(),
+            replay_env: String::new(),
             seed: options.seed,
             founding,
             joiners,
@@ -290,8 +293,8 @@ impl Cluster {
             .as_ref()
             .and_then(|s| TrackedStateMachine::from_bytes(&s.bytes))
             .unwrap_or_default();
-        sim.observed_commit = engine.commit_index();
         sim.observed_leader_term = None;
+        sim.observed_commit = engine.commit_index();
         sim.engine = Some(engine);
         Ok(())
     }
@@ -302,10 +305,11 @@ impl Cluster {
             step: self.step_count,
             violation,
             replay: format!(
-                "YGGR_SIM_SEED={} YGGR_SIM_NODES={} YGGR_SIM_STEPS={} cargo run --release -p yggr-sim --example replay",
+                "YGGR_SIM_SEED={} YGGR_SIM_NODES={} YGGR_SIM_STEPS={} {} cargo run --release -p yggr-sim --example replay",
                 self.seed,
-                self.nodes.len(),
-                self.step_count
+                self.nodes.len() - self.joiners.len(),
+                self.step_count,
+                self.replay_env
             ),
         }
     }
@@ -375,7 +379,7 @@ impl Cluster {
 
     /// Crashes `node`. With `partial_flush`, a random prefix of its pending writes reaches the
     /// disk first (an fsync that was under way); everything else in memory is lost.
-    pub fn crash(&mut self, node: NodeId, partial_flush: bool) {
+    pub fn crash(&mut self, node: NodeId, partial_flush: bool) -> Result<(), SimError> {
         let keep = {
             let pending = self.nodes.get(&node).map_or(0, |n| n.pending.len());
             if partial_flush && pending > 0 {
@@ -389,8 +393,11 @@ impl Cluster {
             format!("crash node {node}, {keep} pending writes survive"),
         );
         if let Some(sim) = self.nodes.get_mut(&node) {
-            for write in sim.pending.drain(..).take(keep) {
-                sim.disk.apply(write);
+            let surviving: Vec<PendingWrite> = sim.pending.drain(..).take(keep).collect();
+            for write in surviving {
+                if let Err(violation) = Self::make_durable(&mut self.checker, sim, write) {
+                    return Err(self.violation(violation));
+                }
             }
             sim.held.clear();
             self.reads.retain(|(reader, _), _| *reader != node);
@@ -400,6 +407,7 @@ impl Cluster {
             sim.state_machine = TrackedStateMachine::default();
         }
         self.network.forget_node(node);
+        Ok(())
     }
 
     /// Restarts a crashed `node` from its durable state.
@@ -490,10 +498,6 @@ impl Cluster {
                 sim.writes_requested += 1;
             }
             Action::PersistLogEntries(entries) => {
-                for entry in &entries {
-                    let previous = engine.term_at(entry.index.prev()).unwrap_or(Term::ZERO);
-                    self.checker.observe_stored(node, entry, previous)?;
-                }
                 sim.pending.push(PendingWrite::Entries(entries));
                 sim.writes_requested += 1;
             }
@@ -527,6 +531,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Makes one write durable on `node`'s disk. Log Matching is checked here, when entries
+    /// become durable: an entry requested but lost in a crash never existed for anyone else.
+    fn make_durable(
+        checker: &mut SafetyChecker,
+        sim: &mut SimNode,
+        write: PendingWrite,
+    ) -> Result<(), Violation> {
+        let stored = match &write {
+            PendingWrite::Entries(entries) => entries.clone(),
+            _ => Vec::new(),
+        };
+        sim.disk.apply(write);
+        for entry in &stored {
+            let previous = sim.disk.term_at(entry.index.prev()).unwrap_or(Term::ZERO);
+            checker.observe_stored(sim.id, entry, previous)?;
+        }
+        Ok(())
+    }
+
     /// Makes the pending writes durable one by one, in order, performing each held action as
     /// soon as every write requested before it is durable (and before any write requested
     /// after it): the order a host that fsyncs and then acts would produce.
@@ -548,7 +571,7 @@ impl Cluster {
                 return Ok(());
             }
             let write = sim.pending.remove(0);
-            sim.disk.apply(write);
+            Self::make_durable(&mut self.checker, sim, write)?;
             sim.writes_durable += 1;
         }
     }
@@ -579,6 +602,13 @@ impl Cluster {
                         EntryPayload::Command(command) => Some(command),
                         _ => None,
                     };
+                    // An entry counts as committed once the host applies it: the ordering
+                    // contract holds every apply until the writes before it are durable, so
+                    // this is the commit the outside world can observe. (A leader that is a
+                    // majority on its own counts its entries before they are fsynced; nothing
+                    // it does with that commit leaves the node before the fsync.)
+                    self.checker
+                        .observe_committed(node, entry.index, entry.term)?;
                     sim.state_machine = sim.state_machine.applied(entry.index, command);
                     let digest = sim.state_machine.digest;
                     self.checker
@@ -617,14 +647,22 @@ impl Cluster {
             };
             engine.check_invariants();
             let commit = engine.commit_index();
-            let mut index = sim.observed_commit.next();
-            while index <= commit {
-                if let Some(term) = engine.term_at(index) {
-                    self.checker.observe_committed(sim.id, index, term)?;
+            // The engine's commit index, entry by entry, as soon as the entry is durable here
+            // too. (A leader that alone is a majority commits before its fsync; its commit
+            // only counts once the entry is on disk, and nothing leaves the node before that.)
+            while sim.observed_commit < commit {
+                let index = sim.observed_commit.next();
+                let Some(term) = engine.term_at(index) else {
+                    // Compacted: covered by a snapshot, which only holds committed entries.
+                    sim.observed_commit = index;
+                    continue;
+                };
+                if sim.disk.term_at(index) != Some(term) {
+                    break;
                 }
-                index = index.next();
+                self.checker.observe_committed(sim.id, index, term)?;
+                sim.observed_commit = index;
             }
-            sim.observed_commit = sim.observed_commit.max(commit);
             if engine.role() == Role::Leader {
                 let term = engine.current_term();
                 self.checker.observe_leader(sim.id, term)?;

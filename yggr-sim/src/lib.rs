@@ -39,5 +39,5 @@ mod tests;
 pub use checker::{Invariant, SafetyChecker, Violation};
 pub use harness::{Cluster, ClusterOptions, Command, SimError, TrackedStateMachine};
 pub use network::{Network, NetworkFaults};
-pub use policy::{Policy, RunOptions, RunReport, run};
+pub use policy::{Policy, RunOptions, RunReport, Workload, run};
 pub use yggr_core;

@@ -33,6 +33,8 @@ impl Policy {
 /// What the cluster is asked to do besides replicating commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
+    /// The preset's name, used in replay commands (`default` for anything custom).
+    pub name: &'static str,
     /// Propose random membership changes (add, add as learner, promote, remove, including
     /// removing the leader).
     pub membership_changes: bool,
@@ -54,6 +56,7 @@ pub struct Workload {
 impl Default for Workload {
     fn default() -> Self {
         Workload {
+            name: "default",
             membership_changes: false,
             joiners: 0,
             snapshot_per_mille: 10,
@@ -62,6 +65,73 @@ impl Default for Workload {
             synchronized_ticks: false,
             engine: EngineConfig::default(),
         }
+    }
+}
+
+impl Workload {
+    /// The names [`Workload::preset`] knows.
+    pub const PRESETS: [&'static str; 6] = [
+        "default",
+        "membership",
+        "snapshot",
+        "reads",
+        "lease",
+        "transfer",
+    ];
+
+    /// A named preset, as the suites use them:
+    /// - `default`: commands, occasional snapshots and reads;
+    /// - `membership`: random membership changes, two joiners outside the founding set;
+    /// - `snapshot`: frequent snapshots and 4-byte InstallSnapshot chunks;
+    /// - `reads`: reads and leadership transfers (ReadIndex);
+    /// - `lease`: reads with a leader lease, all nodes ticking together;
+    /// - `transfer`: transfers and membership changes with one joiner.
+    pub fn preset(name: &str) -> Option<Workload> {
+        let base = Workload::default();
+        let workload = match name {
+            "default" => base,
+            "membership" => Workload {
+                name: "membership",
+                membership_changes: true,
+                joiners: 2,
+                ..base
+            },
+            "snapshot" => Workload {
+                name: "snapshot",
+                snapshot_per_mille: 60,
+                engine: EngineConfig {
+                    snapshot_chunk_size_bytes: 4,
+                    ..EngineConfig::default()
+                },
+                ..base
+            },
+            "reads" => Workload {
+                name: "reads",
+                reads: true,
+                transfers: true,
+                ..base
+            },
+            "lease" => Workload {
+                name: "lease",
+                reads: true,
+                transfers: true,
+                synchronized_ticks: true,
+                engine: EngineConfig {
+                    lease_duration_ticks: 6,
+                    ..EngineConfig::default()
+                },
+                ..base
+            },
+            "transfer" => Workload {
+                name: "transfer",
+                transfers: true,
+                membership_changes: true,
+                joiners: 1,
+                ..base
+            },
+            _ => return None,
+        };
+        Some(workload)
     }
 }
 
@@ -148,13 +218,22 @@ pub fn build(options: &RunOptions) -> Cluster {
         Policy::Happy => NetworkFaults::NONE,
         Policy::Chaos => ChaosRates::from_seed(options.seed).network,
     };
-    Cluster::new(ClusterOptions {
+    let mut cluster = Cluster::new(ClusterOptions {
         nodes: options.nodes,
         seed: options.seed,
         faults,
         joiners: options.workload.joiners,
         engine: options.workload.engine.clone(),
-    })
+    });
+    let policy = match options.policy {
+        Policy::Happy => "happy",
+        Policy::Chaos => "chaos",
+    };
+    cluster.replay_env = format!(
+        "YGGR_SIM_POLICY={policy} YGGR_SIM_WORKLOAD={}",
+        options.workload.name
+    );
+    cluster
 }
 
 /// Runs the policy until the cluster has taken `options.steps` steps. A step is one event fed
@@ -249,7 +328,7 @@ pub fn chaos_step(
     if rates.crash > 0.0 && cluster.rng.random_bool(rates.crash) {
         let node = random_node(cluster);
         if cluster.nodes[&node].is_up() {
-            cluster.crash(node, true);
+            cluster.crash(node, true)?;
             return Ok(());
         }
     }

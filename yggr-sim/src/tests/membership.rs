@@ -9,11 +9,7 @@ use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
 use crate::tests::cases;
 
 fn membership_workload() -> Workload {
-    Workload {
-        membership_changes: true,
-        joiners: 2,
-        ..Workload::default()
-    }
+    Workload::preset("membership").expect("a preset")
 }
 
 proptest! {
@@ -149,7 +145,7 @@ fn lagging_learner_is_promoted_and_the_cluster_keeps_committing() {
     settle(&mut cluster, 3_000, |c| c.leader().is_some());
     change(&mut cluster, ConfigChange::AddLearner(id(4)));
     // The learner falls behind while down.
-    cluster.crash(id(4), false);
+    cluster.crash(id(4), false).unwrap();
     let leader = leader_of(&cluster);
     for _ in 0..30 {
         cluster.propose(leader).unwrap();

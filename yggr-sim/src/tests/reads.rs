@@ -2,31 +2,17 @@
 //! before the read was proposed, whether confirmed by a heartbeat round or by a lease.
 
 use proptest::prelude::*;
-use yggr_core::EngineConfig;
 
 use crate::policy::{Policy, RunOptions, Workload, run};
 use crate::tests::cases;
 
 fn read_index_workload() -> Workload {
-    Workload {
-        reads: true,
-        transfers: true,
-        ..Workload::default()
-    }
+    Workload::preset("reads").expect("a preset")
 }
 
 /// Leases are only as safe as the clock-rate bound, so lease runs tick every node together.
 fn lease_workload() -> Workload {
-    Workload {
-        reads: true,
-        transfers: true,
-        synchronized_ticks: true,
-        engine: EngineConfig {
-            lease_duration_ticks: 6,
-            ..EngineConfig::default()
-        },
-        ..Workload::default()
-    }
+    Workload::preset("lease").expect("a preset")
 }
 
 proptest! {

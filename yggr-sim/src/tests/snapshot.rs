@@ -9,14 +9,7 @@ use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
 use crate::tests::cases;
 
 fn snapshot_workload() -> Workload {
-    Workload {
-        snapshot_per_mille: 60,
-        engine: EngineConfig {
-            snapshot_chunk_size_bytes: 4,
-            ..EngineConfig::default()
-        },
-        ..Workload::default()
-    }
+    Workload::preset("snapshot").expect("a preset")
 }
 
 proptest! {
@@ -61,7 +54,7 @@ fn compacted_past(lagging: NodeId, seed: u64) -> Cluster {
     settle(&mut cluster, 3_000, |c| {
         c.leader().is_some_and(|l| l != lagging)
     });
-    cluster.crash(lagging, false);
+    cluster.crash(lagging, false).unwrap();
     let leader = cluster.leader().unwrap();
     for _ in 0..20 {
         cluster.propose(leader).unwrap();
@@ -109,7 +102,7 @@ fn crash_in_the_middle_of_an_install_restarts_it_cleanly() {
             .is_some_and(|e| e.metrics().snapshots_sent >= 2)
     });
     assert_eq!(cluster.engine(lagging).unwrap().snapshot_index().get(), 0);
-    cluster.crash(lagging, true);
+    cluster.crash(lagging, true).unwrap();
     for _ in 0..50 {
         cluster.step_node(leader, Event::Tick).unwrap();
         cluster.deliver_one().unwrap();

@@ -12,7 +12,7 @@ proptest! {
 
     #[test]
     fn transfers_under_chaos_keep_every_invariant(seed in any::<u64>(), nodes in prop_oneof![Just(3u64), Just(5u64)]) {
-        let workload = Workload { transfers: true, membership_changes: true, joiners: 1, ..Workload::default() };
+        let workload = Workload::preset("transfer").expect("a preset");
         let options = RunOptions { workload, ..RunOptions::new(seed, nodes, 1500, Policy::Chaos) };
         run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
     }
