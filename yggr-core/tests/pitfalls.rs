@@ -1,0 +1,280 @@
+//! Places where Raft implementations have shipped bugs, one named test each (those not already
+//! covered by the election, replication, features and recovery suites).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use yggr_core::{
+    Action, ConfigChange, EngineConfig, EntryPayload, Event, InstallSnapshot, LogEntry, Membership,
+    RecoveredHardState, Role, Rpc, VoteRequest, VoteResponse,
+};
+
+fn chunk(index: u64, snapshot_term: u64, offset: u64, data: &'static [u8], done: bool) -> Rpc<u64> {
+    Rpc::InstallSnapshot(InstallSnapshot {
+        last_included_index: idx(index),
+        last_included_term: term(snapshot_term),
+        membership: Membership::from_voters([id(1), id(2), id(3)]),
+        offset,
+        data: Bytes::from_static(data),
+        done,
+    })
+}
+
+fn snapshot_reply(actions: &[Action<u64>]) -> (u64, bool) {
+    sends(actions)
+        .into_iter()
+        .find_map(|(_, m)| match m.rpc {
+            Rpc::InstallSnapshotResponse(r) => Some((r.next_offset, r.done)),
+            _ => None,
+        })
+        .expect("an InstallSnapshot response")
+}
+
+fn append(prev: (u64, u64), entries: Vec<LogEntry<u64>>, commit: u64) -> Rpc<u64> {
+    Rpc::AppendEntries(yggr_core::AppendEntries {
+        prev_log_index: idx(prev.0),
+        prev_log_term: term(prev.1),
+        entries,
+        leader_commit: idx(commit),
+        round: 0,
+    })
+}
+
+#[test]
+fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
+    let mut node = engine(2, &[1, 2, 3]);
+    assert_eq!(
+        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        (2, false)
+    );
+    // The same chunk again, and a chunk from the future: both answered with where we stand.
+    assert_eq!(
+        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        (2, false)
+    );
+    assert_eq!(
+        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 4, b"ef", true)))),
+        (2, false)
+    );
+    assert_eq!(
+        node.snapshot_index(),
+        idx(0),
+        "nothing installed from out-of-order chunks"
+    );
+    let actions = node.step(message(1, 1, chunk(5, 1, 2, b"cd", true)));
+    assert_eq!(snapshot_reply(&actions), (4, true));
+    let restored = actions.iter().find_map(|a| match a {
+        Action::ApplySnapshot { bytes } => Some(bytes.clone()),
+        _ => None,
+    });
+    assert_eq!(restored, Some(Bytes::from_static(b"abcd")));
+    assert_eq!(node.snapshot_index(), idx(5));
+    assert_eq!(node.commit_index(), idx(5));
+}
+
+#[test]
+fn install_snapshot_behind_the_commit_index_is_a_no_op() {
+    let mut node = engine(2, &[1, 2, 3]);
+    let entries = (1..=6).map(|i| entry(i, 1, i)).collect();
+    node.step(message(1, 1, append((0, 0), entries, 6)));
+    assert_eq!(node.commit_index(), idx(6));
+    let actions = node.step(message(1, 1, chunk(4, 1, 0, b"old", true)));
+    assert_eq!(
+        snapshot_reply(&actions),
+        (0, true),
+        "acknowledged as already covered"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplySnapshot { .. }))
+    );
+    assert_eq!(node.last_log_index(), idx(6));
+}
+
+#[test]
+fn follower_keeps_its_log_suffix_that_continues_from_the_snapshot() {
+    let mut node = engine(2, &[1, 2, 3]);
+    let entries = (1..=8).map(|i| entry(i, 1, i)).collect();
+    node.step(message(1, 1, append((0, 0), entries, 2)));
+    node.step(message(1, 1, chunk(5, 1, 0, b"snap", true)));
+    assert_eq!(node.snapshot_index(), idx(5));
+    assert_eq!(
+        node.last_log_index(),
+        idx(8),
+        "entries 6..=8 match and are kept"
+    );
+}
+
+#[test]
+fn follower_discards_a_log_that_does_not_continue_from_the_snapshot() {
+    let mut node = engine(2, &[1, 2, 3]);
+    let entries = (1..=8).map(|i| entry(i, 1, i)).collect();
+    node.step(message(1, 1, append((0, 0), entries, 2)));
+    node.step(message(3, 2, chunk(5, 2, 0, b"snap", true)));
+    assert_eq!(node.snapshot_index(), idx(5));
+    assert_eq!(
+        node.last_log_index(),
+        idx(5),
+        "a conflicting suffix cannot be trusted"
+    );
+}
+
+#[test]
+fn snapshot_chunk_from_a_deposed_leader_is_refused_with_our_term() {
+    let mut node = engine(2, &[1, 2, 3]);
+    node.step(message(3, 4, append((0, 0), vec![], 0)));
+    let actions = node.step(message(1, 2, chunk(5, 1, 0, b"stale", true)));
+    let (_, reply) = &sends(&actions)[0];
+    assert_eq!(reply.term, term(4));
+    assert_eq!(node.snapshot_index(), idx(0));
+}
+
+#[test]
+fn snapshot_restores_learners_as_well_as_voters() {
+    let mut node = engine(4, &[1, 2, 3]);
+    let membership = Membership {
+        voters: [id(1), id(2), id(3)].into_iter().collect(),
+        learners: [id(4)].into_iter().collect(),
+    };
+    node.step(message(
+        1,
+        1,
+        Rpc::InstallSnapshot(InstallSnapshot {
+            last_included_index: idx(3),
+            last_included_term: term(1),
+            membership: membership.clone(),
+            offset: 0,
+            data: Bytes::from_static(b"s"),
+            done: true,
+        }),
+    ));
+    assert_eq!(node.membership(), &membership);
+    assert!(
+        node.membership().is_learner(id(4)),
+        "it knows it is a learner"
+    );
+}
+
+#[test]
+fn membership_is_recovered_from_configuration_entries_in_the_log() {
+    let mut node = engine(1, &[1, 2, 3]);
+    let grown = Membership::from_voters([id(1), id(2), id(3), id(4)]);
+    node.recover_from(RecoveredHardState {
+        current_term: term(2),
+        voted_for: None,
+        snapshot: None,
+        log: vec![
+            entry(1, 1, 0),
+            LogEntry {
+                term: term(2),
+                index: idx(2),
+                payload: EntryPayload::ConfigChange {
+                    change: ConfigChange::AddPeer(id(4)),
+                    membership: grown.clone(),
+                },
+            },
+        ],
+    })
+    .unwrap();
+    assert_eq!(node.membership(), &grown);
+    assert_eq!(node.membership().quorum_size(), 3);
+}
+
+#[test]
+fn live_log_growth_past_the_limit_hints_a_snapshot() {
+    let config = EngineConfig {
+        snapshot_hint_threshold_entries: 0,
+        max_log_entries: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(1, config);
+    net.elect(1);
+    let mut hints = 0;
+    for command in 0..8 {
+        hints += net
+            .step(1, Event::ClientProposal(command))
+            .iter()
+            .filter(|a| matches!(a, Action::SnapshotHint { .. }))
+            .count();
+    }
+    assert_eq!(hints, 1, "one hint when the log first outgrows the limit");
+}
+
+#[test]
+fn leader_removed_from_the_configuration_does_not_count_itself_toward_commit() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(1))),
+    );
+    net.deliver_all();
+    assert_eq!(net.engine(1).role(), Role::Follower);
+    // A fresh leader among 2 and 3 now needs both of them: 1's acknowledgements mean nothing.
+    for _ in 0..60 {
+        net.step(2, Event::Tick);
+        net.step(3, Event::Tick);
+        net.deliver_all();
+    }
+    let (leader, _) = net.leaders()[0];
+    assert!(leader != id(1));
+    net.cut
+        .insert((leader, if leader == id(2) { id(3) } else { id(2) }));
+    let commit = net.engine(leader.get()).commit_index();
+    net.step(leader.get(), Event::ClientProposal(1));
+    net.deliver_all();
+    assert_eq!(net.engine(leader.get()).commit_index(), commit);
+}
+
+#[test]
+fn removed_server_cannot_disrupt_the_cluster_with_elections() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
+    );
+    net.deliver_all();
+    net.heartbeat(1);
+    let leader_term = net.engine(1).current_term();
+    // Node 3 no longer hears heartbeats; it times out again and again.
+    for _ in 0..300 {
+        net.step(3, Event::Tick);
+        net.step(1, Event::Tick);
+        net.step(2, Event::Tick);
+        net.deliver_all();
+    }
+    assert_eq!(net.engine(1).role(), Role::Leader);
+    assert_eq!(net.engine(1).current_term(), leader_term);
+}
+
+#[test]
+fn timeout_now_campaign_still_needs_an_up_to_date_log_for_votes() {
+    let mut voter = engine(2, &[1, 2, 3]);
+    let entries = (1..=4).map(|i| entry(i, 1, i)).collect();
+    voter.step(message(1, 1, append((0, 0), entries, 0)));
+    // A transfer-flagged campaign bypasses the live-leader rule, not the §5.4.1 log check.
+    let actions = voter.step(message(
+        3,
+        2,
+        Rpc::RequestVote(VoteRequest {
+            last_log_index: idx(2),
+            last_log_term: term(1),
+            leadership_transfer: true,
+        }),
+    ));
+    let granted = sends(&actions).iter().any(|(_, m)| {
+        matches!(
+            m.rpc,
+            Rpc::RequestVoteResponse(VoteResponse { granted: true })
+        )
+    });
+    assert!(!granted);
+    assert_eq!(
+        voter.current_term(),
+        term(2),
+        "the transfer flag lets the term through"
+    );
+}
