@@ -21,6 +21,24 @@ fn all_actions(net: &Net, node: u64) -> Vec<Action<u64>> {
     net.actions.get(&id(node)).cloned().unwrap_or_default()
 }
 
+/// Three nodes with a 5-tick lease, node 1 elected and heartbeating.
+fn leased_cluster_led_by_node_one() -> Net {
+    let config = EngineConfig {
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(3, config);
+    // With leases on, freshly started nodes refuse votes for one election timeout.
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.step(2, Event::Tick);
+        net.step(3, Event::Tick);
+    }
+    net.in_flight.clear();
+    net.elect(1);
+    net.heartbeat(1);
+    net
+}
+
 #[test]
 fn read_on_a_follower_fails_with_a_leader_hint() {
     let mut net = Net::new(3);
@@ -121,19 +139,7 @@ fn pending_read_fails_when_the_leader_steps_down() {
 
 #[test]
 fn lease_serves_reads_without_a_round_trip_while_fresh() {
-    let config = EngineConfig {
-        lease_duration_ticks: 5,
-        ..EngineConfig::default()
-    };
-    let mut net = Net::with_config(3, config);
-    // With leases on, freshly started nodes refuse votes for one election timeout.
-    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
-        net.step(2, Event::Tick);
-        net.step(3, Event::Tick);
-    }
-    net.in_flight.clear();
-    net.elect(1);
-    net.heartbeat(1);
+    let mut net = leased_cluster_led_by_node_one();
     let actions = net.step(1, Event::ProposeRead { id: 1 });
     assert_eq!(read_outcome(&actions, 1), Some(Ok(())));
     assert!(sends(&actions).is_empty());
@@ -526,18 +532,7 @@ fn with_leases_a_freshly_started_node_refuses_votes_for_one_election_timeout() {
 
 #[test]
 fn lease_reads_stop_once_timeout_now_is_sent() {
-    let config = EngineConfig {
-        lease_duration_ticks: 5,
-        ..EngineConfig::default()
-    };
-    let mut net = Net::with_config(3, config);
-    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
-        net.step(2, Event::Tick);
-        net.step(3, Event::Tick);
-    }
-    net.in_flight.clear();
-    net.elect(1);
-    net.heartbeat(1);
+    let mut net = leased_cluster_led_by_node_one();
     net.cut.insert((id(1), id(2)));
     net.step(1, Event::TransferLeadership { target: id(2) });
     net.in_flight.clear();

@@ -122,14 +122,7 @@ impl<C: Clone> Engine<C> {
         } else {
             self.metrics.votes_denied += 1;
         }
-        debug!(
-            target: "yggr::engine",
-            node_id = self.id.get(),
-            term = self.current_term.get(),
-            candidate = candidate.get(),
-            decision = if granted { "granted" } else { "rejected" },
-            "vote request"
-        );
+        self.trace_vote_decision("vote request", candidate, granted);
         self.send(
             candidate,
             Rpc::RequestVoteResponse(VoteResponse { granted }),
@@ -153,14 +146,7 @@ impl<C: Clone> Engine<C> {
         } else {
             self.metrics.pre_votes_denied += 1;
         }
-        debug!(
-            target: "yggr::engine",
-            node_id = self.id.get(),
-            term = self.current_term.get(),
-            candidate = candidate.get(),
-            decision = if granted { "granted" } else { "rejected" },
-            "pre-vote request"
-        );
+        self.trace_vote_decision("pre-vote request", candidate, granted);
         // A grant echoes the probed term so the pre-candidate counts it; a refusal carries our
         // own term so a pre-candidate that fell behind learns of it.
         let term = if granted {
@@ -172,6 +158,17 @@ impl<C: Clone> Engine<C> {
             candidate,
             term,
             Rpc::RequestPreVoteResponse(VoteResponse { granted }),
+        );
+    }
+
+    fn trace_vote_decision(&self, kind: &'static str, candidate: NodeId, granted: bool) {
+        debug!(
+            target: "yggr::engine",
+            node_id = self.id.get(),
+            term = self.current_term.get(),
+            candidate = candidate.get(),
+            decision = if granted { "granted" } else { "rejected" },
+            kind
         );
     }
 

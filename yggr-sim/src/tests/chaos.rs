@@ -3,13 +3,10 @@
 
 use proptest::prelude::*;
 
-use crate::policy::{Policy, RunOptions, run};
-use crate::tests::cases;
+use crate::tests::{cases, chaos_with};
 
 fn chaos(seed: u64, nodes: u64, steps: u64) -> Result<(), TestCaseError> {
-    run(&RunOptions::new(seed, nodes, steps, Policy::Chaos))
-        .map(|_| ())
-        .map_err(|failure| TestCaseError::fail(failure.to_string()))
+    chaos_with("default", seed, nodes, steps)
 }
 
 proptest! {

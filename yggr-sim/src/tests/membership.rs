@@ -5,42 +5,25 @@ use proptest::prelude::*;
 use yggr_core::{ConfigChange, Event, NodeId, Role};
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
-use crate::tests::cases;
-
-fn membership_workload() -> Workload {
-    Workload::preset("membership").expect("a preset")
-}
+use crate::policy::{Workload, happy_step};
+use crate::tests::{cases, chaos_with, settle};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(128)))]
 
     #[test]
     fn membership_changes_under_chaos_three_nodes(seed in any::<u64>()) {
-        let options = RunOptions { workload: membership_workload(), ..RunOptions::new(seed, 3, 1500, Policy::Chaos) };
-        run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
+        chaos_with("membership", seed, 3, 1500)?;
     }
 
     #[test]
     fn membership_changes_under_chaos_five_nodes(seed in any::<u64>()) {
-        let options = RunOptions { workload: membership_workload(), ..RunOptions::new(seed, 5, 1500, Policy::Chaos) };
-        run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
+        chaos_with("membership", seed, 5, 1500)?;
     }
 }
 
 fn id(raw: u64) -> NodeId {
     NodeId::new(raw).unwrap()
-}
-
-/// Runs the happy policy until `done` holds, failing after `limit` steps.
-fn settle(cluster: &mut Cluster, limit: u64, done: impl Fn(&Cluster) -> bool) {
-    for _ in 0..limit {
-        if done(cluster) {
-            return;
-        }
-        happy_step(cluster, &Workload::default()).unwrap_or_else(|failure| panic!("{failure}"));
-    }
-    assert!(done(cluster), "condition not reached in {limit} steps");
 }
 
 fn leader_of(cluster: &Cluster) -> NodeId {

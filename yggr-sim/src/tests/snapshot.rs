@@ -5,41 +5,24 @@ use proptest::prelude::*;
 use yggr_core::{EngineConfig, Event, NodeId};
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
-use crate::tests::cases;
-
-fn snapshot_workload() -> Workload {
-    Workload::preset("snapshot").expect("a preset")
-}
+use crate::tests::{cases, chaos_with, settle};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(128)))]
 
     #[test]
     fn compaction_racing_replication_under_chaos_three_nodes(seed in any::<u64>()) {
-        let options = RunOptions { workload: snapshot_workload(), ..RunOptions::new(seed, 3, 1500, Policy::Chaos) };
-        run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
+        chaos_with("snapshot", seed, 3, 1500)?;
     }
 
     #[test]
     fn compaction_racing_replication_under_chaos_five_nodes(seed in any::<u64>()) {
-        let options = RunOptions { workload: snapshot_workload(), ..RunOptions::new(seed, 5, 1500, Policy::Chaos) };
-        run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
+        chaos_with("snapshot", seed, 5, 1500)?;
     }
 }
 
 fn id(raw: u64) -> NodeId {
     NodeId::new(raw).unwrap()
-}
-
-fn settle(cluster: &mut Cluster, limit: u64, done: impl Fn(&Cluster) -> bool) {
-    for _ in 0..limit {
-        if done(cluster) {
-            return;
-        }
-        happy_step(cluster, &Workload::default()).unwrap_or_else(|failure| panic!("{failure}"));
-    }
-    assert!(done(cluster), "condition not reached in {limit} steps");
 }
 
 /// A three-node cluster where node `lagging` is down while the others commit and compact.

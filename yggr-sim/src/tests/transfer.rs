@@ -4,17 +4,15 @@ use proptest::prelude::*;
 use yggr_core::{Event, NodeId};
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::policy::{Policy, RunOptions, Workload, happy_step, run};
-use crate::tests::cases;
+use crate::policy::{Workload, happy_step};
+use crate::tests::{cases, chaos_with};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(128)))]
 
     #[test]
     fn transfers_under_chaos_keep_every_invariant(seed in any::<u64>(), nodes in prop_oneof![Just(3u64), Just(5u64)]) {
-        let workload = Workload::preset("transfer").expect("a preset");
-        let options = RunOptions { workload, ..RunOptions::new(seed, nodes, 1500, Policy::Chaos) };
-        run(&options).map_err(|failure| TestCaseError::fail(failure.to_string()))?;
+        chaos_with("transfer", seed, nodes, 1500)?;
     }
 }
 
