@@ -56,24 +56,7 @@ fn read_on_a_follower_fails_with_a_leader_hint() {
 fn read_before_the_new_leader_commits_its_noop_is_not_ready() {
     // The no-op is appended but its acknowledgements have not arrived yet.
     let mut leader = engine(1, &[1, 2, 3]);
-    for _ in 0..100 {
-        leader.step(Event::Tick);
-        if leader.role() != Role::Follower {
-            break;
-        }
-    }
-    let t = leader.current_term().get() + 1;
-    leader.step(message(
-        2,
-        t,
-        Rpc::RequestPreVoteResponse(yggr_core::VoteResponse { granted: true }),
-    ));
-    leader.step(message(
-        2,
-        t,
-        Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: true }),
-    ));
-    assert_eq!(leader.role(), Role::Leader);
+    win_election_with_vote_from(&mut leader, 2);
     let actions = leader.step(Event::ProposeRead { id: 1 });
     assert_eq!(read_outcome(&actions, 1), Some(Err(ReadFailure::NotReady)));
 }
@@ -351,23 +334,7 @@ fn leader_that_removes_itself_steps_down_once_the_change_commits() {
 #[test]
 fn new_leader_refuses_membership_change_before_committing_in_its_term() {
     let mut leader = engine(1, &[1, 2, 3]);
-    for _ in 0..100 {
-        leader.step(Event::Tick);
-        if leader.role() != Role::Follower {
-            break;
-        }
-    }
-    leader.step(message(
-        2,
-        1,
-        Rpc::RequestPreVoteResponse(yggr_core::VoteResponse { granted: true }),
-    ));
-    leader.step(message(
-        2,
-        1,
-        Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: true }),
-    ));
-    assert_eq!(leader.role(), Role::Leader);
+    win_election_with_vote_from(&mut leader, 2);
     assert_eq!(
         leader.step(Event::ProposeConfigChange(ConfigChange::AddPeer(id(4)))),
         vec![Action::ConfigChangeRejected {

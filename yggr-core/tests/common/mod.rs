@@ -227,3 +227,26 @@ impl Net {
             .collect()
     }
 }
+
+/// Makes `engine` (a voter of a cluster of three with pre-vote on) win an election with the
+/// pre-vote and vote of `voter` alone, delivering nothing else: it then leads with its no-op
+/// appended but not yet committed.
+pub fn win_election_with_vote_from(engine: &mut Engine<u64>, voter: u64) {
+    use yggr_core::VoteResponse;
+    tick_until_role_changes(engine, 100);
+    assert_eq!(engine.role(), Role::PreCandidate);
+    let probe = engine.current_term().get() + 1;
+    engine.step(message(
+        voter,
+        probe,
+        Rpc::RequestPreVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(engine.role(), Role::Candidate);
+    let campaign = engine.current_term().get();
+    engine.step(message(
+        voter,
+        campaign,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(engine.role(), Role::Leader);
+}
