@@ -240,7 +240,7 @@ impl SafetyChecker {
     }
 
     /// Persist-before-Send: everything `message` (to `to`) promises is on `disk` already.
-    pub fn check_send(
+    pub fn check_send_ordering(
         disk: &DurableState,
         to: NodeId,
         message: &Message<Command>,

@@ -583,7 +583,7 @@ impl Cluster {
         };
         match action {
             Action::Send { to, message } => {
-                SafetyChecker::check_send(&sim.disk, to, &message)?;
+                SafetyChecker::check_send_ordering(&sim.disk, to, &message)?;
                 self.network.send(Envelope { to, message });
             }
             Action::Apply(entries) => {

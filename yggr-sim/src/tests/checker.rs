@@ -160,9 +160,9 @@ fn persist_before_send_fires_on_a_term_not_yet_on_disk() {
         leader_commit: LogIndex::ZERO,
         round: 0,
     });
-    SafetyChecker::check_send(&disk, id(2), &message(1, heartbeat.clone())).unwrap();
+    SafetyChecker::check_send_ordering(&disk, id(2), &message(1, heartbeat.clone())).unwrap();
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, heartbeat)
@@ -183,7 +183,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
         leadership_transfer: false,
     });
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, request.clone())
@@ -192,7 +192,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
     );
     let grant = Rpc::RequestVoteResponse(VoteResponse { granted: true });
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, grant.clone())
@@ -207,7 +207,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
         round: 0,
     });
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, append.clone())
@@ -221,7 +221,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
         },
     });
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, ack.clone())
@@ -231,7 +231,7 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
     // A vote persisted for someone else does not cover a grant to node 2.
     disk.voted_for = Some(id(3));
     assert_eq!(
-        fired(SafetyChecker::check_send(
+        fired(SafetyChecker::check_send_ordering(
             &disk,
             id(2),
             &message(2, grant.clone())
@@ -241,10 +241,10 @@ fn persist_before_send_fires_on_votes_and_entries_not_yet_on_disk() {
     // Once durable, the same messages are fine: node 1 voted for itself as a candidate, and
     // a grant is checked against a vote for its recipient.
     disk.voted_for = Some(id(1));
-    SafetyChecker::check_send(&disk, id(1), &message(2, grant.clone())).unwrap();
+    SafetyChecker::check_send_ordering(&disk, id(1), &message(2, grant.clone())).unwrap();
     disk.apply(PendingWrite::Entries(vec![entry(1, 2, 5)]));
     for rpc in [request, append, ack] {
-        SafetyChecker::check_send(&disk, id(2), &message(2, rpc)).unwrap();
+        SafetyChecker::check_send_ordering(&disk, id(2), &message(2, rpc)).unwrap();
     }
 }
 
