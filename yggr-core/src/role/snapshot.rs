@@ -75,10 +75,18 @@ impl<C: Clone> Engine<C> {
             .map_or_else(|| self.base_membership.clone(), |(_, m)| m.clone())
     }
 
-    /// Moves the snapshot floor to `index`, keeping entries after it.
+    /// Moves the snapshot floor to `index` with `term` and installs `membership` below it.
+    ///
+    /// The suffix is kept only if the log holds the snapshot's last entry with its term; a log
+    /// that does not continue from the snapshot is discarded whole (§7).
     fn compact(&mut self, index: LogIndex, term: Term, membership: Membership) {
-        self.log.compact_to(index, term);
-        self.log_memberships.retain(|(at, _)| *at > index);
+        if self.log.term_at(index) == Some(term) {
+            self.log.compact_to(index, term);
+            self.log_memberships.retain(|(at, _)| *at > index);
+        } else {
+            self.log.reset_to(index, term);
+            self.log_memberships.clear();
+        }
         self.base_membership = membership;
         self.hinted_band = 0;
         self.hinted_log_growth = false;
@@ -285,15 +293,7 @@ impl<C: Clone> Engine<C> {
             membership,
             bytes,
         } = snapshot.clone();
-        if self.log.term_at(index) == Some(term) {
-            self.compact(index, term, membership.clone());
-        } else {
-            self.log.reset_to(index, term);
-            self.log_memberships.clear();
-            self.base_membership = membership.clone();
-            self.hinted_band = 0;
-            self.hinted_log_growth = false;
-        }
+        self.compact(index, term, membership.clone());
         self.commit_index = self.commit_index.max(index);
         self.last_applied = index;
         self.snapshot = Some(snapshot);
