@@ -21,8 +21,8 @@ use crate::types::{LogIndex, NodeId, Term};
 /// (group commit) keeps this rule per batch: flush first, then send and apply.
 ///
 /// `Send` is best-effort: a lost message is recovered by the engine's own retries.
-/// `Apply`, `ApplySnapshot`, `Redirect`, `ReadReady`, `ReadFailed` and `SnapshotHint` need no
-/// fsync of their own.
+/// `Apply`, `ApplySnapshot`, `Redirect`, `TransferInProgress`, `ReadReady`, `ReadFailed` and
+/// `SnapshotHint` need no fsync of their own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action<C> {
     /// Durably store the term and vote before anything that follows.
@@ -71,6 +71,13 @@ pub enum Action<C> {
         /// The leader, when this node knows one.
         leader_hint: Option<NodeId>,
     },
+    /// This leader is handing leadership to `target` (thesis §3.10) and takes no proposals
+    /// until the transfer completes or times out (an election timeout): fail the proposal that
+    /// caused this step. `target` is likely to lead shortly; retrying there is reasonable.
+    TransferInProgress {
+        /// The node leadership is being handed to.
+        target: NodeId,
+    },
     /// The read with this id is linearizable now: serve it from the local state machine once it
     /// has applied every entry emitted so far.
     ReadReady {
@@ -104,17 +111,16 @@ pub enum Action<C> {
     },
 }
 
-/// Why a linearizable read failed.
+/// Why a linearizable read failed. A read that reaches a leader before it has committed an
+/// entry of its own term is not failed: it waits for that commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadFailure {
     /// This node is not the leader.
     NotLeader {
         /// The leader, when known.
         leader_hint: Option<NodeId>,
     },
-    /// The leader has not yet committed an entry of its own term (§5.4.2 no-op pending), so its
-    /// commit index may still be stale.
-    NotReady,
     /// Leadership was lost before the read could be confirmed.
     SteppedDown,
 }

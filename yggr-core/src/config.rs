@@ -46,11 +46,15 @@ impl Default for EngineConfig {
     }
 }
 
-/// Why an [`EngineConfig`] was refused.
+/// Why an [`EngineConfig`] (or the engine built from it) was refused. Each message names the
+/// fields involved and their values.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The election timeout range is empty or starts at zero.
-    #[error("election timeout range [{min}, {max}) must be non-empty and start above zero")]
+    #[error(
+        "election_timeout_min_ticks ({min}) must be above zero and below election_timeout_max_ticks ({max}), which is exclusive"
+    )]
     InvalidElectionTimeoutRange {
         /// The configured minimum.
         min: u64,
@@ -60,7 +64,7 @@ pub enum ConfigError {
     /// Heartbeats must come more often than elections, or followers campaign against a healthy
     /// leader.
     #[error(
-        "heartbeat interval {heartbeat} must be above zero and below the minimum election timeout {election_min}"
+        "heartbeat_interval_ticks ({heartbeat}) must be above zero and below election_timeout_min_ticks ({election_min})"
     )]
     InvalidHeartbeatInterval {
         /// The configured heartbeat interval.
@@ -70,7 +74,7 @@ pub enum ConfigError {
     },
     /// A lease must expire before any other node could be elected (§9).
     #[error(
-        "lease of {lease} ticks must be below election_timeout_min - heartbeat_interval = {limit}"
+        "lease_duration_ticks ({lease}) must be below election_timeout_min_ticks - heartbeat_interval_ticks ({limit})"
     )]
     LeaseTooLong {
         /// The configured lease.
@@ -83,6 +87,19 @@ pub enum ConfigError {
     ZeroLimit {
         /// The field's name.
         field: &'static str,
+    },
+    /// The founding configuration does not name this node. A node joining a running cluster
+    /// starts from an empty configuration instead.
+    #[error(
+        "node {id} is not in its founding configuration (voters {voters:?}, learners {learners:?}); a joining node starts from an empty one"
+    )]
+    NotAMember {
+        /// This node's id.
+        id: crate::types::NodeId,
+        /// The founding voters given.
+        voters: Vec<crate::types::NodeId>,
+        /// The founding learners given.
+        learners: Vec<crate::types::NodeId>,
     },
 }
 
@@ -183,6 +200,36 @@ mod tests {
             ..EngineConfig::default()
         };
         assert_eq!(below.validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_fields_involved_and_their_values() {
+        let config = EngineConfig {
+            election_timeout_min_ticks: 2,
+            ..EngineConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("election_timeout_min_ticks (2)")
+                && message.contains("heartbeat_interval_ticks (3)"),
+            "{message}"
+        );
+        let config = EngineConfig {
+            election_timeout_max_ticks: 5,
+            ..EngineConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("election_timeout_min_ticks (10)")
+                && message.contains("election_timeout_max_ticks (5)"),
+            "{message}"
+        );
+        let config = EngineConfig {
+            lease_duration_ticks: 9,
+            ..EngineConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("lease_duration_ticks (9)"), "{message}");
     }
 
     #[test]

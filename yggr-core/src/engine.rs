@@ -21,6 +21,7 @@ use crate::recovery::{RecoveredHardState, RecoveryError};
 use crate::role::reads::PendingRead;
 use crate::role::snapshot::{IncomingSnapshot, SnapshotData};
 use crate::role::transfer::Transfer;
+use crate::rounds::RoundClock;
 use crate::types::{LogIndex, NodeId, Role, Term};
 
 /// The Raft protocol for one server, as a deterministic state machine.
@@ -63,19 +64,26 @@ pub struct Engine<C> {
 
     // Leader state, reinitialised on election (Figure 2).
     pub(crate) progress: BTreeMap<NodeId, Progress>,
-    /// Incremented for every heartbeat broadcast and every read; echoed by followers.
+    /// Incremented for every heartbeat broadcast and every round started for reads; echoed
+    /// by followers.
     pub(crate) heartbeat_round: u64,
     /// Ticks since this node became leader: the clock the lease is measured on.
     pub(crate) leader_ticks: u64,
-    /// `(round, leader_ticks when it was sent)` for recent rounds, oldest first.
-    pub(crate) round_sent_at: VecDeque<(u64, u64)>,
+    /// When recent rounds were sent, for check-quorum and the lease.
+    pub(crate) round_clock: RoundClock,
+    /// The latest round started to confirm reads; a new one starts only once a majority
+    /// acknowledged it, so reads arriving meanwhile share the next round.
+    pub(crate) last_read_round: u64,
     pub(crate) transfer: Option<Transfer>,
     /// Set once this leader sent TimeoutNow: the target may now win without waiting out
     /// anyone's election timeout, so lease reads are off for the rest of the term.
     pub(crate) lease_revoked: bool,
-    /// With leases on, ticks left before a freshly started node may vote: it cannot know
-    /// whether it acknowledged a leader's lease just before it restarted.
-    pub(crate) startup_quiet_ticks: u64,
+    /// Ticks since this node last heard from the leader of its term (`u64::MAX`: never). It
+    /// refuses to help elect anyone else for a minimum election timeout after that, whatever
+    /// its role or term since: a leader's lease relies on it (§9, thesis §4.2.3). With leases
+    /// on, a freshly started node counts as having just heard from a leader, since it cannot
+    /// know whether it acknowledged a lease just before it restarted.
+    pub(crate) ticks_since_leader_contact: u64,
     pub(crate) pending_reads: VecDeque<PendingRead>,
 
     // Snapshots: the latest one held (to serve lagging followers), one being received, and
@@ -131,7 +139,7 @@ impl<C: Clone> Engine<C> {
         let membership = Membership::from_voters(peers.into_iter().chain([id]));
         match Engine::with_config(id, membership, env, config) {
             Ok(engine) => engine,
-            Err(error) => panic!("Engine::new: invalid heartbeat interval: {error}"),
+            Err(error) => panic!("Engine::new: {error}"),
         }
     }
 
@@ -140,7 +148,8 @@ impl<C: Clone> Engine<C> {
     /// (it will not campaign until a leader replicates a configuration that makes it a voter).
     ///
     /// # Errors
-    /// [`ConfigError`] when `config` fails [`EngineConfig::validate`].
+    /// [`ConfigError`] when `config` fails [`EngineConfig::validate`], or when `membership` is
+    /// neither empty nor names `id` ([`ConfigError::NotAMember`]).
     pub fn with_config(
         id: NodeId,
         membership: Membership,
@@ -148,11 +157,20 @@ impl<C: Clone> Engine<C> {
         config: EngineConfig,
     ) -> Result<Engine<C>, ConfigError> {
         config.validate()?;
-        let startup_quiet_ticks = if config.lease_duration_ticks > 0 {
-            config.election_timeout_min_ticks
-        } else {
+        let joining = membership.voters.is_empty() && membership.learners.is_empty();
+        if !joining && !membership.contains(id) {
+            return Err(ConfigError::NotAMember {
+                id,
+                voters: membership.voters.iter().copied().collect(),
+                learners: membership.learners.iter().copied().collect(),
+            });
+        }
+        let ticks_since_leader_contact = if config.lease_duration_ticks > 0 {
             0
+        } else {
+            u64::MAX
         };
+        let round_clock = RoundClock::new(config.election_timeout_min_ticks);
         let mut engine = Engine {
             id,
             config,
@@ -173,10 +191,11 @@ impl<C: Clone> Engine<C> {
             progress: BTreeMap::new(),
             heartbeat_round: 0,
             leader_ticks: 0,
-            round_sent_at: VecDeque::new(),
+            round_clock,
+            last_read_round: 0,
             transfer: None,
             lease_revoked: false,
-            startup_quiet_ticks,
+            ticks_since_leader_contact,
             pending_reads: VecDeque::new(),
             snapshot: None,
             incoming_snapshot: None,
@@ -398,17 +417,13 @@ impl<C: Clone> Engine<C> {
         self.randomized_election_timeout = self.env.random_ticks(min..max);
     }
 
-    /// Whether this server heard from a live leader within the minimum election timeout: then
-    /// it refuses to help depose it (thesis §4.2.3).
+    /// Whether this server leads, or heard from a leader within the minimum election timeout:
+    /// then it refuses to help depose it (thesis §4.2.3). Measured by its own clock since that
+    /// contact, not by whether it still knows a leader: adopting a newer term from some other
+    /// message forgets the leader but not the promise a lease relies on.
     pub(crate) fn in_leader_lease(&self) -> bool {
-        match self.role {
-            Role::Leader => true,
-            _ => {
-                self.startup_quiet_ticks > 0
-                    || (self.leader_id.is_some()
-                        && self.election_elapsed < self.config.election_timeout_min_ticks)
-            }
-        }
+        self.role == Role::Leader
+            || self.ticks_since_leader_contact < self.config.election_timeout_min_ticks
     }
 
     /// Moves to `term` (which must not be older) as a follower of `leader`, if known. A newer
@@ -550,7 +565,7 @@ impl<C: Clone> Engine<C> {
     // ---- Dispatch ----
 
     fn on_tick(&mut self) {
-        self.startup_quiet_ticks = self.startup_quiet_ticks.saturating_sub(1);
+        self.ticks_since_leader_contact = self.ticks_since_leader_contact.saturating_add(1);
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
@@ -658,6 +673,7 @@ impl<C: Clone> Engine<C> {
                     last_included_index: request.last_included_index,
                     next_offset: 0,
                     done: false,
+                    round: request.round,
                 },
             )),
             _ => None,

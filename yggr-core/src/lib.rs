@@ -46,6 +46,7 @@ mod progress;
 pub mod quorum;
 mod recovery;
 mod role;
+mod rounds;
 mod types;
 pub mod wire;
 

@@ -141,6 +141,10 @@ pub struct InstallSnapshot {
     pub data: Bytes,
     /// Whether this is the last chunk.
     pub done: bool,
+    /// The leader's heartbeat round when this chunk was sent, echoed in the response: a
+    /// follower busy receiving a snapshot acknowledges rounds like any other, so check-quorum
+    /// and reads count it as heard from.
+    pub round: u64,
 }
 
 /// The answer to one snapshot chunk.
@@ -152,4 +156,6 @@ pub struct InstallSnapshotResponse {
     pub next_offset: u64,
     /// Whether the follower now holds the whole snapshot (installed, or already covered).
     pub done: bool,
+    /// The round of the chunk this answers.
+    pub round: u64,
 }

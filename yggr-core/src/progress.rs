@@ -39,6 +39,9 @@ pub(crate) struct Progress {
     /// In `Snapshot`: which snapshot is being sent, and the offset the follower expects next.
     pub(crate) snapshot_index: LogIndex,
     pub(crate) snapshot_offset: u64,
+    /// In `Snapshot`: whether an answer moved the offset forward since the last heartbeat; if
+    /// not, the heartbeat resends the current chunk.
+    pub(crate) snapshot_advanced: bool,
 }
 
 /// Heartbeat intervals without progress, with messages in flight, before re-probing.
@@ -66,6 +69,7 @@ impl Progress {
             acked_round: 0,
             snapshot_index: LogIndex::ZERO,
             snapshot_offset: 0,
+            snapshot_advanced: false,
         }
     }
 
@@ -148,6 +152,7 @@ impl Progress {
     pub(crate) fn on_rejected(
         &mut self,
         rejection: Rejection,
+        leader_last_index: LogIndex,
         leader_last_index_of_term: impl Fn(Term) -> Option<LogIndex>,
     ) -> bool {
         if rejection.prev_log_index <= self.match_index {
@@ -166,10 +171,12 @@ impl Progress {
             },
             None => rejection.conflict_index,
         };
-        // The rejected point is known not to match, so next may not stay above it; and
+        // The rejected point is known not to match, so next may not stay above it, nor past
+        // the end of our log (a rejection naming a point beyond it is not ours to trust); and
         // everything through match_index is known to match, so next never drops below it.
         let next = hinted
             .min(rejection.prev_log_index)
+            .min(leader_last_index.next())
             .max(self.match_index.next());
         self.become_probe(next);
         true
@@ -187,6 +194,8 @@ impl Progress {
         self.state = ReplicationState::Snapshot;
         self.probe_sent = false;
         self.inflight.clear();
+        self.snapshot_offset = 0;
+        self.snapshot_advanced = false;
     }
 
     #[cfg(test)]
@@ -258,7 +267,7 @@ mod tests {
             conflict_term: None,
             conflict_index: idx(2),
         };
-        assert!(!progress.on_rejected(stale, |_| None));
+        assert!(!progress.on_rejected(stale, idx(10), |_| None));
         assert_eq!(progress.state, ReplicationState::Replicate);
         assert_eq!(progress.next_index, idx(7));
     }
@@ -272,7 +281,7 @@ mod tests {
             conflict_term: None,
             conflict_index: idx(1),
         };
-        assert!(progress.on_rejected(rejection, |_| None));
+        assert!(progress.on_rejected(rejection, idx(10), |_| None));
         assert_eq!(progress.state, ReplicationState::Probe);
         assert_eq!(progress.next_index, idx(4));
     }
@@ -286,7 +295,9 @@ mod tests {
             conflict_term: Some(Term::new(2)),
             conflict_index: idx(3),
         };
-        assert!(progress.on_rejected(rejection, |term| (term == Term::new(2)).then_some(idx(5))));
+        assert!(progress.on_rejected(rejection, idx(10), |term| {
+            (term == Term::new(2)).then_some(idx(5))
+        }));
         assert_eq!(progress.next_index, idx(6));
     }
 
@@ -299,8 +310,25 @@ mod tests {
             conflict_term: Some(Term::new(4)),
             conflict_index: idx(3),
         };
-        assert!(progress.on_rejected(rejection, |_| None));
+        assert!(progress.on_rejected(rejection, idx(10), |_| None));
         assert_eq!(progress.next_index, idx(3));
+    }
+
+    #[test]
+    fn rejection_beyond_the_leaders_log_never_moves_next_past_its_end() {
+        let mut progress = Progress::new(idx(5));
+        progress.on_sent(None);
+        let rejection = Rejection {
+            prev_log_index: idx(40),
+            conflict_term: None,
+            conflict_index: idx(30),
+        };
+        // A probe of 5 was outstanding; an answer about 40 is not about it.
+        assert!(!progress.on_rejected(rejection, idx(5), |_| None));
+        let mut progress = replicating_at(3);
+        progress.on_sent(Some(idx(5)));
+        assert!(progress.on_rejected(rejection, idx(5), |_| None));
+        assert_eq!(progress.next_index, idx(6), "clamped to last_index + 1");
     }
 
     #[test]

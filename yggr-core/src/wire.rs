@@ -140,12 +140,14 @@ fn message_to_proto<C>(
             offset: request.offset,
             data: request.data.clone(),
             done: request.done,
+            round: request.round,
         }),
         Rpc::InstallSnapshotResponse(response) => {
             P::InstallSnapshotResponse(proto::InstallSnapshotResponse {
                 last_included_index: response.last_included_index.get(),
                 next_offset: response.next_offset,
                 done: response.done,
+                round: response.round,
             })
         }
         Rpc::TimeoutNow => P::TimeoutNow(proto::TimeoutNow {}),
@@ -275,12 +277,14 @@ fn message_from_proto<C, E: Display>(
             offset: request.offset,
             data: request.data,
             done: request.done,
+            round: request.round,
         }),
         P::InstallSnapshotResponse(response) => {
             Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
                 last_included_index: LogIndex::new(response.last_included_index),
                 next_offset: response.next_offset,
                 done: response.done,
+                round: response.round,
             })
         }
         P::TimeoutNow(_) => Rpc::TimeoutNow,

@@ -397,7 +397,7 @@ fn rejoining_node_cannot_disrupt_a_healthy_cluster() {
 }
 
 #[test]
-fn learner_never_grants_votes_or_pre_votes_and_never_campaigns() {
+fn learner_answers_votes_by_the_usual_rules_but_never_campaigns() {
     let membership = Membership {
         voters: [id(1), id(2)].into_iter().collect(),
         learners: [id(3)].into_iter().collect(),
@@ -409,19 +409,160 @@ fn learner_never_grants_votes_or_pre_votes_and_never_campaigns() {
         EngineConfig::default(),
     )
     .unwrap();
-    assert_eq!(
-        vote_granted(&learner.step(message(1, 1, vote_request(0, 0)))),
-        Some(false)
-    );
+    // The candidate's configuration decides whether this vote counts, not the learner's own.
     assert_eq!(
         vote_granted(&learner.step(message(2, 2, pre_vote_request(0, 0)))),
-        Some(false)
+        Some(true)
+    );
+    assert_eq!(
+        vote_granted(&learner.step(message(1, 1, vote_request(0, 0)))),
+        Some(true)
     );
     for _ in 0..200 {
         let actions = learner.step(Event::Tick);
         assert!(sends(&actions).is_empty(), "a learner never campaigns");
     }
     assert_eq!(learner.role(), Role::Follower);
+}
+
+#[test]
+fn candidate_does_not_count_the_vote_of_a_learner_in_its_own_configuration() {
+    let membership = Membership {
+        voters: [id(1), id(2), id(3)].into_iter().collect(),
+        learners: [id(4)].into_iter().collect(),
+    };
+    let config = EngineConfig {
+        pre_vote: false,
+        ..EngineConfig::default()
+    };
+    let mut candidate: yggr_core::Engine<u64> =
+        yggr_core::Engine::with_config(id(1), membership, yggr_core::RandomEnv::seeded(1), config)
+            .unwrap();
+    tick_until_role_changes(&mut candidate, 100);
+    assert_eq!(candidate.role(), Role::Candidate);
+    let campaign = candidate.current_term().get();
+    candidate.step(message(
+        4,
+        campaign,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(
+        candidate.role(),
+        Role::Candidate,
+        "a learner's vote is not counted"
+    );
+    candidate.step(message(
+        2,
+        campaign,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(candidate.role(), Role::Leader);
+}
+
+/// Review finding A: voters {1,2} and learner 3; the promotion of 3 commits on {1,2} while the
+/// link 1→3 is cut, then leader 1 dies. Node 2 needs the vote of 3, which still believes it is
+/// a learner; it must be given.
+#[test]
+fn promoted_learner_that_missed_its_promotion_still_votes_so_a_leader_is_elected() {
+    let membership = Membership {
+        voters: [id(1), id(2)].into_iter().collect(),
+        learners: [id(3)].into_iter().collect(),
+    };
+    let mut net = Net::with_membership(&[1, 2, 3], membership, EngineConfig::default());
+    net.elect(1);
+    net.cut.insert((id(1), id(3)));
+    net.step(
+        1,
+        Event::ProposeConfigChange(yggr_core::ConfigChange::PromoteLearner(id(3))),
+    );
+    net.deliver_all();
+    net.heartbeat(1);
+    assert!(net.engine(2).committed_membership().is_voter(id(3)));
+    assert!(net.engine(3).membership().is_learner(id(3)), "3 missed it");
+    net.kill(1);
+    for _ in 0..2_000 {
+        net.tick_all();
+        net.deliver_all();
+        if !net.leaders().is_empty() {
+            break;
+        }
+    }
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "2 and 3 elect a leader");
+    assert_eq!(
+        leaders[0].0,
+        id(2),
+        "3 cannot campaign until it learns it votes"
+    );
+    net.heartbeat(2);
+    assert!(
+        net.engine(3).membership().is_voter(id(3)),
+        "and 3 learns it"
+    );
+}
+
+/// Review finding D, at the voter: a follower that acknowledged a leader keeps refusing votes
+/// for a minimum election timeout even after some other message moved it to a newer term and
+/// made it forget that leader. A lease on the old leader relies on exactly this refusal.
+#[test]
+fn voter_refuses_votes_for_a_minimum_timeout_after_hearing_from_a_leader_even_in_a_newer_term() {
+    let config = EngineConfig {
+        pre_vote: false,
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(3, config);
+    // Leases on: freshly started nodes refuse votes for one election timeout.
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.step(1, Event::Tick);
+        net.step(3, Event::Tick);
+    }
+    net.in_flight.clear();
+    net.elect(2);
+    net.heartbeat(2);
+    let (last_index, last_term) = (
+        net.engine(3).last_log_index().get() + 5,
+        net.engine(3).last_log_term().get(),
+    );
+    // A refusal from a node at term 4 moves node 1 there, leaderless.
+    net.step(
+        1,
+        message(
+            3,
+            4,
+            Rpc::RequestVoteResponse(VoteResponse { granted: false }),
+        ),
+    );
+    assert_eq!(net.engine(1).current_term(), term(4));
+    assert_eq!(net.engine(1).leader(), None);
+    // Vote requests in that term and the next are still refused.
+    let same_term = net.step(1, message(3, 4, vote_request(last_index, last_term)));
+    assert_eq!(vote_granted(&same_term), Some(false));
+    let next_term = net.step(1, message(3, 5, vote_request(last_index, last_term)));
+    assert_eq!(vote_granted(&next_term), None, "ignored outright");
+    assert_eq!(net.engine(1).current_term(), term(4), "term not adopted");
+    // Once a minimum election timeout passed without the leader, the vote is free again.
+    for _ in 0..net.engine(1).config().election_timeout_min_ticks {
+        net.engines.get_mut(&id(1)).unwrap().step(Event::Tick);
+    }
+    let later = net.step(1, message(3, 5, vote_request(last_index, last_term)));
+    assert_eq!(vote_granted(&later), Some(true));
+}
+
+#[test]
+fn engine_outside_its_founding_configuration_is_refused() {
+    let result: Result<yggr_core::Engine<u64>, _> = yggr_core::Engine::with_config(
+        id(9),
+        Membership::from_voters([id(1), id(2), id(3)]),
+        yggr_core::RandomEnv::seeded(9),
+        EngineConfig::default(),
+    );
+    let error = result.expect_err("node 9 is not a founding member");
+    assert!(matches!(
+        error,
+        yggr_core::ConfigError::NotAMember { id: node, .. } if node == id(9)
+    ));
+    assert!(error.to_string().contains("node 9"), "{error}");
 }
 
 #[test]

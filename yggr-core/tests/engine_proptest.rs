@@ -83,6 +83,7 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
                 offset: o,
                 data: Bytes::from_static(b"abcd"),
                 done,
+                round: o % 3,
             })
         }),
         (small(), 0u64..8, any::<bool>()).prop_map(|(i, o, done)| {
@@ -90,6 +91,7 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
                 last_included_index: idx(i),
                 next_offset: o,
                 done,
+                round: o % 3,
             })
         }),
         Just(Rpc::TimeoutNow),

@@ -53,15 +53,6 @@ fn read_on_a_follower_fails_with_a_leader_hint() {
 }
 
 #[test]
-fn read_before_the_new_leader_commits_its_noop_is_not_ready() {
-    // The no-op is appended but its acknowledgements have not arrived yet.
-    let mut leader = engine(1, &[1, 2, 3]);
-    win_election_with_vote_from(&mut leader, 2);
-    let actions = leader.step(Event::ProposeRead { id: 1 });
-    assert_eq!(read_outcome(&actions, 1), Some(Err(ReadFailure::NotReady)));
-}
-
-#[test]
 fn read_index_waits_for_a_heartbeat_round_started_after_the_read() {
     let mut net = Net::new(3);
     net.elect(1);
@@ -154,7 +145,7 @@ fn leader_refuses_proposals_while_a_transfer_is_pending_and_resumes_after_timeou
     net.step(1, Event::ClientProposal(1));
     net.step(1, Event::TransferLeadership { target: id(2) });
     let refused = net.step(1, Event::ClientProposal(2));
-    assert_eq!(refused, vec![Action::Redirect { leader_hint: None }]);
+    assert_eq!(refused, vec![Action::TransferInProgress { target: id(2) }]);
     for _ in 0..net.engine(1).config().election_timeout_min_ticks {
         net.step(1, Event::Tick);
         net.deliver_all();

@@ -18,6 +18,7 @@ fn chunk(index: u64, snapshot_term: u64, offset: u64, data: &'static [u8], done:
         offset,
         data: Bytes::from_static(data),
         done,
+        round: 0,
     })
 }
 
@@ -71,6 +72,42 @@ fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
     assert_eq!(restored, Some(Bytes::from_static(b"abcd")));
     assert_eq!(node.snapshot_index(), idx(5));
     assert_eq!(node.commit_index(), idx(5));
+}
+
+#[test]
+fn delayed_duplicate_of_the_first_chunk_does_not_restart_the_transfer() {
+    let mut node = engine(2, &[1, 2, 3]);
+    node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)));
+    node.step(message(1, 1, chunk(5, 1, 2, b"cd", false)));
+    assert_eq!(
+        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        (4, false),
+        "the buffered chunks are kept"
+    );
+    let actions = node.step(message(1, 1, chunk(5, 1, 4, b"ef", true)));
+    assert_eq!(snapshot_reply(&actions), (6, true));
+    let restored = actions.iter().find_map(|a| match a {
+        Action::ApplySnapshot { bytes } => Some(bytes.clone()),
+        _ => None,
+    });
+    assert_eq!(restored, Some(Bytes::from_static(b"abcdef")));
+}
+
+#[test]
+fn first_chunk_from_a_new_leader_restarts_the_transfer() {
+    let mut node = engine(2, &[1, 2, 3]);
+    node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)));
+    // A leader of term 2 sends its own bytes for the same snapshot index: never mixed.
+    assert_eq!(
+        snapshot_reply(&node.step(message(3, 2, chunk(5, 1, 0, b"xy", false)))),
+        (2, false)
+    );
+    let actions = node.step(message(3, 2, chunk(5, 1, 2, b"z", true)));
+    let restored = actions.iter().find_map(|a| match a {
+        Action::ApplySnapshot { bytes } => Some(bytes.clone()),
+        _ => None,
+    });
+    assert_eq!(restored, Some(Bytes::from_static(b"xyz")));
 }
 
 #[test]
@@ -133,7 +170,8 @@ fn snapshot_chunk_from_a_deposed_leader_is_refused_with_our_term() {
 
 #[test]
 fn snapshot_restores_learners_as_well_as_voters() {
-    let mut node = engine(4, &[1, 2, 3]);
+    // A joiner: it starts from an empty configuration.
+    let mut node = engine(4, &[]);
     let membership = Membership {
         voters: [id(1), id(2), id(3)].into_iter().collect(),
         learners: [id(4)].into_iter().collect(),
@@ -148,6 +186,7 @@ fn snapshot_restores_learners_as_well_as_voters() {
             offset: 0,
             data: Bytes::from_static(b"s"),
             done: true,
+            round: 0,
         }),
     ));
     assert_eq!(node.membership(), &membership);

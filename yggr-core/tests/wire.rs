@@ -120,9 +120,10 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
             membership(),
             any::<u64>(),
             proptest::collection::vec(any::<u8>(), 0..64),
-            any::<bool>()
+            any::<bool>(),
+            any::<u64>()
         )
-            .prop_map(|(i, t, membership, offset, data, done)| {
+            .prop_map(|(i, t, membership, offset, data, done, round)| {
                 Rpc::InstallSnapshot(InstallSnapshot {
                     last_included_index: idx(i),
                     last_included_term: term(t),
@@ -130,15 +131,19 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
                     offset,
                     data: Bytes::from(data),
                     done,
+                    round,
                 })
             }),
-        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(i, o, done)| {
-            Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
-                last_included_index: idx(i),
-                next_offset: o,
-                done,
-            })
-        }),
+        (any::<u64>(), any::<u64>(), any::<bool>(), any::<u64>()).prop_map(
+            |(i, o, done, round)| {
+                Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+                    last_included_index: idx(i),
+                    next_offset: o,
+                    done,
+                    round,
+                })
+            }
+        ),
         Just(Rpc::TimeoutNow),
     ]
 }

@@ -108,11 +108,18 @@ impl<C: Clone> Engine<C> {
     }
 
     /// A RequestVote in our current term (a newer one was adopted by `step`).
+    ///
+    /// Answered by Figure 2's rules alone, whatever this node believes its own role to be: the
+    /// candidate's configuration decides whose votes count. A learner whose promotion it has
+    /// not heard of yet may be exactly the vote a new leader needs.
     pub(crate) fn on_vote_request(&mut self, candidate: NodeId, request: VoteRequest) {
-        let learner = self.membership().is_learner(self.id);
         // Figure 2: one vote per term, and only for a log at least as up to date as ours.
         let vote_free = self.voted_for.is_none_or(|voted| voted == candidate);
-        let granted = !learner && vote_free && self.candidate_log_is_up_to_date(&request);
+        // Thesis §4.2.3: not while a leader we heard from may still be live, even if some
+        // message since moved us to this term (a lease relies on it), unless that leader
+        // asked for this election through TimeoutNow.
+        let leader_live = !request.leadership_transfer && self.in_leader_lease();
+        let granted = vote_free && !leader_live && self.candidate_log_is_up_to_date(&request);
         if granted {
             self.voted_for = Some(candidate);
             self.hard_state_dirty = true;
@@ -129,16 +136,15 @@ impl<C: Clone> Engine<C> {
         );
     }
 
-    /// A pre-vote for `probe_term`. Never changes our term or vote (thesis §9.6).
+    /// A pre-vote for `probe_term`. Never changes our term or vote (thesis §9.6). Like a vote,
+    /// answered whatever our own role.
     pub(crate) fn on_pre_vote_request(
         &mut self,
         candidate: NodeId,
         probe_term: Term,
         request: VoteRequest,
     ) {
-        let learner = self.membership().is_learner(self.id);
-        let granted = !learner
-            && probe_term > self.current_term
+        let granted = probe_term > self.current_term
             && !self.in_leader_lease()
             && self.candidate_log_is_up_to_date(&request);
         if granted {

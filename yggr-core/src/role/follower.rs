@@ -141,6 +141,7 @@ impl<C: Clone> Engine<C> {
             self.become_follower(term, Some(leader));
         }
         self.election_elapsed = 0;
+        self.ticks_since_leader_contact = 0;
         true
     }
 

@@ -26,8 +26,11 @@ impl<C: Clone> Engine<C> {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.leader_ticks = 0;
+        // Round 0 is what this reign's first appends carry, sent now.
         self.heartbeat_round = 0;
-        self.round_sent_at.clear();
+        self.last_read_round = 0;
+        self.round_clock.clear();
+        self.round_clock.record(0, 0);
         self.transfer = None;
         self.lease_revoked = false;
         self.sync_progress();
@@ -103,6 +106,7 @@ impl<C: Clone> Engine<C> {
             progress.on_heartbeat();
             let state = progress.state;
             let match_index = progress.match_index;
+            let snapshot_stalled = !std::mem::take(&mut progress.snapshot_advanced);
             match state {
                 ReplicationState::Probe => {
                     self.send_append(peer, true);
@@ -113,25 +117,19 @@ impl<C: Clone> Engine<C> {
                     self.send_heartbeat_at(peer, match_index);
                     self.send_appends(peer);
                 }
-                ReplicationState::Snapshot => self.send_snapshot_chunk(peer),
+                // A chunk or its answer was lost: resend it. A transfer that is moving along
+                // needs no help, and its chunks carry the round.
+                ReplicationState::Snapshot if snapshot_stalled => self.send_snapshot_chunk(peer),
+                ReplicationState::Snapshot => {}
             }
         }
     }
 
-    pub(crate) fn start_round(&mut self) {
-        self.heartbeat_round += 1;
-        self.round_sent_at
-            .push_back((self.heartbeat_round, self.leader_ticks));
-        // Only the rounds still needed to date an acknowledgement are kept: those at or after
-        // the oldest round any voter has acknowledged, and never more than a fixed window.
-        while self.round_sent_at.len() > MAX_TRACKED_ROUNDS {
-            self.round_sent_at.pop_front();
-        }
-    }
-
+    /// Sends `peer` an empty AppendEntries anchored at `anchor`, its match point. If that
+    /// point has been compacted away the follower needs the snapshot, and gets it.
     pub(crate) fn send_heartbeat_at(&mut self, peer: NodeId, anchor: LogIndex) {
         let Some(anchor_term) = self.log.term_at(anchor) else {
-            self.send_snapshot_chunk(peer);
+            self.start_snapshot_transfer(peer);
             return;
         };
         let request = AppendEntries {
@@ -205,15 +203,19 @@ impl<C: Clone> Engine<C> {
 
     /// Client commands: append them all, persist once, broadcast once (group commit).
     pub(crate) fn on_proposals(&mut self, commands: Vec<C>) {
-        if self.role != Role::Leader || self.transfer.is_some() {
-            // Never drop a proposal silently: the host fails it with a redirect. While a
-            // transfer is pending the leader takes nothing new, so the target can catch up.
-            let leader_hint = if self.role == Role::Leader {
-                None
-            } else {
-                self.leader_id
-            };
-            self.out.push(Action::Redirect { leader_hint });
+        // Never drop a proposal silently: the host fails it with the reason.
+        if self.role != Role::Leader {
+            self.out.push(Action::Redirect {
+                leader_hint: self.leader_id,
+            });
+            return;
+        }
+        if let Some(transfer) = self.transfer {
+            // While a transfer is pending the leader takes nothing new, so the target can
+            // catch up (thesis §3.10).
+            self.out.push(Action::TransferInProgress {
+                target: transfer.target,
+            });
             return;
         }
         if commands.is_empty() {
@@ -278,7 +280,8 @@ impl<C: Clone> Engine<C> {
                     conflict_index,
                 };
                 let log = &self.log;
-                if progress.on_rejected(rejection, |term| log.last_index_of_term(term)) {
+                if progress.on_rejected(rejection, last_index, |term| log.last_index_of_term(term))
+                {
                     debug!(
                         target: "yggr::engine",
                         node_id = self.id.get(),
@@ -332,6 +335,10 @@ impl<C: Clone> Engine<C> {
 
     /// Called whenever the commit index moves, on any role.
     pub(crate) fn on_commit_advanced(&mut self) {
+        if self.role == Role::Leader {
+            // The first commit of our term makes the reads that waited for it answerable.
+            self.assign_read_indexes();
+        }
         if self.role == Role::Leader && !self.committed_membership().is_voter(self.id) {
             // A leader that removed itself led until the change committed; now it goes.
             info!(
@@ -347,26 +354,15 @@ impl<C: Clone> Engine<C> {
 }
 
 impl<C: Clone> Engine<C> {
-    /// Whether a majority of voters acknowledged a round sent within the last minimum
-    /// election timeout. Always true during the first timeout of a reign, and for a leader
-    /// that is the only voter.
+    /// CheckQuorum: whether a majority of voters acknowledged a round sent within the last
+    /// minimum election timeout. Always true during the first timeout of a reign. A leader
+    /// that is the only voter acknowledges its own rounds; one that removed itself counts
+    /// only the others.
     fn quorum_is_active(&self) -> bool {
         let window = self.config.election_timeout_min_ticks;
-        if self.leader_ticks < window || self.membership().voters.len() <= 1 {
-            return true;
-        }
-        let round = self.majority_acked_round();
-        let sent_at = if round == 0 {
-            Some(0)
-        } else {
-            self.round_sent_at
-                .iter()
-                .find(|(sent_round, _)| *sent_round == round)
-                .map(|(_, sent_at)| *sent_at)
-        };
-        sent_at.is_some_and(|sent_at| self.leader_ticks - sent_at < window)
+        self.leader_ticks < window
+            || self
+                .round_clock
+                .sent_within(self.majority_acked_round(), self.leader_ticks, window)
     }
 }
-
-/// How many recent heartbeat rounds the leader remembers the send time of (for leases).
-pub(crate) const MAX_TRACKED_ROUNDS: usize = 256;

@@ -49,6 +49,9 @@ impl<C: Clone> Engine<C> {
         self.sync_progress();
         self.maybe_commit();
         self.broadcast_appends();
+        // The majority that confirms reads changed with the configuration: a read waiting on
+        // voters that just left may be confirmed already (the leader alone, say).
+        self.confirm_reads();
     }
 
     fn check_config_change(&self, _change: ConfigChange) -> Result<(), ConfigChangeRejection> {

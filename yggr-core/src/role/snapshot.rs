@@ -25,6 +25,10 @@ pub(crate) struct SnapshotData {
 pub(crate) struct IncomingSnapshot {
     index: LogIndex,
     term: Term,
+    /// The term of the leader sending it. One leader sends one byte stream per snapshot
+    /// index; another leader's snapshot of the same index may serialise differently, so its
+    /// chunks never mix with these.
+    leader_term: Term,
     buffer: BytesMut,
 }
 
@@ -134,7 +138,6 @@ impl<C: Clone> Engine<C> {
             return;
         }
         progress.become_snapshot();
-        progress.snapshot_offset = 0;
         debug!(
             target: "yggr::engine",
             node_id = self.id.get(),
@@ -145,8 +148,10 @@ impl<C: Clone> Engine<C> {
         self.send_snapshot_chunk(peer);
     }
 
-    /// Sends the chunk at `peer`'s snapshot offset. One chunk is outstanding at a time; a lost
-    /// chunk is resent at the next heartbeat.
+    /// Sends the chunk at `peer`'s snapshot offset. Each answer that moves the offset forward
+    /// sends the next chunk; a heartbeat interval without such an answer resends the current
+    /// one (see `broadcast_heartbeat`). Answers that do not move the offset forward send
+    /// nothing, so duplicated chunks and answers never multiply into parallel streams.
     pub(crate) fn send_snapshot_chunk(&mut self, peer: NodeId) {
         let Some(snapshot) = self.snapshot.as_ref() else {
             return;
@@ -173,6 +178,7 @@ impl<C: Clone> Engine<C> {
             offset: start as u64,
             data: snapshot.bytes.slice(start..end),
             done: end == total,
+            round: self.heartbeat_round,
         };
         self.metrics.snapshots_sent += 1;
         self.send(peer, Rpc::InstallSnapshot(request));
@@ -192,9 +198,15 @@ impl<C: Clone> Engine<C> {
         let Some(progress) = self.progress.get_mut(&peer) else {
             return;
         };
+        // Any answer in our term shows the follower recognised us as of that round, however
+        // long the transfer takes (check-quorum and reads rely on it).
+        progress.acked_round = progress
+            .acked_round
+            .max(response.round.min(self.heartbeat_round));
         if progress.state != ReplicationState::Snapshot
             || response.last_included_index != progress.snapshot_index
         {
+            self.confirm_reads();
             return;
         }
         if response.done {
@@ -208,9 +220,16 @@ impl<C: Clone> Engine<C> {
             self.on_peer_caught_up(peer);
             self.send_appends(peer);
         } else if response.last_included_index == snapshot_index {
+            let advanced = response.next_offset > progress.snapshot_offset;
+            // A smaller offset means the follower lost what it had buffered (it restarted) or
+            // the answer is stale; either way the next heartbeat resends from there.
             progress.snapshot_offset = response.next_offset;
-            self.send_snapshot_chunk(peer);
+            progress.snapshot_advanced = advanced;
+            if advanced {
+                self.send_snapshot_chunk(peer);
+            }
         }
+        self.confirm_reads();
     }
 
     /// A snapshot chunk in our current term.
@@ -219,6 +238,7 @@ impl<C: Clone> Engine<C> {
             return;
         }
         let index = request.last_included_index;
+        let round = request.round;
         let (next_offset, done) = self.receive_chunk(request);
         self.send(
             leader,
@@ -226,6 +246,7 @@ impl<C: Clone> Engine<C> {
                 last_included_index: index,
                 next_offset,
                 done,
+                round,
             }),
         );
     }
@@ -243,17 +264,27 @@ impl<C: Clone> Engine<C> {
             warn!(target: "yggr::engine", node_id = self.id.get(), "dropped a snapshot from a future term");
             return (0, false);
         }
-        if request.offset == 0 {
+        let same_stream = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.index == index
+                && incoming.term == request.last_included_term
+                && incoming.leader_term == self.current_term
+        });
+        // A first chunk starts a new stream, unless it is a duplicate of the one under way.
+        if request.offset == 0 && !same_stream {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 index,
                 term: request.last_included_term,
+                leader_term: self.current_term,
                 buffer: BytesMut::new(),
             });
         }
         let Some(incoming) = self.incoming_snapshot.as_mut() else {
             return (0, false);
         };
-        if incoming.index != index || incoming.term != request.last_included_term {
+        if incoming.index != index
+            || incoming.term != request.last_included_term
+            || incoming.leader_term != self.current_term
+        {
             // A chunk of some other snapshot: ask for this one from the start.
             return (0, false);
         }

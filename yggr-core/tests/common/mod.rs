@@ -119,6 +119,55 @@ impl Net {
         }
     }
 
+    /// Engines for `nodes`, all starting from `membership` (which may name learners).
+    pub fn with_membership(nodes: &[u64], membership: Membership, config: EngineConfig) -> Net {
+        let engines = nodes
+            .iter()
+            .map(|node| {
+                let engine = Engine::with_config(
+                    id(*node),
+                    membership.clone(),
+                    RandomEnv::seeded(*node),
+                    config.clone(),
+                )
+                .unwrap();
+                (id(*node), engine)
+            })
+            .collect();
+        Net {
+            engines,
+            in_flight: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            actions: BTreeMap::new(),
+        }
+    }
+
+    /// Stops `node` for good: its engine is dropped and messages to it are lost.
+    pub fn kill(&mut self, node: u64) {
+        self.engines.remove(&id(node));
+    }
+
+    /// Delivers only the messages in flight now (one network hop); what they cause stays in
+    /// flight. Returns how many were delivered.
+    pub fn deliver_hop(&mut self) -> usize {
+        let hop: Vec<_> = self.in_flight.drain(..).collect();
+        let mut delivered = 0;
+        for (to, message) in hop {
+            if self.cut.contains(&(message.from, to)) || !self.engines.contains_key(&to) {
+                continue;
+            }
+            delivered += 1;
+            let actions = self
+                .engines
+                .get_mut(&to)
+                .unwrap()
+                .step(Event::Incoming(message));
+            self.absorb(to, &actions);
+        }
+        delivered
+    }
+
     pub fn engine(&self, node: u64) -> &Engine<u64> {
         &self.engines[&id(node)]
     }
