@@ -428,6 +428,12 @@ impl<C: Clone> Engine<C> {
 
     /// Moves to `term` (which must not be older) as a follower of `leader`, if known. A newer
     /// term clears the vote (§5.1).
+    ///
+    /// The election timer keeps running: Figure 2 restarts it only on hearing from the current
+    /// leader or granting a vote, and callers that do either restart it themselves. Restarting
+    /// it on every newer term would let one candidate with a fast clock, whose requests keep
+    /// raising everyone's term without winning their votes, stop every other node from ever
+    /// campaigning.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         assert!(
             term >= self.current_term,
@@ -443,11 +449,14 @@ impl<C: Clone> Engine<C> {
         if was == Role::Leader {
             self.on_leadership_lost();
         }
+        if was == Role::Leader {
+            // A leader's election timer was idle; start it afresh.
+            self.reset_election_timer();
+        }
         self.role = Role::Follower;
         self.leader_id = leader;
         self.votes.clear();
         self.progress.clear();
-        self.reset_election_timer();
         if was != Role::Follower || from_term != term {
             info!(
                 target: "yggr::engine",
@@ -651,6 +660,10 @@ impl<C: Clone> Engine<C> {
 
     /// A message from an older term: requests get a refusal carrying our term, so a deposed
     /// leader or stale candidate learns it is behind; responses are dropped (§5.1).
+    ///
+    /// A leader's request is refused with [`AppendOutcome::StaleTerm`], which carries nothing
+    /// but the term: by the time it arrives its sender may lead our term itself, and must not
+    /// take it for an answer to anything it sent in this term.
     fn on_stale_term(&mut self, message: Message<C>) {
         use crate::message::{AppendEntriesResponse, AppendOutcome, VoteResponse};
         let refusal = match message.rpc {
@@ -658,24 +671,12 @@ impl<C: Clone> Engine<C> {
             Rpc::RequestPreVote(_) => {
                 Some(Rpc::RequestPreVoteResponse(VoteResponse { granted: false }))
             }
-            Rpc::AppendEntries(request) => {
+            Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_) => {
                 Some(Rpc::AppendEntriesResponse(AppendEntriesResponse {
-                    round: request.round,
-                    outcome: AppendOutcome::Rejected {
-                        prev_log_index: request.prev_log_index,
-                        conflict_term: None,
-                        conflict_index: self.log.last_index().next(),
-                    },
+                    round: 0,
+                    outcome: AppendOutcome::StaleTerm,
                 }))
             }
-            Rpc::InstallSnapshot(request) => Some(Rpc::InstallSnapshotResponse(
-                crate::message::InstallSnapshotResponse {
-                    last_included_index: request.last_included_index,
-                    next_offset: 0,
-                    done: false,
-                    round: request.round,
-                },
-            )),
             _ => None,
         };
         if let Some(rpc) = refusal {

@@ -124,6 +124,12 @@ pub enum AppendOutcome {
         /// follower's last index plus one. Lets the leader skip a whole term per round trip.
         conflict_index: LogIndex,
     },
+    /// The request came from a term older than the responder's. The answer exists only to
+    /// carry the responder's newer term back (§5.1); it says nothing about the responder's
+    /// log, and acknowledges no round. (Its sender may by now lead that newer term itself:
+    /// echoing the old request's round would then confirm a round of the new reign that the
+    /// responder never saw.)
+    StaleTerm,
 }
 
 /// One chunk of a snapshot.

@@ -135,13 +135,14 @@ impl Progress {
         {
             self.inflight.pop_front();
         }
-        if self.state == ReplicationState::Probe {
+        // Only an answer to the outstanding probe (one that verified at least its anchor,
+        // `next_index - 1`) lets another probe go: a stale acknowledgement of something older
+        // must not, or a backlog of them would resend the probe once per acknowledgement.
+        if self.state == ReplicationState::Probe && match_index.next() >= self.next_index {
             self.probe_sent = false;
             // The probe point itself was verified: we know where the follower stands.
-            if match_index.next() >= self.next_index {
-                self.state = ReplicationState::Replicate;
-                self.inflight.clear();
-            }
+            self.state = ReplicationState::Replicate;
+            self.inflight.clear();
         }
         advanced
     }
@@ -257,6 +258,25 @@ mod tests {
         );
         assert_eq!(progress.match_index, idx(5));
         assert_eq!(progress.next_index, idx(6));
+    }
+
+    #[test]
+    fn stale_acknowledgement_does_not_release_another_probe() {
+        let mut progress = Progress::new(idx(10));
+        progress.on_accepted(idx(4));
+        assert_eq!(progress.state, ReplicationState::Probe);
+        progress.on_sent(None);
+        assert!(!progress.can_send(8));
+        for _ in 0..100 {
+            progress.on_accepted(idx(4));
+            assert!(
+                !progress.can_send(8),
+                "an old acknowledgement is not the probe's answer"
+            );
+        }
+        progress.on_accepted(idx(10));
+        assert_eq!(progress.state, ReplicationState::Replicate);
+        assert!(progress.can_send(8));
     }
 
     #[test]

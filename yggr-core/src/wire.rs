@@ -183,6 +183,7 @@ fn append_response_to_proto(response: &AppendEntriesResponse) -> proto::AppendEn
             has_conflict_term: conflict_term.is_some(),
             conflict_index: conflict_index.get(),
         }),
+        AppendOutcome::StaleTerm => Outcome::StaleTerm(proto::StaleTerm {}),
     };
     proto::AppendEntriesResponse {
         round: response.round,
@@ -322,6 +323,7 @@ fn append_response_from_proto(
                 .then_some(Term::new(rejected.conflict_term)),
             conflict_index: LogIndex::new(rejected.conflict_index),
         },
+        Outcome::StaleTerm(_) => AppendOutcome::StaleTerm,
     };
     Ok(AppendEntriesResponse {
         round: response.round,

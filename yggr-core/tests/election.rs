@@ -541,11 +541,13 @@ fn voter_refuses_votes_for_a_minimum_timeout_after_hearing_from_a_leader_even_in
     let next_term = net.step(1, message(3, 5, vote_request(last_index, last_term)));
     assert_eq!(vote_granted(&next_term), None, "ignored outright");
     assert_eq!(net.engine(1).current_term(), term(4), "term not adopted");
-    // Once a minimum election timeout passed without the leader, the vote is free again.
+    // Once a minimum election timeout passed without the leader, the vote is free again (node
+    // 1 may have campaigned itself by then; the request names a term past its own).
     for _ in 0..net.engine(1).config().election_timeout_min_ticks {
         net.engines.get_mut(&id(1)).unwrap().step(Event::Tick);
     }
-    let later = net.step(1, message(3, 5, vote_request(last_index, last_term)));
+    let newer = net.engine(1).current_term().get() + 1;
+    let later = net.step(1, message(3, newer, vote_request(last_index, last_term)));
     assert_eq!(vote_granted(&later), Some(true));
 }
 
@@ -615,4 +617,36 @@ fn election_safety_at_most_one_leader_per_term_under_split_votes() {
             }
         }
     }
+}
+
+/// Figure 2: a follower's election timer restarts only when it hears from the current leader
+/// or grants a vote. Adopting a newer term from a candidate it refuses must not restart it,
+/// or one candidate with a fast clock and a stale log keeps everyone else from campaigning.
+#[test]
+fn refusing_a_candidate_with_a_newer_term_does_not_restart_the_election_timer() {
+    let mut node = engine_with(2, &[1, 2, 3], no_pre_vote());
+    // Node 2 holds an entry the candidate lacks, so it refuses every request.
+    node.step(message(
+        3,
+        1,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![entry(1, 1, 7)],
+            leader_commit: idx(0),
+            round: 0,
+        }),
+    ));
+    let mut ticks = 0;
+    let mut candidate_term = 1;
+    while node.role() == Role::Follower {
+        candidate_term += 1;
+        // Ignored while the leader counts as live, refused (term adopted) after that.
+        let refused = node.step(message(1, candidate_term, vote_request(0, 0)));
+        assert_ne!(vote_granted(&refused), Some(true));
+        node.step(Event::Tick);
+        ticks += 1;
+        assert!(ticks < 20, "still a follower after {ticks} ticks");
+    }
+    assert_eq!(node.role(), Role::Candidate);
 }

@@ -65,6 +65,10 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
                 match_index: idx(m)
             },
         })),
+        (0u64..5).prop_map(|r| Rpc::AppendEntriesResponse(AppendEntriesResponse {
+            round: r,
+            outcome: AppendOutcome::StaleTerm,
+        })),
         (small(), proptest::option::of(0u64..6), small()).prop_map(|(p, t, c)| {
             Rpc::AppendEntriesResponse(AppendEntriesResponse {
                 round: 0,

@@ -254,14 +254,84 @@ fn lease_read_is_never_served_after_another_leader_was_elected() {
         net.deliver_all();
         let lease_read = net.step(2, Event::ProposeRead { id: tick });
         net.deliver_all();
-        if net.engine(3).role() == Role::Leader {
+        let rival = [1, 3]
+            .into_iter()
+            .find(|node| net.engine(*node).role() == Role::Leader);
+        if let Some(rival) = rival {
             new_leader_at.get_or_insert(tick);
             assert_ne!(
                 read_outcome(&lease_read, tick),
                 Some(Ok(())),
-                "node 2 served a lease read at tick {tick} while node 3 leads"
+                "node 2 served a lease read at tick {tick} while node {rival} leads"
             );
         }
     }
-    assert!(new_leader_at.is_some(), "node 3 is elected in the end");
+    assert!(
+        new_leader_at.is_some(),
+        "a new leader is elected in the end"
+    );
+}
+
+/// Found by the simulator: a follower refusing a long-delayed AppendEntries of its leader's
+/// earlier reign echoed that request's round in an answer carrying the follower's current
+/// term. The old sender, leading that term by then, took it for an acknowledgement of its
+/// own round of the same number and confirmed reads that no majority had seen.
+#[test]
+fn refusal_of_a_stale_term_request_acknowledges_no_round_of_the_new_reign() {
+    let mut follower = engine(2, &[1, 2, 3]);
+    follower.step(message(
+        3,
+        5,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![],
+            leader_commit: idx(0),
+            round: 0,
+        }),
+    ));
+    let refusal = follower.step(message(
+        1,
+        2,
+        Rpc::AppendEntries(yggr_core::AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![],
+            leader_commit: idx(0),
+            round: 31,
+        }),
+    ));
+    let (_, reply) = &sends(&refusal)[0];
+    assert_eq!(reply.term, term(5), "the refusal carries the newer term");
+    assert_eq!(
+        reply.rpc,
+        Rpc::AppendEntriesResponse(yggr_core::AppendEntriesResponse {
+            round: 0,
+            outcome: yggr_core::AppendOutcome::StaleTerm,
+        })
+    );
+
+    // At the leader: a read waits on its round; a stale-term refusal in the leader's own term
+    // confirms nothing, whatever round it names.
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.isolate(1);
+    net.step(1, Event::ProposeRead { id: 4 });
+    net.in_flight.clear();
+    let leader_term = net.engine(1).current_term().get();
+    for from in [2, 3] {
+        let actions = net.step(
+            1,
+            message(
+                from,
+                leader_term,
+                Rpc::AppendEntriesResponse(yggr_core::AppendEntriesResponse {
+                    round: 1_000,
+                    outcome: yggr_core::AppendOutcome::StaleTerm,
+                }),
+            ),
+        );
+        assert_eq!(read_outcome(&actions, 4), None);
+    }
+    assert!(outcomes(&net, 1, 4).is_empty());
 }

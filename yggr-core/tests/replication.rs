@@ -45,7 +45,7 @@ fn follower_with(terms: &[u64], current: u64) -> yggr_core::Engine<u64> {
 fn append_refused_when_leader_term_is_stale() {
     let mut node = follower_with(&[1], 3);
     let actions = node.step(message(3, 2, append((1, 1), vec![entry(2, 2, 9)], 0)));
-    assert!(matches!(outcome(&actions), AppendOutcome::Rejected { .. }));
+    assert_eq!(outcome(&actions), AppendOutcome::StaleTerm);
     assert_eq!(node.last_log_index(), idx(1));
     assert_eq!(sends(&actions)[0].1.term, term(3));
 }

@@ -98,6 +98,10 @@ fn rpc() -> impl Strategy<Value = Rpc<u64>> {
                 },
             }
         )),
+        any::<u64>().prop_map(|round| Rpc::AppendEntriesResponse(AppendEntriesResponse {
+            round,
+            outcome: AppendOutcome::StaleTerm,
+        })),
         (
             any::<u64>(),
             any::<u64>(),

@@ -1,73 +1,58 @@
 //! Replays one simulator run with a step-by-step trace of events, actions and faults.
 //!
 //! ```sh
-//! YGGR_SIM_SEED=42 YGGR_SIM_NODES=3 YGGR_SIM_STEPS=1500 YGGR_SIM_POLICY=chaos \
+//! YGGR_SIM_RUN='seed=42 nodes=3 steps=1500 workload=reads ...' \
 //!     cargo run --release -p yggr-sim --example replay
 //! ```
 //!
-//! A failing test prints exactly such a command. Every variable but the seed is optional
-//! (defaults: 3 nodes, 1500 steps, chaos, the `default` workload; `YGGR_SIM_WORKLOAD` names a
-//! preset: default, membership, snapshot, reads, lease or transfer).
+//! A failing run prints exactly such a command: `YGGR_SIM_RUN` holds the run's complete
+//! options (see `yggr_sim::RunOptions`'s text form), so the replay is exact whatever the
+//! workload or engine settings were. Keys left out take their defaults, so
+//! `YGGR_SIM_RUN='seed=42'` replays seed 42 of the default workload. `YGGR_SIM_TAIL=N` prints
+//! only the last N lines.
 
+use std::collections::VecDeque;
 use std::process::ExitCode;
 
-use yggr_sim::Policy;
-use yggr_sim::policy::{ChaosRates, build, policy_step, report};
-use yggr_sim::trace::Trace;
-
-fn variable(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
+use yggr_sim::{RunOptions, replay};
 
 fn main() -> ExitCode {
-    let Some(seed) = variable("YGGR_SIM_SEED").and_then(|s| s.parse::<u64>().ok()) else {
-        eprintln!("set YGGR_SIM_SEED to the seed to replay (a u64)");
+    let Ok(text) = std::env::var("YGGR_SIM_RUN") else {
+        eprintln!("set YGGR_SIM_RUN to the options of the run to replay, e.g. 'seed=42 nodes=3'");
         return ExitCode::from(2);
     };
-    let nodes = variable("YGGR_SIM_NODES")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let steps = variable("YGGR_SIM_STEPS")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
-    let policy = match variable("YGGR_SIM_POLICY") {
-        None => Policy::Chaos,
-        Some(name) => match Policy::parse(&name) {
-            Some(policy) => policy,
-            None => {
-                eprintln!("YGGR_SIM_POLICY must be happy or chaos, not {name}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    let workload_name = variable("YGGR_SIM_WORKLOAD").unwrap_or_else(|| "default".to_string());
-    let Some(workload) = yggr_sim::Workload::preset(&workload_name) else {
-        eprintln!(
-            "YGGR_SIM_WORKLOAD must be one of {:?}, not {workload_name}",
-            yggr_sim::Workload::PRESETS
-        );
-        return ExitCode::from(2);
-    };
-    let options = yggr_sim::RunOptions {
-        workload,
-        ..yggr_sim::RunOptions::new(seed, nodes, steps, policy)
-    };
-    let mut cluster = build(&options);
-    cluster.trace = Trace::enabled();
-    let rates = ChaosRates::from_seed(seed);
-    println!(
-        "seed {seed}, {nodes} nodes, {steps} steps, {policy:?}, workload {workload_name}; rates {rates:?}"
-    );
-    while cluster.step_count < steps {
-        let result = policy_step(&mut cluster, &options, &rates);
-        for line in cluster.trace.take_lines() {
-            println!("{line}");
+    let options: RunOptions = match text.parse() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("YGGR_SIM_RUN: {error}");
+            return ExitCode::from(2);
         }
-        if let Err(failure) = result {
+    };
+    let tail: Option<usize> = std::env::var("YGGR_SIM_TAIL")
+        .ok()
+        .and_then(|value| value.parse().ok());
+    let mut kept = VecDeque::new();
+    println!("replaying {options}");
+    let outcome = replay(&options, &mut |line| match tail {
+        Some(limit) => {
+            if kept.len() == limit {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+        None => println!("{line}"),
+    });
+    for line in kept {
+        println!("{line}");
+    }
+    match outcome {
+        Ok(report) => {
+            println!("\nok: {}", report.coverage);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
             println!("\nFAILED: {failure}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    println!("\nok: {:?}", report(&cluster));
-    ExitCode::SUCCESS
 }

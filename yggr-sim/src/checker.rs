@@ -35,6 +35,14 @@ pub enum Invariant {
     /// The host contract: entries are applied in order, without gaps, and durable state
     /// recovers cleanly.
     HostContract,
+    /// Within one process lifetime a node's applied index never moves backwards (a stale
+    /// snapshot must not roll the state machine back).
+    AppliedMonotonic,
+    /// Every write acknowledged to its client is in the history every node applies.
+    WriteDurability,
+    /// Progress: once every fault is healed the cluster elects one leader, answers every
+    /// pending request, converges, and serves a fresh write and a fresh read within a bound.
+    Liveness,
 }
 
 impl fmt::Display for Invariant {
@@ -69,12 +77,23 @@ struct EntryRecord {
     previous_term: Term,
 }
 
+/// What the checker remembers of one committed index.
+#[derive(Clone, Copy, Debug)]
+struct CommittedEntry {
+    term: Term,
+    committed_in: Term,
+}
+
 /// The cumulative history and the checks over it.
 #[derive(Clone, Debug, Default)]
 pub struct SafetyChecker {
     leaders: BTreeMap<Term, NodeId>,
     entries: BTreeMap<(LogIndex, Term), EntryRecord>,
-    committed: BTreeMap<LogIndex, Term>,
+    /// Committed entries: their term, and the term in which the commit was first seen (the
+    /// observer's current term then). Leader Completeness binds the leaders of later terms
+    /// than that: a deposed leader of an older term, elected late on votes held up in the
+    /// network, owes nothing to entries committed after its own term.
+    committed: BTreeMap<LogIndex, CommittedEntry>,
     applied: BTreeMap<LogIndex, (Option<Command>, u64)>,
 }
 
@@ -147,14 +166,20 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// Records that `node` applied the committed entry at `index` (of `term`).
+    /// Records that `node`, in its term `observer_term`, holds the entry at `index` (of
+    /// `term`) as committed.
     pub fn observe_committed(
         &mut self,
         node: NodeId,
         index: LogIndex,
         term: Term,
+        observer_term: Term,
     ) -> Result<(), Violation> {
-        let first = *self.committed.entry(index).or_insert(term);
+        let first = self.committed.entry(index).or_insert(CommittedEntry {
+            term,
+            committed_in: observer_term,
+        });
+        let first = first.term;
         if first != term {
             return violation(
                 Invariant::StateMachineSafety,
@@ -166,7 +191,8 @@ impl SafetyChecker {
         Ok(())
     }
 
-    /// Leader Completeness: the new leader of `term` holds every entry committed so far.
+    /// Leader Completeness (§5.4): the new leader of `term` holds every entry committed in an
+    /// earlier term.
     pub fn check_leader_complete(
         &self,
         node: NodeId,
@@ -174,15 +200,17 @@ impl SafetyChecker {
         log: &impl LogView,
     ) -> Result<(), Violation> {
         let floor = log.snapshot_index();
-        for (index, committed_term) in self.committed.range(floor.next()..) {
-            if *committed_term >= term {
+        for (index, committed) in self.committed.range(floor.next()..) {
+            if committed.committed_in >= term {
                 continue;
             }
-            if log.term_at(*index) != Some(*committed_term) {
+            let committed_term = committed.term;
+            if log.term_at(*index) != Some(committed_term) {
                 return violation(
                     Invariant::LeaderCompleteness,
                     format!(
-                        "leader {node} of term {term} lacks entry {index} of term {committed_term}, committed earlier (it holds {:?}, last index {})",
+                        "leader {node} of term {term} lacks entry {index} of term {committed_term}, committed in term {} (it holds {:?}, last index {})",
+                        committed.committed_in,
                         log.term_at(*index),
                         log.last_index()
                     ),
@@ -348,6 +376,42 @@ impl SafetyChecker {
         Ok(())
     }
 
+    /// Applied-index monotonicity: `node`'s state machine at `applied` is replaced by a
+    /// snapshot through `restored`.
+    pub fn check_applied_moves_forward(
+        node: NodeId,
+        applied: LogIndex,
+        restored: LogIndex,
+    ) -> Result<(), Violation> {
+        if restored <= applied {
+            return violation(
+                Invariant::AppliedMonotonic,
+                format!(
+                    "node {node} restored a snapshot through {restored} over a state machine that had applied {applied}"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Write durability: the client of `command` was told it committed at `index`.
+    pub fn check_acknowledged_write(
+        &self,
+        command: Command,
+        index: LogIndex,
+    ) -> Result<(), Violation> {
+        match self.applied.get(&index) {
+            Some((Some(applied), _)) if *applied == command => Ok(()),
+            other => violation(
+                Invariant::WriteDurability,
+                format!(
+                    "write {command} was acknowledged at index {index}, but the history applied {:?} there",
+                    other.map(|(command, _)| command)
+                ),
+            ),
+        }
+    }
+
     /// A snapshot persisted at `index` while the node's commit index is `commit_index`.
     pub fn check_snapshot_within_commit(
         node: NodeId,
@@ -396,5 +460,15 @@ impl SafetyChecker {
     /// How many terms had a leader.
     pub fn terms_with_leader(&self) -> usize {
         self.leaders.len()
+    }
+
+    /// The leader of `term`, if one was seen.
+    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
+        self.leaders.get(&term).copied()
+    }
+
+    /// The newest term in which a leader was seen.
+    pub fn newest_leader_term(&self) -> Option<Term> {
+        self.leaders.keys().next_back().copied()
     }
 }

@@ -3,70 +3,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr_core::{
-    Action, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, NodeId, RandomEnv,
-    Role, Term,
+    Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, NodeId,
+    RandomEnv, Role, Term,
 };
 
-use crate::checker::{SafetyChecker, Violation};
+use crate::checker::{Invariant, SafetyChecker, Violation};
+use crate::coverage::Coverage;
 use crate::disk::{DurableState, PendingWrite, StoredSnapshot};
+use crate::history::{ClientHistory, PendingRead};
 use crate::network::{Delivery, Envelope, Network, NetworkFaults};
+use crate::options::RunOptions;
+use crate::state_machine::{SNAPSHOT_HEADER_BYTES, TrackedStateMachine};
 use crate::trace::Trace;
 
 /// The command type the simulator replicates: a unique id per proposal, so that any mix-up
 /// between two commands is visible.
 pub type Command = u64;
-
-/// A state machine that records what it applied as a running digest, so that two nodes'
-/// states compare in O(1) and a snapshot is 16 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrackedStateMachine {
-    /// The last index applied (or restored from a snapshot).
-    pub last_applied: LogIndex,
-    /// A digest of every entry applied so far, in order.
-    pub digest: u64,
-}
-
-impl TrackedStateMachine {
-    /// The state after applying the entry at `index` carrying `command` (`None` for entries
-    /// without one).
-    pub fn applied(self, index: LogIndex, command: Option<Command>) -> TrackedStateMachine {
-        let mut digest = self.digest ^ index.get().rotate_left(17);
-        digest = mix(digest ^ command.map_or(0x9e37_79b9, |c| c.wrapping_mul(0x2545_f491)));
-        TrackedStateMachine {
-            last_applied: index,
-            digest,
-        }
-    }
-
-    /// The snapshot encoding: last applied index, then digest, little-endian.
-    pub fn to_bytes(self) -> Bytes {
-        let mut bytes = Vec::with_capacity(16);
-        bytes.extend_from_slice(&self.last_applied.get().to_le_bytes());
-        bytes.extend_from_slice(&self.digest.to_le_bytes());
-        Bytes::from(bytes)
-    }
-
-    /// Decodes a snapshot; `None` for anything but 16 bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Option<TrackedStateMachine> {
-        let index: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        let digest: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
-        (bytes.len() == 16).then(|| TrackedStateMachine {
-            last_applied: LogIndex::new(u64::from_le_bytes(index)),
-            digest: u64::from_le_bytes(digest),
-        })
-    }
-}
-
-/// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash step.
-fn mix(mut value: u64) -> u64 {
-    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    value ^ (value >> 31)
-}
 
 /// One simulated server.
 #[derive(Debug)]
@@ -91,7 +46,7 @@ pub struct SimNode {
     pub incarnation: u64,
     /// The highest index of this node's commit index already reported to the checker.
     observed_commit: LogIndex,
-    /// The term this node was last seen leading.
+    /// The term this node is leading in, as last observed; `None` when it does not lead.
     observed_leader_term: Option<Term>,
 }
 
@@ -116,6 +71,8 @@ pub struct ClusterOptions {
     pub joiners: u64,
     /// The engine configuration every node uses.
     pub engine: EngineConfig,
+    /// The size of state-machine snapshots, in bytes.
+    pub snapshot_bytes: usize,
 }
 
 impl ClusterOptions {
@@ -127,11 +84,13 @@ impl ClusterOptions {
             faults: NetworkFaults::NONE,
             joiners: 0,
             engine: EngineConfig::default(),
+            snapshot_bytes: SNAPSHOT_HEADER_BYTES,
         }
     }
 }
 
-/// A failed run: the invariant, where it broke, and how to replay it.
+/// A failed run: the invariant, where it broke, the full options of the run, and how to
+/// replay it.
 #[derive(Clone, Debug)]
 pub struct SimError {
     /// The seed of the run.
@@ -140,6 +99,9 @@ pub struct SimError {
     pub step: u64,
     /// The broken invariant.
     pub violation: Violation,
+    /// Everything that defines the run, when it came from [`run`](crate::run): pass it to
+    /// [`replay`](crate::replay) to watch it again. `None` for a hand-scripted cluster.
+    pub options: Option<Box<RunOptions>>,
     /// A shell command that replays the run with a step-by-step trace.
     pub replay: String,
 }
@@ -156,7 +118,7 @@ impl std::fmt::Display for SimError {
 
 impl std::error::Error for SimError {}
 
-/// N simulated servers, the network between them, and the safety checker watching them.
+/// N simulated servers, the network between them, and the checkers watching them.
 #[derive(Debug)]
 pub struct Cluster {
     /// The servers by id.
@@ -165,23 +127,29 @@ pub struct Cluster {
     pub network: Network,
     /// The invariant checker.
     pub checker: SafetyChecker,
+    /// Every client request and what its client was told.
+    pub history: ClientHistory,
+    /// What the run has exercised so far.
+    pub coverage: Coverage,
     /// The run's random source: every choice the simulator makes comes from here.
     pub rng: ChaCha8Rng,
     /// Steps taken so far.
     pub step_count: u64,
     /// A readable record of the run, when enabled.
     pub trace: Trace,
-    /// Extra environment for the replay command (policy and workload), set by the policy.
-    pub replay_env: String,
+    /// The options of the run this cluster belongs to, for failure reports.
+    pub run_options: Option<RunOptions>,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
     config: EngineConfig,
+    snapshot_bytes: usize,
     next_command: Command,
     next_read: u64,
-    /// Reads in progress: (node, read id) to the highest index committed anywhere when the
-    /// read was proposed.
-    reads: BTreeMap<(NodeId, u64), LogIndex>,
+    /// How many nodes believed they lead after the previous step.
+    leaders_after_last_step: usize,
+    /// The highest index any node has applied, to count each committed entry once.
+    highest_applied: LogIndex,
 }
 
 impl Cluster {
@@ -199,17 +167,21 @@ impl Cluster {
             nodes: BTreeMap::new(),
             network: Network::new(options.faults),
             checker: SafetyChecker::new(),
+            history: ClientHistory::default(),
+            coverage: Coverage::default(),
             rng: ChaCha8Rng::seed_from_u64(options.seed),
             step_count: 0,
             trace: Trace::disabled(),
-            replay_env: String::new(),
+            run_options: None,
             seed: options.seed,
             founding,
             joiners,
             config: options.engine,
+            snapshot_bytes: options.snapshot_bytes,
             next_command: 1,
             next_read: 1,
-            reads: BTreeMap::new(),
+            leaders_after_last_step: 0,
+            highest_applied: LogIndex::ZERO,
         };
         for id in ids {
             cluster.nodes.insert(
@@ -245,6 +217,11 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// The engine configuration every node runs with.
+    pub fn engine_config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The engine of `node`, if it is up.
     pub fn engine(&self, node: NodeId) -> Option<&Engine<Command>> {
         self.nodes.get(&node).and_then(|n| n.engine.as_ref())
@@ -252,12 +229,22 @@ impl Cluster {
 
     /// The leader of the highest term among running nodes.
     pub fn leader(&self) -> Option<NodeId> {
-        self.nodes
-            .values()
-            .filter_map(|n| n.engine.as_ref())
+        self.engines()
             .filter(|e| e.role() == Role::Leader)
             .max_by_key(|e| e.current_term())
             .map(|e| e.id())
+    }
+
+    /// Every running node that believes it leads, whatever its term.
+    pub fn believed_leaders(&self) -> Vec<NodeId> {
+        self.engines()
+            .filter(|e| e.role() == Role::Leader)
+            .map(|e| e.id())
+            .collect()
+    }
+
+    fn engines(&self) -> impl Iterator<Item = &Engine<Command>> {
+        self.nodes.values().filter_map(|n| n.engine.as_ref())
     }
 
     /// Starts (or restarts) `node` from its durable state alone.
@@ -278,13 +265,13 @@ impl Cluster {
         let env_seed = seed ^ node.get().rotate_left(32) ^ sim.incarnation.rotate_left(48);
         let mut engine = Engine::with_config(node, founding, RandomEnv::seeded(env_seed), config)
             .map_err(|error| Violation {
-            invariant: crate::checker::Invariant::HostContract,
+            invariant: Invariant::HostContract,
             detail: format!("engine config rejected: {error}"),
         })?;
         engine
             .recover_from(sim.disk.recovered())
             .map_err(|error| Violation {
-                invariant: crate::checker::Invariant::HostContract,
+                invariant: Invariant::HostContract,
                 detail: format!("node {node} could not recover its own durable state: {error}"),
             })?;
         sim.state_machine = sim
@@ -299,18 +286,23 @@ impl Cluster {
         Ok(())
     }
 
-    fn violation(&self, violation: Violation) -> SimError {
+    /// Wraps `violation` with where it happened and how to see it again.
+    pub fn violation(&self, violation: Violation) -> SimError {
+        let replay = match &self.run_options {
+            Some(options) => {
+                format!("YGGR_SIM_RUN='{options}' cargo run --release -p yggr-sim --example replay")
+            }
+            None => format!(
+                "a scripted cluster (seed {}); rerun its test with the trace enabled",
+                self.seed
+            ),
+        };
         SimError {
             seed: self.seed,
             step: self.step_count,
             violation,
-            replay: format!(
-                "YGGR_SIM_SEED={} YGGR_SIM_NODES={} YGGR_SIM_STEPS={} {} cargo run --release -p yggr-sim --example replay",
-                self.seed,
-                self.nodes.len() - self.joiners.len(),
-                self.step_count,
-                self.replay_env
-            ),
+            options: self.run_options.clone().map(Box::new),
+            replay,
         }
     }
 
@@ -328,7 +320,8 @@ impl Cluster {
 
     /// Delivers one message from the network (its choice of which, and its fate).
     pub fn deliver_one(&mut self) -> Result<bool, SimError> {
-        let Some(delivery) = self.network.next_delivery(&mut self.rng) else {
+        let now = self.step_count;
+        let Some(delivery) = self.network.next_delivery(&mut self.rng, now) else {
             return Ok(false);
         };
         match delivery {
@@ -336,6 +329,10 @@ impl Cluster {
                 self.step_node(to, Event::Incoming(message))?;
             }
             Delivery::Dropped(envelope) => self.trace.fault(self.step_count, "dropped", &envelope),
+            Delivery::Delayed(envelope) => {
+                self.coverage.messages_delayed += 1;
+                self.trace.fault(self.step_count, "delayed", &envelope);
+            }
             Delivery::Partitioned(envelope) => {
                 self.trace.fault(self.step_count, "partitioned", &envelope);
             }
@@ -343,11 +340,20 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Proposes a fresh command at `node`.
+    /// Proposes a fresh command at `node`, following it in the client history.
     pub fn propose(&mut self, node: NodeId) -> Result<Command, SimError> {
         let command = self.next_command;
         self.next_command += 1;
+        self.note_request(node);
         self.step_node(node, Event::ClientProposal(command))?;
+        let appended = self.engine(node).and_then(|engine| {
+            let last = engine.last_log_index();
+            engine
+                .entry(last)
+                .filter(|entry| entry.payload == EntryPayload::Command(command))
+                .map(|entry| (entry.index, entry.term))
+        });
+        self.history.proposed(node, command, &[], appended);
         Ok(command)
     }
 
@@ -355,8 +361,30 @@ impl Cluster {
     pub fn propose_read(&mut self, node: NodeId) -> Result<(), SimError> {
         let id = self.next_read;
         self.next_read += 1;
-        self.reads.insert((node, id), self.checker.max_committed());
+        self.note_request(node);
+        if self.nodes.get(&node).is_some_and(SimNode::is_up) {
+            let read = PendingRead {
+                required: self.checker.max_committed(),
+                sent_at_step: self.step_count + 1,
+            };
+            self.history.read_sent(node, id, read);
+        }
         self.step_node(node, Event::ProposeRead { id })
+    }
+
+    /// Counts a client request that reached a leader some newer leader has replaced.
+    fn note_request(&mut self, node: NodeId) {
+        let Some(engine) = self.engine(node) else {
+            return;
+        };
+        if engine.role() == Role::Leader
+            && self
+                .checker
+                .newest_leader_term()
+                .is_some_and(|newest| newest > engine.current_term())
+        {
+            self.coverage.requests_at_stale_leaders += 1;
+        }
     }
 
     /// Makes every pending write of `node` durable, then carries out what waited for it.
@@ -393,6 +421,9 @@ impl Cluster {
             format!("crash node {node}, {keep} pending writes survive"),
         );
         if let Some(sim) = self.nodes.get_mut(&node) {
+            if sim.engine.is_some() {
+                self.coverage.crashes += 1;
+            }
             let surviving: Vec<PendingWrite> = sim.pending.drain(..).take(keep).collect();
             for write in surviving {
                 if let Err(violation) = Self::make_durable(&mut self.checker, sim, write) {
@@ -400,12 +431,13 @@ impl Cluster {
                 }
             }
             sim.held.clear();
-            self.reads.retain(|(reader, _), _| *reader != node);
             sim.writes_requested = 0;
             sim.writes_durable = 0;
             sim.engine = None;
             sim.state_machine = TrackedStateMachine::default();
         }
+        self.history.abandon(node);
+        self.history.abandon_reads(node);
         self.network.forget_node(node);
         Ok(())
     }
@@ -431,30 +463,54 @@ impl Cluster {
         if state.last_applied <= engine.snapshot_index() || !sim.held.is_empty() {
             return Ok(());
         }
+        self.coverage.snapshots_taken += 1;
+        let bytes = state.to_bytes(self.snapshot_bytes);
         self.step_node(
             node,
             Event::SnapshotTaken {
                 last_included_index: state.last_applied,
-                bytes: state.to_bytes(),
+                bytes,
             },
         )
     }
 
-    /// Splits the cluster at random into two sides.
+    /// Splits the cluster at random into two sides, neither of them empty.
     pub fn partition_randomly(&mut self) {
         let ids = self.ids();
         let mut left = BTreeSet::new();
         let mut right = BTreeSet::new();
-        for id in ids {
+        for id in &ids {
             if self.rng.random_bool(0.5) {
-                left.insert(id);
+                left.insert(*id);
             } else {
-                right.insert(id);
+                right.insert(*id);
             }
         }
+        if left.is_empty() || right.is_empty() {
+            let moved = ids[self.rng.random_range(0..ids.len())];
+            let (from, to) = if left.is_empty() {
+                (&mut right, &mut left)
+            } else {
+                (&mut left, &mut right)
+            };
+            from.remove(&moved);
+            to.insert(moved);
+        }
+        self.partition(vec![left, right]);
+    }
+
+    /// Cuts `node` off from every other node.
+    pub fn isolate(&mut self, node: NodeId) {
+        let rest: BTreeSet<NodeId> = self.ids().into_iter().filter(|id| *id != node).collect();
+        self.partition(vec![BTreeSet::from([node]), rest]);
+    }
+
+    /// Splits the nodes into `sides`.
+    pub fn partition(&mut self, sides: Vec<BTreeSet<NodeId>>) {
+        self.coverage.partitions += 1;
         self.trace
-            .note(self.step_count, format!("partition {left:?} | {right:?}"));
-        self.network.partition(vec![left, right]);
+            .note(self.step_count, format!("partition {sides:?}"));
+        self.network.partition(sides);
     }
 
     /// Removes any partition.
@@ -469,7 +525,18 @@ impl Cluster {
         let Some(engine) = self.nodes.get_mut(&node).and_then(|n| n.engine.as_mut()) else {
             return Ok(());
         };
+        let read = match event {
+            Event::ProposeRead { id } => Some(id),
+            _ => None,
+        };
         let actions = engine.step(event);
+        if read.is_some_and(|read| {
+            actions
+                .iter()
+                .any(|action| matches!(action, Action::ReadReady { id } if *id == read))
+        }) {
+            self.coverage.reads_served_at_once += 1;
+        }
         self.trace.actions(self.step_count, node, &actions);
         for action in actions {
             self.host_action(node, action)?;
@@ -578,69 +645,130 @@ impl Cluster {
 
     /// Performs an action whose persistence prerequisites are met.
     fn perform(&mut self, node: NodeId, action: Action<Command>) -> Result<(), Violation> {
-        let Some(sim) = self.nodes.get_mut(&node) else {
-            return Ok(());
-        };
         match action {
             Action::Send { to, message } => {
+                let Some(sim) = self.nodes.get(&node) else {
+                    return Ok(());
+                };
                 SafetyChecker::check_send_ordering(&sim.disk, to, &message)?;
                 self.network.send(Envelope { to, message });
             }
             Action::Apply(entries) => {
                 for entry in entries {
-                    let expected = sim.state_machine.last_applied.next();
-                    if entry.index != expected {
-                        return Err(Violation {
-                            invariant: crate::checker::Invariant::HostContract,
-                            detail: format!(
-                                "node {node} was asked to apply {} after {}",
-                                entry.index, sim.state_machine.last_applied
-                            ),
-                        });
-                    }
-                    let command = match entry.payload {
-                        EntryPayload::Command(command) => Some(command),
-                        _ => None,
-                    };
-                    // An entry counts as committed once the host applies it: the ordering
-                    // contract holds every apply until the writes before it are durable, so
-                    // this is the commit the outside world can observe. (A leader that is a
-                    // majority on its own counts its entries before they are fsynced; nothing
-                    // it does with that commit leaves the node before the fsync.)
-                    self.checker
-                        .observe_committed(node, entry.index, entry.term)?;
-                    sim.state_machine = sim.state_machine.applied(entry.index, command);
-                    let digest = sim.state_machine.digest;
-                    self.checker
-                        .observe_applied(node, entry.index, command, digest)?;
+                    self.apply_entry(node, entry)?;
                 }
             }
-            Action::ApplySnapshot { bytes } => {
-                let Some(state) = TrackedStateMachine::from_bytes(&bytes) else {
-                    return Err(Violation {
-                        invariant: crate::checker::Invariant::HostContract,
-                        detail: format!("node {node} received snapshot bytes it did not write"),
-                    });
-                };
-                self.checker
-                    .observe_restored(node, state.last_applied, state.digest)?;
-                sim.state_machine = state;
-            }
+            Action::ApplySnapshot { bytes } => self.restore_snapshot(node, &bytes)?,
             Action::ReadReady { id } => {
-                if let Some(required) = self.reads.remove(&(node, id)) {
-                    SafetyChecker::check_read(node, id, required, sim.state_machine.last_applied)?;
+                if let Some(read) = self.history.read_answered(node, id) {
+                    let applied = self.nodes[&node].state_machine.last_applied;
+                    SafetyChecker::check_read(node, id, read.required, applied)?;
                 }
+                self.coverage.reads_served += 1;
             }
             Action::ReadFailed { id, .. } => {
-                self.reads.remove(&(node, id));
+                self.history.read_answered(node, id);
+                self.coverage.reads_failed += 1;
             }
             _ => {}
         }
         Ok(())
     }
 
+    /// Applies one committed entry to `node`'s state machine, checking it against every other
+    /// node's history and answering the client that proposed it.
+    fn apply_entry(
+        &mut self,
+        node: NodeId,
+        entry: yggr_core::LogEntry<Command>,
+    ) -> Result<(), Violation> {
+        let Some(sim) = self.nodes.get_mut(&node) else {
+            return Ok(());
+        };
+        let expected = sim.state_machine.last_applied.next();
+        if entry.index != expected {
+            return Err(Violation {
+                invariant: Invariant::HostContract,
+                detail: format!(
+                    "node {node} was asked to apply {} after {}",
+                    entry.index, sim.state_machine.last_applied
+                ),
+            });
+        }
+        let command = match entry.payload {
+            EntryPayload::Command(command) => Some(command),
+            _ => None,
+        };
+        // An entry counts as committed once the host applies it: the ordering contract holds
+        // every apply until the writes before it are durable, so this is the commit the
+        // outside world can observe.
+        let observer_term = sim
+            .engine
+            .as_ref()
+            .map_or(entry.term, |engine| engine.current_term());
+        self.checker
+            .observe_committed(node, entry.index, entry.term, observer_term)?;
+        sim.state_machine = sim.state_machine.applied(entry.index, command);
+        let digest = sim.state_machine.digest;
+        self.checker
+            .observe_applied(node, entry.index, command, digest)?;
+        self.history.applied(node, &entry);
+        if entry.index > self.highest_applied {
+            self.highest_applied = entry.index;
+            self.count_configuration_change(&entry);
+        }
+        Ok(())
+    }
+
+    fn count_configuration_change(&mut self, entry: &yggr_core::LogEntry<Command>) {
+        let EntryPayload::ConfigChange { change, .. } = entry.payload else {
+            return;
+        };
+        self.coverage.membership_changes += 1;
+        match change {
+            ConfigChange::AddLearner(_) => self.coverage.learners_added += 1,
+            ConfigChange::PromoteLearner(_) => self.coverage.promotions += 1,
+            ConfigChange::RemovePeer(removed)
+                if self.checker.leader_of(entry.term) == Some(removed) =>
+            {
+                self.coverage.leader_removals += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// Replaces `node`'s state machine with a snapshot from its leader.
+    fn restore_snapshot(&mut self, node: NodeId, bytes: &[u8]) -> Result<(), Violation> {
+        let Some(state) = TrackedStateMachine::from_bytes(bytes) else {
+            return Err(Violation {
+                invariant: Invariant::HostContract,
+                detail: format!(
+                    "node {node} received {} snapshot bytes that no state machine wrote",
+                    bytes.len()
+                ),
+            });
+        };
+        let Some(sim) = self.nodes.get_mut(&node) else {
+            return Ok(());
+        };
+        SafetyChecker::check_applied_moves_forward(
+            node,
+            sim.state_machine.last_applied,
+            state.last_applied,
+        )?;
+        self.checker
+            .observe_restored(node, state.last_applied, state.digest)?;
+        sim.state_machine = state;
+        self.coverage.snapshots_installed += 1;
+        // The waiting clients' entries are inside the snapshot or overwritten; this node can no
+        // longer tell which.
+        self.history.abandon(node);
+        Ok(())
+    }
+
     /// The checks run after every step, over every running node.
     fn check_after_step(&mut self) -> Result<(), Violation> {
+        let mut leaders = 0;
         for sim in self.nodes.values_mut() {
             let Some(engine) = sim.engine.as_ref() else {
                 continue;
@@ -660,32 +788,43 @@ impl Cluster {
                 if sim.disk.term_at(index) != Some(term) {
                     break;
                 }
-                self.checker.observe_committed(sim.id, index, term)?;
+                self.checker
+                    .observe_committed(sim.id, index, term, engine.current_term())?;
                 sim.observed_commit = index;
             }
-            if engine.role() == Role::Leader {
-                let term = engine.current_term();
-                self.checker.observe_leader(sim.id, term)?;
-                if sim.observed_leader_term != Some(term) {
-                    sim.observed_leader_term = Some(term);
-                    self.checker.check_leader_complete(sim.id, term, engine)?;
+            if engine.role() != Role::Leader {
+                if sim.observed_leader_term.take().is_some() {
+                    // Stepped down: a runtime fails the clients waiting on this node.
+                    self.history.abandon(sim.id);
                 }
-                // Only the uncommitted tail matters; walking it keeps the check O(tail). A new
-                // leader may not have learned yet what its predecessor committed, so
-                // "committed" is judged by what any node has seen committed.
-                let committed = commit.max(self.checker.max_committed());
-                let last = engine.last_log_index();
-                let tail = (committed.get() + 1..=last.get())
-                    .filter_map(|raw| engine.entry(LogIndex::new(raw)))
-                    .map(|e| {
-                        (
-                            e.index,
-                            matches!(e.payload, EntryPayload::ConfigChange { .. }),
-                        )
-                    });
-                SafetyChecker::check_single_config_change(sim.id, tail, committed)?;
+                continue;
             }
+            leaders += 1;
+            let term = engine.current_term();
+            self.checker.observe_leader(sim.id, term)?;
+            if sim.observed_leader_term != Some(term) {
+                sim.observed_leader_term = Some(term);
+                self.checker.check_leader_complete(sim.id, term, engine)?;
+            }
+            // Only the uncommitted tail matters; walking it keeps the check O(tail). A new
+            // leader may not have learned yet what its predecessor committed, so "committed"
+            // is judged by what any node has seen committed.
+            let committed = commit.max(self.checker.max_committed());
+            let last = engine.last_log_index();
+            let tail = (committed.get() + 1..=last.get())
+                .filter_map(|raw| engine.entry(LogIndex::new(raw)))
+                .map(|e| {
+                    (
+                        e.index,
+                        matches!(e.payload, EntryPayload::ConfigChange { .. }),
+                    )
+                });
+            SafetyChecker::check_single_config_change(sim.id, tail, committed)?;
         }
+        if leaders >= 2 && self.leaders_after_last_step < 2 {
+            self.coverage.stale_leader_windows += 1;
+        }
+        self.leaders_after_last_step = leaders;
         Ok(())
     }
 }

@@ -1,43 +1,65 @@
 //! # yggr-sim
 //!
 //! A deterministic cluster simulator for `yggr-core`. It runs N engines against a simulated
-//! network and disk, injects faults chosen by a seeded random generator, and checks Raft's
-//! safety invariants after every step. One `u64` seed reproduces a whole run exactly.
+//! network and disk, injects faults chosen by a seeded random generator, checks Raft's safety
+//! invariants after every step, and then heals the cluster and checks that it recovers. One
+//! [`RunOptions`] (a seed and a workload) reproduces a whole run exactly.
 //!
 //! ```
 //! use yggr_sim::{run, Policy, RunOptions};
 //!
-//! let report = run(&RunOptions::new(7, 3, 500, Policy::Chaos))
+//! let report = run(&RunOptions::new(7, 3, 2_000, Policy::Chaos))
 //!     .unwrap_or_else(|failure| panic!("{failure}"));
-//! assert_eq!(report.steps, 500);
+//! assert!(report.coverage.elections > 0);
+//! assert!(report.liveness.is_some(), "the healed cluster served a write and a read");
 //! ```
 //!
 //! # Layout
 //! - [`harness`]: [`Cluster`], the simulated servers and the host loop that obeys the
 //!   engine's persist-before-send contract; a reference host.
-//! - [`network`]: [`Network`]: messages in flight, drops, duplicates, reordering, partitions.
+//! - [`network`]: [`Network`]: messages in flight, drops, duplicates, long delays, reordering,
+//!   partitions.
 //! - [`disk`]: durable state and pending writes, so a crash can keep only a prefix of them.
+//! - [`state_machine`]: [`TrackedStateMachine`], a digest of everything applied.
 //! - [`checker`]: [`SafetyChecker`] and the [`Invariant`]s it enforces.
-//! - [`policy`]: how a seed becomes a schedule (`happy`, `chaos`) and [`run`].
-//! - [`trace`]: an optional step-by-step record, used by the `replay` example.
+//! - [`history`]: what clients were told, and the write-history oracle.
+//! - [`options`]: [`RunOptions`], [`Workload`] and their text form.
+//! - [`policy`]: how a seed becomes a schedule ([`Schedule`]).
+//! - [`liveness`]: the healing phase and what it requires.
+//! - [`run`](mod@run): [`run`] and [`replay`].
+//! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
+//! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
 //! The simulator drives whatever `yggr-core` the workspace builds, so change the engine and
 //! run `cargo nextest run -p yggr-sim` (the test profile is optimised). A failure prints the
-//! invariant, the seed, the step and a command that replays it with a full trace.
+//! invariant, the seed, the step and a command that replays it with a full trace; from your
+//! own crate, pass [`SimError::options`] to [`replay`].
 
 pub mod checker;
+pub mod coverage;
 pub mod disk;
 pub mod harness;
+pub mod history;
+pub mod liveness;
 pub mod network;
+pub mod options;
 pub mod policy;
+pub mod run;
+pub mod state_machine;
+pub mod suite;
 pub mod trace;
 
 #[cfg(test)]
 mod tests;
 
 pub use checker::{Invariant, SafetyChecker, Violation};
-pub use harness::{Cluster, ClusterOptions, Command, SimError, TrackedStateMachine};
+pub use coverage::{Coverage, CoverageGate};
+pub use harness::{Cluster, ClusterOptions, Command, SimError};
 pub use network::{Network, NetworkFaults};
-pub use policy::{Policy, RunOptions, RunReport, Workload, run};
+pub use options::{Clocks, Policy, RunOptions, Workload};
+pub use policy::{ChaosRates, Schedule};
+pub use run::{RunReport, replay, run};
+pub use state_machine::TrackedStateMachine;
+pub use suite::{Suite, SuiteFailure, SuiteReport};
 pub use yggr_core;

@@ -27,14 +27,21 @@ pub struct NetworkFaults {
     pub duplicate: f64,
     /// Messages are delivered in random order rather than oldest first.
     pub reorder: bool,
+    /// A message about to be delivered is held back instead, for a random number of steps
+    /// up to [`NetworkFaults::max_delay_steps`], and then arrives long after its time.
+    pub delay: f64,
+    /// The longest a held-back message waits, in steps.
+    pub max_delay_steps: u64,
 }
 
 impl NetworkFaults {
-    /// A perfect network: in order, nothing lost or repeated.
+    /// A perfect network: in order, nothing lost, repeated or held back.
     pub const NONE: NetworkFaults = NetworkFaults {
         drop: 0.0,
         duplicate: 0.0,
         reorder: false,
+        delay: 0.0,
+        max_delay_steps: 0,
     };
 }
 
@@ -45,9 +52,13 @@ impl NetworkFaults {
 #[derive(Clone, Debug)]
 pub struct Network {
     in_flight: Vec<Envelope>,
+    /// Messages held back, with the step from which they are back in flight.
+    delayed: Vec<(u64, Envelope)>,
     faults: NetworkFaults,
     /// Each node's side; nodes on different sides cannot reach each other. Empty: no partition.
     sides: Vec<BTreeSet<NodeId>>,
+    /// Nodes whose process is paused: messages to them wait in flight.
+    paused: BTreeSet<NodeId>,
 }
 
 /// What became of one delivery attempt.
@@ -57,6 +68,8 @@ pub enum Delivery {
     Deliver(Envelope),
     /// Lost on the wire.
     Dropped(Envelope),
+    /// Held back; it will arrive much later.
+    Delayed(Envelope),
     /// Blocked by the partition.
     Partitioned(Envelope),
 }
@@ -65,12 +78,20 @@ impl Network {
     /// The most messages kept in flight.
     pub const MAX_IN_FLIGHT: usize = 4096;
 
+    /// With reordering, a delivery picks among this many of the oldest messages...
+    pub const REORDER_WINDOW: usize = 8;
+
+    /// ...except with this chance, when it picks among all of them.
+    pub const FAR_REORDER: f64 = 0.1;
+
     /// An empty network with the given fault rates.
     pub fn new(faults: NetworkFaults) -> Network {
         Network {
             in_flight: Vec::new(),
+            delayed: Vec::new(),
             faults,
             sides: Vec::new(),
+            paused: BTreeSet::new(),
         }
     }
 
@@ -97,20 +118,59 @@ impl Network {
         &self.in_flight
     }
 
-    /// Whether anything is in flight.
+    /// Whether anything is in flight (held-back messages are not).
     pub fn is_empty(&self) -> bool {
         self.in_flight.is_empty()
     }
 
-    /// Takes one message off the wire and decides its fate.
-    pub fn next_delivery(&mut self, rng: &mut ChaCha8Rng) -> Option<Delivery> {
+    /// How many messages are held back.
+    pub fn delayed_len(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// Puts every held-back message whose time has come back in flight.
+    pub fn release_delayed(&mut self, now: u64) {
+        if self.delayed.iter().all(|(due, _)| *due > now) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.delayed.drain(..).partition(|(due, _)| *due <= now);
+        self.delayed = waiting;
+        for (_, envelope) in due {
+            self.send(envelope);
+        }
+    }
+
+    /// Puts every held-back message back in flight at once.
+    pub fn release_all_delayed(&mut self) {
+        self.release_delayed(u64::MAX);
+    }
+
+    /// Takes one message off the wire and decides its fate; `now` is the current step, from
+    /// which a held-back message's delay counts.
+    pub fn next_delivery(&mut self, rng: &mut ChaCha8Rng, now: u64) -> Option<Delivery> {
+        self.release_delayed(now);
         if self.in_flight.is_empty() {
             return None;
         }
-        let position = if self.faults.reorder {
-            rng.random_range(0..self.in_flight.len())
+        let eligible: Vec<usize> = if self.paused.is_empty() {
+            (0..self.in_flight.len()).collect()
         } else {
-            0
+            (0..self.in_flight.len())
+                .filter(|position| !self.paused.contains(&self.in_flight[*position].to))
+                .collect()
+        };
+        if eligible.is_empty() {
+            return None;
+        }
+        // Reordering is mostly local, as on a real network: one of the oldest few messages,
+        // and only now and then any message at all (long delays are a fault of their own).
+        let position = if !self.faults.reorder {
+            eligible[0]
+        } else if rng.random_bool(Self::FAR_REORDER) {
+            eligible[rng.random_range(0..eligible.len())]
+        } else {
+            eligible[rng.random_range(0..eligible.len().min(Self::REORDER_WINDOW))]
         };
         let envelope = self.in_flight.remove(position);
         if !self.can_reach(envelope.message.from, envelope.to) {
@@ -118,6 +178,15 @@ impl Network {
         }
         if self.faults.drop > 0.0 && rng.random_bool(self.faults.drop) {
             return Some(Delivery::Dropped(envelope));
+        }
+        if self.faults.delay > 0.0
+            && self.faults.max_delay_steps > 0
+            && self.delayed.len() < Self::MAX_IN_FLIGHT
+            && rng.random_bool(self.faults.delay)
+        {
+            let due = now + rng.random_range(1..=self.faults.max_delay_steps);
+            self.delayed.push((due, envelope.clone()));
+            return Some(Delivery::Delayed(envelope));
         }
         if self.faults.duplicate > 0.0 && rng.random_bool(self.faults.duplicate) {
             self.send(envelope.clone());
@@ -135,6 +204,16 @@ impl Network {
         self.sides.clear();
     }
 
+    /// Holds every message to `node` in flight until [`Network::resume`].
+    pub fn pause(&mut self, node: NodeId) {
+        self.paused.insert(node);
+    }
+
+    /// Lets messages to `node` arrive again.
+    pub fn resume(&mut self, node: NodeId) {
+        self.paused.remove(&node);
+    }
+
     /// Whether a partition is in force.
     pub fn is_partitioned(&self) -> bool {
         !self.sides.is_empty()
@@ -149,9 +228,11 @@ impl Network {
                 .any(|side| side.contains(&from) && side.contains(&to))
     }
 
-    /// Drops every message to or from `node` (it crashed: its sockets are gone).
+    /// Drops every message to `node` (it crashed: its sockets are gone). Messages it sent
+    /// before crashing may still arrive, as they would from a real network's buffers.
     pub fn forget_node(&mut self, node: NodeId) {
         self.in_flight.retain(|e| e.to != node);
+        self.delayed.retain(|(_, e)| e.to != node);
     }
 }
 
@@ -190,14 +271,14 @@ mod tests {
         network.send(envelope(1, 2));
         network.send(envelope(3, 2));
         assert_eq!(
-            network.next_delivery(&mut rng),
+            network.next_delivery(&mut rng, 0),
             Some(Delivery::Deliver(envelope(1, 2)))
         );
         assert_eq!(
-            network.next_delivery(&mut rng),
+            network.next_delivery(&mut rng, 0),
             Some(Delivery::Deliver(envelope(3, 2)))
         );
-        assert_eq!(network.next_delivery(&mut rng), None);
+        assert_eq!(network.next_delivery(&mut rng, 0), None);
     }
 
     #[test]
@@ -209,8 +290,31 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         network.send(envelope(1, 2));
         assert!(matches!(
-            network.next_delivery(&mut rng),
+            network.next_delivery(&mut rng, 0),
             Some(Delivery::Dropped(_))
         ));
+    }
+
+    #[test]
+    fn delayed_message_arrives_only_after_its_delay() {
+        let mut network = Network::new(NetworkFaults {
+            delay: 1.0,
+            max_delay_steps: 50,
+            ..NetworkFaults::NONE
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        network.send(envelope(1, 2));
+        assert!(matches!(
+            network.next_delivery(&mut rng, 10),
+            Some(Delivery::Delayed(_))
+        ));
+        assert!(network.is_empty());
+        assert_eq!(network.delayed_len(), 1);
+        network.set_faults(NetworkFaults::NONE);
+        assert_eq!(network.next_delivery(&mut rng, 10), None, "not yet");
+        assert_eq!(
+            network.next_delivery(&mut rng, 60),
+            Some(Delivery::Deliver(envelope(1, 2)))
+        );
     }
 }

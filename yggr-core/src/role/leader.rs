@@ -249,11 +249,16 @@ impl<C: Clone> Engine<C> {
         let Some(progress) = self.progress.get_mut(&peer) else {
             return;
         };
-        // Any answer in our term shows the follower recognised us as of that round.
-        progress.acked_round = progress
-            .acked_round
-            .max(response.round.min(self.heartbeat_round));
+        // Any answer in our term but a stale-term refusal shows the follower recognised us as
+        // of that round. A refusal of something we sent in an older term acknowledges
+        // nothing of this one (`step` already compared terms).
+        if response.outcome != AppendOutcome::StaleTerm {
+            progress.acked_round = progress
+                .acked_round
+                .max(response.round.min(self.heartbeat_round));
+        }
         match response.outcome {
+            AppendOutcome::StaleTerm => return,
             AppendOutcome::Accepted { match_index } => {
                 if match_index > last_index {
                     warn!(

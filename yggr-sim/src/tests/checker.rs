@@ -86,10 +86,10 @@ fn log_matching_fires_on_the_same_entry_after_a_different_prefix() {
 fn leader_completeness_fires_when_a_new_leader_lacks_a_committed_entry() {
     let mut checker = SafetyChecker::new();
     checker
-        .observe_committed(id(1), LogIndex::new(1), Term::new(1))
+        .observe_committed(id(1), LogIndex::new(1), Term::new(1), Term::new(1))
         .unwrap();
     checker
-        .observe_committed(id(1), LogIndex::new(2), Term::new(1))
+        .observe_committed(id(1), LogIndex::new(2), Term::new(1), Term::new(1))
         .unwrap();
     checker
         .check_leader_complete(id(2), Term::new(2), &Log(vec![1, 1, 2]))
@@ -128,13 +128,31 @@ fn state_machine_safety_fires_on_different_commands_at_one_index() {
 }
 
 #[test]
+fn leader_completeness_spares_a_late_leader_of_a_term_older_than_the_commit() {
+    let mut checker = SafetyChecker::new();
+    // Entry 4 of term 2 was committed while the cluster was in term 5.
+    checker
+        .observe_committed(id(6), LogIndex::new(4), Term::new(2), Term::new(5))
+        .unwrap();
+    // A leader of term 3, elected late on delayed votes, need not hold it...
+    checker
+        .check_leader_complete(id(7), Term::new(3), &Log(vec![1, 1, 1, 1]))
+        .unwrap();
+    // ...but a leader of term 6 must.
+    assert_eq!(
+        fired(checker.check_leader_complete(id(7), Term::new(6), &Log(vec![1, 1, 1, 1]))),
+        Invariant::LeaderCompleteness
+    );
+}
+
+#[test]
 fn state_machine_safety_fires_on_two_terms_committed_at_one_index() {
     let mut checker = SafetyChecker::new();
     checker
-        .observe_committed(id(1), LogIndex::new(2), Term::new(1))
+        .observe_committed(id(1), LogIndex::new(2), Term::new(1), Term::new(1))
         .unwrap();
     assert_eq!(
-        fired(checker.observe_committed(id(2), LogIndex::new(2), Term::new(2))),
+        fired(checker.observe_committed(id(2), LogIndex::new(2), Term::new(2), Term::new(2))),
         Invariant::StateMachineSafety
     );
 }

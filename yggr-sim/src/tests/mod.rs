@@ -3,19 +3,12 @@
 mod chaos;
 mod checker;
 mod membership;
-mod proptests;
 mod reads;
 mod smoke;
 mod snapshot;
 mod transfer;
 
-/// Proptest's case budget: `PROPTEST_CASES` when set, otherwise `default`.
-pub(crate) fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
+use crate::suite::{Suite, base_seed, budget};
 
 /// Runs the happy policy until `done` holds, failing after `limit` steps.
 pub(crate) fn settle(
@@ -27,25 +20,18 @@ pub(crate) fn settle(
         if done(cluster) {
             return;
         }
-        crate::policy::happy_step(cluster, &crate::Workload::default())
-            .unwrap_or_else(|failure| panic!("{failure}"));
+        crate::policy::happy_step(cluster).unwrap_or_else(|failure| panic!("{failure}"));
     }
     assert!(done(cluster), "condition not reached in {limit} steps");
 }
 
-/// Runs one chaos seed with a named workload preset, as a proptest case.
-pub(crate) fn chaos_with(
-    preset: &str,
-    seed: u64,
-    nodes: u64,
-    steps: u64,
-) -> Result<(), proptest::test_runner::TestCaseError> {
-    let workload = crate::Workload::preset(preset).expect("a known preset");
-    let options = crate::RunOptions {
-        workload,
-        ..crate::RunOptions::new(seed, nodes, steps, crate::Policy::Chaos)
-    };
-    crate::run(&options)
-        .map(|_| ())
-        .map_err(|failure| proptest::test_runner::TestCaseError::fail(failure.to_string()))
+/// Runs the named CI suite at the budget `YGGR_SIM_BUDGET` asks for, from the base seed
+/// `YGGR_SIM_SEED_BASE` or a fresh one, and fails with the first failure or coverage shortfall.
+pub(crate) fn run_suite(name: &'static str) {
+    let suite = Suite::preset(name).expect("a known suite");
+    let base = base_seed();
+    match suite.run(base, budget()) {
+        Ok(report) => eprintln!("{report}"),
+        Err(failure) => panic!("{failure}"),
+    }
 }

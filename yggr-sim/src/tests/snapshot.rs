@@ -1,24 +1,14 @@
 //! Snapshots under chaos: frequent compaction racing replication, catch-up by chunked
 //! InstallSnapshot, and crashes in the middle of an install.
 
-use proptest::prelude::*;
 use yggr_core::{EngineConfig, Event, NodeId};
 
 use crate::harness::{Cluster, ClusterOptions};
-use crate::tests::{cases, chaos_with, settle};
+use crate::tests::{run_suite, settle};
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(128)))]
-
-    #[test]
-    fn compaction_racing_replication_under_chaos_three_nodes(seed in any::<u64>()) {
-        chaos_with("snapshot", seed, 3, 1500)?;
-    }
-
-    #[test]
-    fn compaction_racing_replication_under_chaos_five_nodes(seed in any::<u64>()) {
-        chaos_with("snapshot", seed, 5, 1500)?;
-    }
+#[test]
+fn long_snapshot_transfers_racing_compaction_keep_every_invariant_and_recover() {
+    run_suite("snapshot");
 }
 
 fn id(raw: u64) -> NodeId {

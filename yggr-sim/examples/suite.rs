@@ -1,0 +1,52 @@
+//! Runs the simulator's CI suites (or some of them) outside the test harness, at any budget.
+//!
+//! ```sh
+//! cargo run --release -p yggr-sim --example suite                      # every suite, budget 1
+//! cargo run --release -p yggr-sim --example suite -- reads lease       # two of them
+//! YGGR_SIM_BUDGET=100 cargo run --release -p yggr-sim --example suite  # the nightly budget
+//! YGGR_SIM_SEED_BASE=42 cargo run --release -p yggr-sim --example suite -- default
+//! ```
+//!
+//! Prints each suite's coverage; on the first failure prints it with its replay command and
+//! exits with status 1. `--keep-going` runs every suite even after a failure.
+
+use std::process::ExitCode;
+
+use yggr_sim::Workload;
+use yggr_sim::suite::{Suite, base_seed, budget};
+
+fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let keep_going = arguments.iter().any(|argument| argument == "--keep-going");
+    let mut names: Vec<&'static str> = Workload::PRESETS
+        .into_iter()
+        .filter(|preset| arguments.iter().any(|argument| argument == preset))
+        .collect();
+    if names.is_empty() {
+        names = Workload::PRESETS.to_vec();
+    }
+    let base = base_seed();
+    let budget = budget();
+    println!("base seed {base}, budget {budget}");
+    let mut failed = false;
+    for name in names {
+        let Some(suite) = Suite::preset(name) else {
+            continue;
+        };
+        match suite.run(base, budget) {
+            Ok(report) => println!("{report}"),
+            Err(failure) => {
+                println!("FAILED suite {name}: {failure}");
+                failed = true;
+                if !keep_going {
+                    break;
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
