@@ -37,6 +37,8 @@ pub struct Coverage {
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Snapshot installs that took longer than an election timeout from the first chunk.
+    pub long_snapshot_installs: u64,
     /// Node crashes.
     pub crashes: u64,
     /// Partitions started (leader isolations included).
@@ -82,6 +84,7 @@ impl AddAssign for Coverage {
             read_bursts,
             snapshots_taken,
             snapshots_installed,
+            long_snapshot_installs,
             crashes,
             partitions,
             leader_isolations,
@@ -110,6 +113,7 @@ impl AddAssign for Coverage {
         self.read_bursts += read_bursts;
         self.snapshots_taken += snapshots_taken;
         self.snapshots_installed += snapshots_installed;
+        self.long_snapshot_installs += long_snapshot_installs;
         self.crashes += crashes;
         self.partitions += partitions;
         self.leader_isolations += leader_isolations;
@@ -131,7 +135,8 @@ impl fmt::Display for Coverage {
         write!(
             formatter,
             "{} runs ({} empty), {} steps: {} elections, {} committed, writes {}/{}/{} (acked/refused/open), \
-             reads {} served ({} at once) {} failed, {} bursts, snapshots {} taken {} installed, \
+             reads {} served ({} at once) {} failed, {} bursts, snapshots {} taken {} installed \
+             ({} slower than an election timeout), \
              {} crashes, {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
              ({} learners added, {} promotions, {} leader removals), {} transfers, \
@@ -150,6 +155,7 @@ impl fmt::Display for Coverage {
             self.read_bursts,
             self.snapshots_taken,
             self.snapshots_installed,
+            self.long_snapshot_installs,
             self.crashes,
             self.partitions,
             self.leader_isolations,
@@ -189,6 +195,8 @@ pub struct CoverageGate {
     pub read_bursts: u64,
     /// Minimum snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Minimum snapshot installs slower than an election timeout.
+    pub long_snapshot_installs: u64,
     /// Minimum crashes.
     pub crashes: u64,
     /// Minimum learners added.
@@ -218,6 +226,7 @@ impl CoverageGate {
             reads_served_at_once: scale(self.reads_served_at_once),
             read_bursts: scale(self.read_bursts),
             snapshots_installed: scale(self.snapshots_installed),
+            long_snapshot_installs: scale(self.long_snapshot_installs),
             crashes: scale(self.crashes),
             learners_added: scale(self.learners_added),
             promotions: scale(self.promotions),
@@ -258,6 +267,11 @@ impl CoverageGate {
                 "snapshots_installed",
                 seen.snapshots_installed,
                 self.snapshots_installed,
+            ),
+            (
+                "long_snapshot_installs",
+                seen.long_snapshot_installs,
+                self.long_snapshot_installs,
             ),
             ("crashes", seen.crashes, self.crashes),
             ("learners_added", seen.learners_added, self.learners_added),

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr_core::{
-    Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, NodeId,
-    RandomEnv, Role, Term,
+    Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, Message,
+    NodeId, RandomEnv, Role, Rpc, Term,
 };
 
 use crate::checker::{Invariant, SafetyChecker, Violation};
@@ -139,6 +139,11 @@ pub struct Cluster {
     pub trace: Trace,
     /// The options of the run this cluster belongs to, for failure reports.
     pub run_options: Option<RunOptions>,
+    /// Steps after which a snapshot transfer counts as long (about an election timeout; set
+    /// by the schedule).
+    pub long_transfer_steps: u64,
+    /// When each node received the first chunk of the snapshot it is receiving.
+    snapshot_started_at: BTreeMap<NodeId, u64>,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
@@ -173,6 +178,8 @@ impl Cluster {
             step_count: 0,
             trace: Trace::disabled(),
             run_options: None,
+            long_transfer_steps: u64::MAX,
+            snapshot_started_at: BTreeMap::new(),
             seed: options.seed,
             founding,
             joiners,
@@ -529,6 +536,15 @@ impl Cluster {
             Event::ProposeRead { id } => Some(id),
             _ => None,
         };
+        if let Event::Incoming(Message {
+            rpc: Rpc::InstallSnapshot(chunk),
+            ..
+        }) = &event
+        {
+            if chunk.offset == 0 {
+                self.snapshot_started_at.insert(node, self.step_count);
+            }
+        }
         let actions = engine.step(event);
         if read.is_some_and(|read| {
             actions
@@ -760,6 +776,10 @@ impl Cluster {
             .observe_restored(node, state.last_applied, state.digest)?;
         sim.state_machine = state;
         self.coverage.snapshots_installed += 1;
+        let started = self.snapshot_started_at.remove(&node);
+        if started.is_some_and(|started| self.step_count - started > self.long_transfer_steps) {
+            self.coverage.long_snapshot_installs += 1;
+        }
         // The waiting clients' entries are inside the snapshot or overwritten; this node can no
         // longer tell which.
         self.history.abandon(node);

@@ -285,6 +285,7 @@ impl Schedule {
         if options.policy == Policy::Chaos {
             cluster.network.set_faults(rates.network);
         }
+        cluster.long_transfer_steps = steps_per_election_timeout;
         let mut clock_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0xc10c_c10c_c10c_c10c);
         let clock = SimClock::new(options.workload.clocks, &ids, &mut clock_rng);
         Schedule {

@@ -152,6 +152,7 @@ impl Suite {
             },
             "snapshot" => CoverageGate {
                 snapshots_installed: 800,
+                long_snapshot_installs: 300,
                 ..base
             },
             "reads" => CoverageGate {

@@ -303,3 +303,92 @@ fn snapshot_within_commit_fires_on_a_snapshot_past_the_commit_index() {
     );
     let _ = Bytes::new();
 }
+
+#[test]
+fn applied_monotonic_fires_on_a_snapshot_that_would_roll_the_state_machine_back() {
+    SafetyChecker::check_applied_moves_forward(id(1), LogIndex::new(5), LogIndex::new(6)).unwrap();
+    assert_eq!(
+        fired(SafetyChecker::check_applied_moves_forward(
+            id(1),
+            LogIndex::new(5),
+            LogIndex::new(5)
+        )),
+        Invariant::AppliedMonotonic
+    );
+    assert_eq!(
+        fired(SafetyChecker::check_applied_moves_forward(
+            id(1),
+            LogIndex::new(5),
+            LogIndex::new(3)
+        )),
+        Invariant::AppliedMonotonic
+    );
+}
+
+#[test]
+fn write_durability_fires_when_an_acknowledged_write_is_not_what_was_applied() {
+    let mut checker = SafetyChecker::new();
+    checker
+        .observe_applied(id(1), LogIndex::new(3), Some(30), 7)
+        .unwrap();
+    checker
+        .check_acknowledged_write(30, LogIndex::new(3))
+        .unwrap();
+    assert_eq!(
+        fired(checker.check_acknowledged_write(31, LogIndex::new(3))),
+        Invariant::WriteDurability
+    );
+    assert_eq!(
+        fired(checker.check_acknowledged_write(40, LogIndex::new(4))),
+        Invariant::WriteDurability,
+        "acknowledged but never applied anywhere"
+    );
+}
+
+/// A healthy three-node run, and a history in which some client is never answered.
+fn run_with_an_unanswerable_request(
+    orphan: impl FnOnce(&mut crate::Cluster),
+) -> Result<crate::liveness::LivenessReport, crate::SimError> {
+    let options = crate::RunOptions::new(3, 3, 2_000, crate::Policy::Happy);
+    let mut cluster = crate::run::build(&options);
+    let mut schedule = crate::Schedule::new(&options, &mut cluster);
+    while cluster.step_count < options.steps {
+        schedule.step(&mut cluster).unwrap();
+    }
+    orphan(&mut cluster);
+    crate::liveness::heal_and_check(&mut cluster, &mut schedule)
+}
+
+#[test]
+fn liveness_passes_a_healthy_cluster_and_fires_on_an_unanswered_write_or_read() {
+    run_with_an_unanswerable_request(|_| {}).unwrap();
+    let failure = run_with_an_unanswerable_request(|cluster| {
+        // A write a follower claims to have appended, far past any log: nothing answers it.
+        let follower = cluster
+            .ids()
+            .into_iter()
+            .find(|node| Some(*node) != cluster.leader())
+            .unwrap();
+        cluster.history.proposed(
+            follower,
+            u64::MAX,
+            &[],
+            Some((LogIndex::new(1_000_000), Term::new(1))),
+        );
+    })
+    .unwrap_err();
+    assert_eq!(failure.violation.invariant, Invariant::Liveness);
+    assert!(failure.violation.detail.contains("unanswered"), "{failure}");
+    let failure = run_with_an_unanswerable_request(|cluster| {
+        cluster.history.read_sent(
+            id(1),
+            u64::MAX,
+            crate::history::PendingRead {
+                required: LogIndex::ZERO,
+                sent_at_step: 0,
+            },
+        );
+    })
+    .unwrap_err();
+    assert_eq!(failure.violation.invariant, Invariant::Liveness);
+}
