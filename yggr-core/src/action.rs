@@ -36,8 +36,18 @@ pub enum Action<C> {
     /// stored log must end up holding exactly them from `entries[0].index` on: any stored entry
     /// at or past that index is discarded first (a follower overwriting a conflicting suffix).
     PersistLogEntries(Vec<LogEntry<C>>),
-    /// Durably store a snapshot, then discard stored log entries it covers. Entries past
-    /// `last_included_index` that the engine keeps are left in place.
+    /// Durably store a snapshot and trim the stored log to match it, before anything that
+    /// follows:
+    /// - stored entries at or below `last_included_index` are discarded (the snapshot covers
+    ///   them);
+    /// - if the stored log holds the entry at `last_included_index` with term
+    ///   `last_included_term`, every stored entry after it is kept: the log continues the
+    ///   snapshot;
+    /// - otherwise the whole stored log is discarded: it diverges from the snapshot, and the
+    ///   leader will send what follows.
+    ///
+    /// Replace the previous snapshot atomically: a crash must leave either the old snapshot
+    /// with the old log or the new snapshot with the trimmed log.
     PersistSnapshot {
         /// The last index the snapshot covers.
         last_included_index: LogIndex,

@@ -211,9 +211,19 @@ impl<C: Clone> Engine<C> {
     }
 
     /// Hydrates the engine from durable state after a restart: term, vote, snapshot metadata
-    /// and the log after the snapshot. Call it before feeding any event. The host restores its
-    /// state machine from the same snapshot; entries after it are applied again once the
-    /// engine learns they are committed.
+    /// and the log after the snapshot. Call it before feeding any event.
+    ///
+    /// What the host must do around it:
+    /// - build the engine with the same configuration it started with: the founding members
+    ///   for a founding node, [`Membership::empty`] for a node that joined later. The
+    ///   configuration in force after recovery is the newest one in the recovered log, else
+    ///   the snapshot's, else that founding one; so without a snapshot the founding members
+    ///   are needed to know the configuration below the log;
+    /// - restore its state machine from the same snapshot (or start it empty without one);
+    /// - expect entries after the snapshot to be applied again: the commit index is not
+    ///   stored, so the engine starts with the snapshot's index as both commit and applied
+    ///   index, and hands out `Apply` for the rest once it learns they are committed. A state
+    ///   machine that persisted its own progress skips entries it has already applied.
     ///
     /// # Errors
     /// [`RecoveryError`] when the stored state is inconsistent (a gap in the log, a term that

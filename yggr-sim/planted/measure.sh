@@ -3,41 +3,46 @@
 #
 #   yggr-sim/planted/measure.sh [RUNS] [PATCH...]
 #
-# For each patch (default: every *.patch here): apply it to yggr-core, build the suite runner
-# in release, run the CI budget RUNS times (default 10) with base seeds 1..RUNS, two at a
-# time, and revert. A run catches the bug when any suite fails (an invariant, the liveness
-# phase, a coverage gate, or an engine assertion). Prints one line per patch:
+# For each patch (default: every *.patch here): apply it to yggr-core in a scratch worktree
+# of HEAD, build the suite runner in release, run the CI budget RUNS times (default 10) with
+# base seeds 1..RUNS, two at a time, and drop the patch again. A run catches the bug when any
+# suite fails (an invariant, the liveness phase, a coverage gate, or an engine assertion).
+# Prints one line per patch:
 #
-#   NN-name  caught C/RUNS  median-seconds-to-catch  slowest-seconds
+#   NN-name  caught C/RUNS  median S s  slowest S s   (seconds until the failing suite stopped)
 #
-# Needs a clean yggr-core (it refuses to run over local changes) and restores it on exit.
+# The worktree keeps the checkout you work in untouched; it shares the target directory's
+# dependencies through CARGO_TARGET_DIR (default: target/planted).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+top=$(pwd)
 
 runs=${1:-10}
 shift || true
-patches=("$@")
+patches=()
+for patch in "$@"; do
+  patches+=("$(realpath "$patch")")
+done
 if [ ${#patches[@]} -eq 0 ]; then
-  patches=(yggr-sim/planted/*.patch)
+  patches=("$top"/yggr-sim/planted/*.patch)
 fi
-
-if ! git diff --quiet -- yggr-core; then
-  echo "yggr-core has local changes; commit or stash them first" >&2
-  exit 2
-fi
-trap 'git checkout -- yggr-core' EXIT
 
 work=$(mktemp -d)
+tree="$work/tree"
+git worktree add --detach -q "$tree" HEAD
+trap 'git worktree remove --force "$tree"; rm -rf "$work"' EXIT
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target/planted}
+
 for patch in "${patches[@]}"; do
   name=$(basename "$patch" .patch)
-  git apply "$patch"
-  if ! cargo build --release -q -p yggr-sim --example suite 2>"$work/build.log"; then
-    echo "$name  does not build"; cat "$work/build.log"; git checkout -- yggr-core; continue
+  git -C "$tree" checkout -q -- yggr-core
+  git -C "$tree" apply "$patch"
+  if ! (cd "$tree" && cargo build --release -q -p yggr-sim --example suite) 2>"$work/build.log"; then
+    echo "$name  does not build"
+    cat "$work/build.log"
+    continue
   fi
-  cp target/release/examples/suite "$work/suite"
-  git checkout -- yggr-core
-  caught=0
-  times=()
+  cp "$CARGO_TARGET_DIR/release/examples/suite" "$work/suite"
   for ((seed = 1; seed <= runs; seed += 2)); do
     pids=()
     for offset in 0 1; do
@@ -55,6 +60,8 @@ for patch in "${patches[@]}"; do
     done
     wait "${pids[@]}"
   done
+  caught=0
+  times=()
   for ((base = 1; base <= runs; base++)); do
     read -r verdict seconds <"$work/result-$base" || true
     if [ "$verdict" = caught ]; then
@@ -66,12 +73,14 @@ for patch in "${patches[@]}"; do
     sorted=$(printf '%s\n' "${times[@]}" | sort -n)
     median=$(echo "$sorted" | sed -n "$(((${#times[@]} + 1) / 2))p")
     slowest=$(echo "$sorted" | tail -1)
-    printf '%-50s caught %2d/%d  median %6.1f s  slowest %6.1f s\n' "$name" "$caught" "$runs" "$median" "$slowest"
+    printf '%-50s caught %2d/%d  median %6.1f s  slowest %6.1f s\n' \
+      "$name" "$caught" "$runs" "$median" "$slowest"
   else
     printf '%-50s caught %2d/%d\n' "$name" "$caught" "$runs"
   fi
   first_failure=$(grep -h -m1 "FAILED\|panicked" "$work"/run-*.log 2>/dev/null | head -1 || true)
-  [ -n "$first_failure" ] && echo "    e.g. ${first_failure:0:220}"
+  if [ -n "$first_failure" ]; then
+    echo "    e.g. ${first_failure:0:240}"
+  fi
   rm -f "$work"/result-* "$work"/run-*.log
 done
-rm -rf "$work"
