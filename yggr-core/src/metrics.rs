@@ -29,7 +29,8 @@ pub struct EngineMetrics {
     pub append_entries_rejected: u64,
     /// Entries appended to the local log (proposals as leader, replication as follower).
     pub entries_appended: u64,
-    /// Entries that became committed on this node.
+    /// Entries that became committed on this node, whether it learned so from a leader's
+    /// commit index or by installing a snapshot that covers them.
     pub entries_committed: u64,
     /// Entries handed to the host to apply.
     pub entries_applied: u64,

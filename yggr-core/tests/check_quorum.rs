@@ -59,3 +59,27 @@ fn follower_receiving_a_snapshot_slower_than_an_election_timeout_keeps_the_leade
     assert_eq!(net.engine(1).current_term(), term);
     assert_eq!(net.engine(2).metrics().snapshots_installed, 1);
 }
+
+/// CheckQuorum steps down exactly when a minimum election timeout has passed since the last
+/// round a majority acknowledged was sent: not a tick earlier, not a tick later.
+#[test]
+fn leader_steps_down_exactly_one_minimum_timeout_after_its_last_acknowledged_round() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    // Past the first timeout of the reign, during which the leader is always active.
+    for _ in 0..4 {
+        net.heartbeat(1);
+    }
+    // The last heartbeat round was sent on the last tick and acknowledged by both followers.
+    net.isolate(1);
+    let min_timeout = net.engine(1).config().election_timeout_min_ticks;
+    for tick in 1..=min_timeout {
+        net.step(1, Event::Tick);
+        let expected = if tick < min_timeout {
+            Role::Leader
+        } else {
+            Role::Follower
+        };
+        assert_eq!(net.engine(1).role(), expected, "after {tick} ticks");
+    }
+}

@@ -325,6 +325,8 @@ impl<C: Clone> Engine<C> {
             bytes,
         } = snapshot.clone();
         self.compact(index, term, membership.clone());
+        // Everything the snapshot covers is committed, and now known to be here.
+        self.metrics.entries_committed += index.distance_from(self.commit_index.min(index));
         self.commit_index = self.commit_index.max(index);
         self.last_applied = index;
         self.snapshot = Some(snapshot);
