@@ -100,7 +100,6 @@ fn expected(net: &Net, record: &Record, node: NodeId) -> EngineMetrics {
             .map(|message| message.term.get())
             .collect()
     };
-    let engine = net.engine(node.get());
     let mut metrics = EngineMetrics::default();
     metrics.elections_started = terms_of(&|rpc| matches!(rpc, Rpc::RequestVote(_))).len() as u64;
     metrics.pre_votes_granted =
