@@ -71,7 +71,8 @@ pub enum Action<C> {
     /// entries are included so that every index is accounted for; hosts skip what they do not
     /// need.
     Apply(Vec<LogEntry<C>>),
-    /// Replace the state machine's state with this snapshot.
+    /// Replace the state machine's state with this snapshot. The `PersistSnapshot` emitted
+    /// just before it, in the same step, names the index and term it reflects.
     ApplySnapshot {
         /// The opaque bytes produced by the leader's state machine.
         bytes: Bytes,

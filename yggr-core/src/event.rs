@@ -30,9 +30,12 @@ pub enum Event<C> {
         /// The host's handle for this read, echoed back.
         id: u64,
     },
-    /// The host captured the state machine through `last_included_index` (§7).
+    /// The host captured the state machine through `last_included_index` (§7). The engine
+    /// compacts its log and answers with `PersistSnapshot`; it ignores (and logs) a snapshot
+    /// that is not past its current one, or that is past its applied index (the host may only
+    /// snapshot what it has applied), and then emits nothing.
     SnapshotTaken {
-        /// The last applied index the snapshot reflects; must not exceed the commit index.
+        /// The last applied index the snapshot reflects; must not exceed the applied index.
         last_included_index: LogIndex,
         /// The state machine's serialized state, opaque to the engine.
         bytes: Bytes,

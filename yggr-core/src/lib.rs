@@ -51,6 +51,8 @@ mod types;
 pub mod wire;
 
 pub use action::{Action, ConfigChangeRejection, ReadFailure};
+/// The byte buffer snapshots and wire messages are carried in, re-exported for hosts.
+pub use bytes::Bytes;
 pub use config::{ConfigError, EngineConfig};
 pub use engine::Engine;
 pub use entry::{EntryPayload, LogEntry};

@@ -36,6 +36,9 @@ pub(crate) struct Progress {
     intervals_without_progress: u8,
     /// The highest heartbeat round this follower has acknowledged in the current term.
     pub(crate) acked_round: u64,
+    /// The round current when this follower was first tracked in this reign: check-quorum
+    /// treats a member that just joined as heard from then. Never an acknowledgement.
+    pub(crate) joined_round: u64,
     /// In `Snapshot`: which snapshot is being sent, and the offset the follower expects next.
     pub(crate) snapshot_index: LogIndex,
     pub(crate) snapshot_offset: u64,
@@ -56,9 +59,9 @@ pub(crate) struct Rejection {
 }
 
 impl Progress {
-    /// Fresh progress for a new leader whose log ends at `last_index` (§5.3: nextIndex starts
-    /// just past the leader's log).
-    pub(crate) fn new(last_index: LogIndex) -> Progress {
+    /// Fresh progress for a follower first tracked in round `round`, by a leader whose log ends
+    /// at `last_index` (§5.3: nextIndex starts just past the leader's log).
+    pub(crate) fn new(last_index: LogIndex, round: u64) -> Progress {
         Progress {
             match_index: LogIndex::ZERO,
             next_index: last_index.next(),
@@ -67,6 +70,7 @@ impl Progress {
             inflight: VecDeque::new(),
             intervals_without_progress: 0,
             acked_round: 0,
+            joined_round: round,
             snapshot_index: LogIndex::ZERO,
             snapshot_offset: 0,
             snapshot_advanced: false,
@@ -214,7 +218,7 @@ mod tests {
     }
 
     fn replicating_at(match_index: u64) -> Progress {
-        let mut progress = Progress::new(idx(match_index));
+        let mut progress = Progress::new(idx(match_index), 0);
         assert!(progress.on_accepted(idx(match_index)) || match_index == 0);
         progress.on_accepted(idx(match_index));
         assert_eq!(progress.state, ReplicationState::Replicate);
@@ -223,7 +227,7 @@ mod tests {
 
     #[test]
     fn probe_allows_one_message_until_answered() {
-        let mut progress = Progress::new(idx(5));
+        let mut progress = Progress::new(idx(5), 0);
         assert!(progress.can_send(8));
         progress.on_sent(Some(idx(5)));
         assert!(!progress.can_send(8));
@@ -262,7 +266,7 @@ mod tests {
 
     #[test]
     fn stale_acknowledgement_does_not_release_another_probe() {
-        let mut progress = Progress::new(idx(10));
+        let mut progress = Progress::new(idx(10), 0);
         progress.on_accepted(idx(4));
         assert_eq!(progress.state, ReplicationState::Probe);
         progress.on_sent(None);
@@ -308,7 +312,7 @@ mod tests {
 
     #[test]
     fn conflict_term_known_to_leader_skips_to_its_last_entry() {
-        let mut progress = Progress::new(idx(10));
+        let mut progress = Progress::new(idx(10), 0);
         progress.on_sent(None);
         let rejection = Rejection {
             prev_log_index: idx(10),
@@ -323,7 +327,7 @@ mod tests {
 
     #[test]
     fn conflict_term_unknown_to_leader_skips_the_whole_term() {
-        let mut progress = Progress::new(idx(10));
+        let mut progress = Progress::new(idx(10), 0);
         progress.on_sent(None);
         let rejection = Rejection {
             prev_log_index: idx(10),
@@ -336,7 +340,7 @@ mod tests {
 
     #[test]
     fn rejection_beyond_the_leaders_log_never_moves_next_past_its_end() {
-        let mut progress = Progress::new(idx(5));
+        let mut progress = Progress::new(idx(5), 0);
         progress.on_sent(None);
         let rejection = Rejection {
             prev_log_index: idx(40),

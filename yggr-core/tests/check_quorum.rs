@@ -83,3 +83,46 @@ fn leader_steps_down_exactly_one_minimum_timeout_after_its_last_acknowledged_rou
         assert_eq!(net.engine(1).role(), expected, "after {tick} ticks");
     }
 }
+
+/// Rule (liveness): check-quorum steps a leader down only after a whole election timeout
+/// without a majority's acknowledgement. A voter added by a configuration change starts with
+/// `acked_round` 0, as if it had been silent since the leader's election: a long-running
+/// single-node leader that adds a second voter (the usual way to grow a cluster from one node)
+/// steps down on its very next tick unless the new node's first answer already arrived.
+/// (etcd marks a newly added peer as recently active for exactly this reason.)
+#[test]
+fn a_voter_added_mid_reign_has_a_timeout_to_answer_before_check_quorum_counts_it() {
+    use yggr_core::{ConfigChange, Engine, Membership, RandomEnv};
+    let mut net = Net::new(1);
+    let joiner = Engine::with_config(
+        id(2),
+        Membership::empty(),
+        RandomEnv::seeded(2),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    net.engines.insert(id(2), joiner);
+    net.campaign(1);
+    assert_eq!(net.engine(1).role(), Role::Leader);
+    // The leader has run alone for a while: past the check-quorum grace of its reign.
+    for _ in 0..3 * net.engine(1).config().election_timeout_max_ticks {
+        net.step(1, Event::Tick);
+    }
+    net.deliver_all();
+    assert_eq!(net.engine(1).role(), Role::Leader);
+
+    let actions = net.step(1, Event::ProposeConfigChange(ConfigChange::AddPeer(id(2))));
+    assert!(
+        !actions
+            .iter()
+            .any(|action| matches!(action, yggr_core::Action::ConfigChangeRejected { .. })),
+        "the change is accepted"
+    );
+    // The next tick comes before node 2's first answer does.
+    net.step(1, Event::Tick);
+    assert_eq!(
+        net.engine(1).role(),
+        Role::Leader,
+        "the leader stepped down one tick after adding a voter that had no chance to answer"
+    );
+}

@@ -650,3 +650,76 @@ fn refusing_a_candidate_with_a_newer_term_does_not_restart_the_election_timer() 
     }
     assert_eq!(node.role(), Role::Candidate);
 }
+
+/// Found by an outside review. Rule: a vote granted in term T counts for the candidate in term T (the same class of bug
+/// as the stale-term AppendEntries refusal fixed with `AppendOutcome::StaleTerm`). Candidate
+/// 1's term-1 RequestVote to node 2 is delayed; node 1 campaigns again in term 2 and node 2
+/// grants that vote. Then the delayed term-1 request reaches node 2, which refuses it with a
+/// `RequestVoteResponse { granted: false }` stamped with its *current* term 2. Node 1 takes
+/// that for node 2's answer in term 2 and overwrites the grant: with node 3's grant it holds
+/// three of five votes (1, 2, 3) but counts two and does not become leader.
+#[test]
+fn a_grant_stands_against_a_refusal_of_an_older_request_in_the_same_term() {
+    let config = EngineConfig {
+        pre_vote: false,
+        ..EngineConfig::default()
+    };
+    let voters = [1, 2, 3, 4, 5];
+    let mut candidate = engine_with(1, &voters, config.clone());
+    let mut voter = engine_with(2, &voters, config);
+
+    let first = tick_until_role_changes(&mut candidate, 100);
+    assert_eq!(candidate.role(), Role::Candidate);
+    assert_eq!(candidate.current_term(), term(1));
+    let delayed_request = sends(&first)
+        .into_iter()
+        .find(|(to, _)| *to == id(2))
+        .map(|(_, message)| message)
+        .expect("a term-1 vote request to node 2");
+
+    // Split vote: node 1 times out again and campaigns in term 2.
+    let mut second = Vec::new();
+    for _ in 0..100 {
+        second.extend(candidate.step(Event::Tick));
+        if candidate.current_term() == term(2) {
+            break;
+        }
+    }
+    assert_eq!(candidate.current_term(), term(2));
+    let current_request = sends(&second)
+        .into_iter()
+        .find(|(to, _)| *to == id(2))
+        .map(|(_, message)| message)
+        .expect("a term-2 vote request to node 2");
+
+    let grant = sends(&voter.step(Event::Incoming(current_request)));
+    assert_eq!(
+        voter.voted_for(),
+        Some(id(1)),
+        "node 2 votes for node 1 in term 2"
+    );
+    let stale_refusal = sends(&voter.step(Event::Incoming(delayed_request)));
+    assert_eq!(stale_refusal.len(), 1);
+    assert_eq!(
+        stale_refusal[0].1.term,
+        term(2),
+        "the refusal carries term 2"
+    );
+    assert_eq!(
+        stale_refusal[0].1.rpc,
+        Rpc::RequestVoteResponse(VoteResponse { granted: false })
+    );
+
+    candidate.step(Event::Incoming(grant[0].1.clone()));
+    candidate.step(Event::Incoming(stale_refusal[0].1.clone()));
+    candidate.step(message(
+        3,
+        2,
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+    ));
+    assert_eq!(
+        candidate.role(),
+        Role::Leader,
+        "nodes 1, 2 and 3 all voted for node 1 in term 2, a majority of five"
+    );
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use yggr_core::Bytes;
 use yggr_core::{Action, ConfigChange, EngineConfig, Event, ReadFailure, Role, Rpc, VoteRequest};
 
 fn read_outcome(actions: &[Action<u64>], read: u64) -> Option<Result<(), ReadFailure>> {
@@ -334,4 +335,71 @@ fn refusal_of_a_stale_term_request_acknowledges_no_round_of_the_new_reign() {
         assert_eq!(read_outcome(&actions, 4), None);
     }
     assert!(outcomes(&net, 1, 4).is_empty());
+}
+
+/// Found by an outside review. Rule: a snapshot is sent only to a follower that needs entries the leader compacted (the
+/// contract on `send_heartbeat_at`). A freshly elected leader does not yet know its followers'
+/// match points (`match_index` is 0 until they answer). A read arriving then starts a read
+/// round, whose heartbeats are anchored at `match_index` = 0; with a compacted log index 0
+/// has no term, so every follower is switched to a snapshot transfer although both hold the
+/// leader's whole log: appends to them stop until the transfer ends, and a follower whose
+/// commit index is below the snapshot's (node 3 here, once the chunk overtakes the probe)
+/// installs the snapshot and reloads its state machine from it.
+#[test]
+fn read_rounds_probe_followers_whose_match_point_is_unknown_instead_of_sending_snapshots() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    for command in 0..5 {
+        net.step(1, Event::ClientProposal(command));
+    }
+    net.deliver_all();
+    // Node 2 learns the commit index; node 3 holds every entry but not the commit.
+    net.cut.insert((id(1), id(3)));
+    net.heartbeat(1);
+    net.heal();
+    let applied = net.engine(2).last_applied();
+    assert_eq!(applied, net.engine(1).commit_index());
+    assert_eq!(
+        net.engine(3).last_log_index(),
+        net.engine(1).last_log_index()
+    );
+    net.step(
+        2,
+        Event::SnapshotTaken {
+            last_included_index: applied,
+            bytes: Bytes::from_static(b"state"),
+        },
+    );
+    // Leadership moves to node 2 (a transfer, so nobody's election timer matters).
+    net.step(1, Event::TransferLeadership { target: id(2) });
+    for _ in 0..3 {
+        net.deliver_hop();
+    }
+    assert_eq!(net.engine(2).role(), Role::Leader);
+
+    let actions = net.step(2, Event::ProposeRead { id: 7 });
+    let snapshot_targets: Vec<_> = sends(&actions)
+        .into_iter()
+        .filter(|(_, message)| matches!(message.rpc, Rpc::InstallSnapshot(_)))
+        .map(|(to, _)| to)
+        .collect();
+    // The network reorders: the chunks overtake the new leader's probes.
+    let (chunks, rest): (Vec<_>, Vec<_>) = net
+        .in_flight
+        .drain(..)
+        .partition(|(_, message)| matches!(message.rpc, Rpc::InstallSnapshot(_)));
+    net.in_flight.extend(chunks);
+    net.in_flight.extend(rest);
+    net.deliver_all();
+    let node_3_reloaded = net
+        .actions
+        .get(&id(3))
+        .into_iter()
+        .flatten()
+        .any(|action| matches!(action, Action::ApplySnapshot { .. }));
+    assert!(
+        snapshot_targets.is_empty() && !node_3_reloaded,
+        "a read at the new leader sent InstallSnapshot to {snapshot_targets:?}, whose logs \
+         are complete; node 3 replaced its state machine from it: {node_3_reloaded}"
+    );
 }

@@ -4,9 +4,10 @@
 mod common;
 
 use common::*;
+use yggr_core::Bytes;
 use yggr_core::{
     Action, AppendEntries, AppendEntriesResponse, AppendOutcome, EngineConfig, EntryPayload, Event,
-    Role, Rpc,
+    LogEntry, Role, Rpc,
 };
 
 fn append(prev: (u64, u64), entries: Vec<yggr_core::LogEntry<u64>>, commit: u64) -> Rpc<u64> {
@@ -459,5 +460,57 @@ fn leader_ignores_an_append_entries_from_a_rival_claiming_the_same_term() {
         net.engine(1).last_log_index(),
         last,
         "a leader never overwrites its own log"
+    );
+}
+
+/// Found by an outside review. Rule: the engine never panics on an untrusted message (`entries_are_well_formed` exists for
+/// exactly this). A follower holding only a snapshot (floor 2, term 3) gets an AppendEntries
+/// from the leader of its term whose `prev_log_index` lies below the floor. The entries at or
+/// below the floor are dropped unchecked, and the first one above it carries term 1, older
+/// than the snapshot's term 3: `RaftLog::append` asserts "terms never decrease" and the
+/// engine panics instead of refusing the message.
+#[test]
+fn append_below_the_snapshot_floor_whose_terms_run_backwards_is_refused_without_a_panic() {
+    let mut follower = engine(2, &[1, 2, 3]);
+    let noop = LogEntry {
+        term: term(3),
+        index: idx(1),
+        payload: EntryPayload::Noop,
+    };
+    follower.step(message(
+        1,
+        3,
+        Rpc::AppendEntries(AppendEntries {
+            prev_log_index: idx(0),
+            prev_log_term: term(0),
+            entries: vec![noop, entry(2, 3, 20)],
+            leader_commit: idx(2),
+            round: 0,
+        }),
+    ));
+    assert_eq!(follower.last_applied(), idx(2));
+    follower.step(Event::SnapshotTaken {
+        last_included_index: idx(2),
+        bytes: Bytes::from_static(b"state"),
+    });
+    assert_eq!(follower.snapshot_index(), idx(2));
+
+    // Well formed by the engine's own rules: contiguous from prev + 1, terms non-decreasing,
+    // none below prev_log_term, none above the sender's term.
+    let forged = message(
+        1,
+        3,
+        Rpc::AppendEntries(AppendEntries {
+            prev_log_index: idx(1),
+            prev_log_term: term(1),
+            entries: vec![entry(2, 1, 21), entry(3, 1, 22)],
+            leader_commit: idx(2),
+            round: 1,
+        }),
+    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| follower.step(forged)));
+    assert!(
+        outcome.is_ok(),
+        "the engine panicked on an untrusted AppendEntries instead of refusing it"
     );
 }

@@ -18,7 +18,7 @@ use yggr_sim::suite::{Suite, base_seed, budget};
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let keep_going = arguments.iter().any(|argument| argument == "--keep-going");
-    let mut names: Vec<&'static str> = Workload::PRESETS
+    let mut names: Vec<&str> = Workload::PRESETS
         .into_iter()
         .filter(|preset| arguments.iter().any(|argument| argument == preset))
         .collect();

@@ -25,6 +25,10 @@ pub enum Invariant {
     StateMachineSafety,
     /// Figure 2: nothing is sent that promises state not yet on disk.
     PersistBeforeSend,
+    /// Every prefix of the writes a node asks for leaves a disk it can recover from: no entry
+    /// or snapshot from a term newer than the stored term (a crash between two writes of one
+    /// step must not strand the node).
+    RecoverableDisk,
     /// §4.3: a leader has at most one uncommitted configuration change in its log.
     SingleInFlightConfigChange,
     /// §7: a snapshot never covers more than is committed.
@@ -32,6 +36,10 @@ pub enum Invariant {
     /// §8: a read served as ready observes every entry any node saw committed before the
     /// read was proposed.
     ReadLinearizability,
+    /// §9: a read served at once on the strength of a lease is never served by a leader while
+    /// a leader of a newer term exists: the lease exists to guarantee that none can have been
+    /// elected.
+    LeaseExclusivity,
     /// The host contract: entries are applied in order, without gaps, and durable state
     /// recovers cleanly.
     HostContract,
@@ -340,6 +348,20 @@ impl SafetyChecker {
                 }
                 Ok(())
             }
+            // A finished snapshot answer promises everything through its index: the leader
+            // counts it toward commits.
+            Rpc::InstallSnapshotResponse(response)
+                if response.done && disk.last_index() < response.last_included_index =>
+            {
+                violation(
+                    Invariant::PersistBeforeSend,
+                    format!(
+                        "node {from} acknowledged a snapshot through {} with {} on disk",
+                        response.last_included_index,
+                        disk.last_index()
+                    ),
+                )
+            }
             Rpc::AppendEntriesResponse(response) => {
                 if let yggr_core::AppendOutcome::Accepted { match_index } = response.outcome {
                     if match_index > disk.last_index() {
@@ -356,6 +378,31 @@ impl SafetyChecker {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Recoverable disk: after each write `node`'s disk holds no term newer than its stored
+    /// current term. Terms along a stored log never decrease, so the last entry and the
+    /// snapshot are the only ones to look at.
+    pub fn check_recoverable(node: NodeId, disk: &DurableState) -> Result<(), Violation> {
+        let newest = disk
+            .log
+            .last()
+            .map(|entry| entry.term)
+            .into_iter()
+            .chain(disk.snapshot.as_ref().map(|s| s.last_included_term))
+            .max();
+        if let Some(newest) = newest {
+            if newest > disk.current_term {
+                return violation(
+                    Invariant::RecoverableDisk,
+                    format!(
+                        "node {node} stored term {newest} on disk with current term {} stored",
+                        disk.current_term
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// At most one configuration entry above the commit index in a leader's log.
@@ -446,6 +493,20 @@ impl SafetyChecker {
             );
         }
         Ok(())
+    }
+
+    /// Lease exclusivity: `node`, leading `term`, served a read by its lease.
+    pub fn check_lease_read(&self, node: NodeId, term: Term) -> Result<(), Violation> {
+        match self.newest_leader_term() {
+            Some(newest) if newest > term => violation(
+                Invariant::LeaseExclusivity,
+                format!(
+                    "node {node}, leader of term {term}, served a read by its lease while node {} leads term {newest}",
+                    self.leader_of(newest).map_or(0, NodeId::get)
+                ),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The highest index known committed (applied) anywhere.

@@ -212,10 +212,10 @@ pub struct CoverageGate {
 }
 
 impl CoverageGate {
-    /// Every minimum multiplied by `factor`: a budget `factor` times larger must exercise
-    /// that much more.
-    pub fn scaled(&self, factor: u64) -> CoverageGate {
-        let scale = |minimum: u64| minimum.saturating_mul(factor);
+    /// Every minimum multiplied by `factor` (rounded down): a budget `factor` times larger
+    /// must exercise that much more.
+    pub fn scaled(&self, factor: f64) -> CoverageGate {
+        let scale = |minimum: u64| (minimum as f64 * factor).floor() as u64;
         CoverageGate {
             empty_runs_per_thousand: self.empty_runs_per_thousand,
             elections: scale(self.elections),

@@ -99,8 +99,9 @@ pub struct SimError {
     pub step: u64,
     /// The broken invariant.
     pub violation: Violation,
-    /// Everything that defines the run, when it came from [`run`](crate::run): pass it to
-    /// [`replay`](crate::replay) to watch it again. `None` for a hand-scripted cluster.
+    /// Everything that defines the run, when it came from [`run`](crate::run()): pass it to
+    /// [`replay`](crate::replay()) (`failure.options.as_deref()`) to watch it again. `None`
+    /// for a hand-scripted cluster.
     pub options: Option<Box<RunOptions>>,
     /// A shell command that replays the run with a step-by-step trace.
     pub replay: String,
@@ -112,7 +113,14 @@ impl std::fmt::Display for SimError {
             formatter,
             "{} (seed {}, step {})\nreplay: {}",
             self.violation, self.seed, self.step, self.replay
-        )
+        )?;
+        if self.options.is_some() {
+            write!(
+                formatter,
+                "\n(or, from any crate: yggr_sim::replay(error.options.as_deref().unwrap(), &mut |line| println!(\"{{line}}\")))"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -546,12 +554,23 @@ impl Cluster {
             }
         }
         let actions = engine.step(event);
-        if read.is_some_and(|read| {
+        let served_at_once = read.is_some_and(|read| {
             actions
                 .iter()
                 .any(|action| matches!(action, Action::ReadReady { id } if *id == read))
-        }) {
+        });
+        if served_at_once {
             self.coverage.reads_served_at_once += 1;
+            // Served without a round trip by a leader with others to ask: by its lease.
+            let by_lease = engine.config().lease_duration_ticks > 0
+                && engine
+                    .membership()
+                    .voters
+                    .iter()
+                    .any(|voter| *voter != node);
+            if by_lease {
+                self.checker.check_lease_read(node, engine.current_term())?;
+            }
         }
         self.trace.actions(self.step_count, node, &actions);
         for action in actions {
@@ -626,6 +645,7 @@ impl Cluster {
             _ => Vec::new(),
         };
         sim.disk.apply(write);
+        SafetyChecker::check_recoverable(sim.id, &sim.disk)?;
         for entry in &stored {
             let previous = sim.disk.term_at(entry.index.prev()).unwrap_or(Term::ZERO);
             checker.observe_stored(sim.id, entry, previous)?;

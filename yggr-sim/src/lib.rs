@@ -26,15 +26,26 @@
 //! - [`options`]: [`RunOptions`], [`Workload`] and their text form.
 //! - [`policy`]: how a seed becomes a schedule ([`Schedule`]).
 //! - [`liveness`]: the healing phase and what it requires.
-//! - [`run`](mod@run): [`run`] and [`replay`].
+//! - [`runner`]: [`run`] and [`replay`].
 //! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
 //! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
 //! The simulator drives whatever `yggr-core` the workspace builds, so change the engine and
 //! run `cargo nextest run -p yggr-sim` (the test profile is optimised). A failure prints the
-//! invariant, the seed, the step and a command that replays it with a full trace; from your
-//! own crate, pass [`SimError::options`] to [`replay`].
+//! invariant, the seed, the step and a command that replays it with a full trace. From your
+//! own crate, replay a failure from the options it carries:
+//!
+//! ```
+//! use yggr_sim::{Policy, RunOptions, replay, run};
+//!
+//! let options = RunOptions::new(11, 3, 1_000, Policy::Chaos);
+//! if let Err(failure) = run(&options) {
+//!     if let Some(options) = failure.options.as_deref() {
+//!         let _ = replay(options, &mut |line| println!("{line}"));
+//!     }
+//! }
+//! ```
 
 pub mod checker;
 pub mod coverage;
@@ -45,7 +56,7 @@ pub mod liveness;
 pub mod network;
 pub mod options;
 pub mod policy;
-pub mod run;
+pub mod runner;
 pub mod state_machine;
 pub mod suite;
 pub mod trace;
@@ -59,7 +70,7 @@ pub use harness::{Cluster, ClusterOptions, Command, SimError};
 pub use network::{Network, NetworkFaults};
 pub use options::{Clocks, Policy, RunOptions, Workload};
 pub use policy::{ChaosRates, Schedule};
-pub use run::{RunReport, replay, run};
+pub use runner::{RunReport, replay, run};
 pub use state_machine::TrackedStateMachine;
 pub use suite::{Suite, SuiteFailure, SuiteReport};
 pub use yggr_core;

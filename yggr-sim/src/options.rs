@@ -125,7 +125,7 @@ impl Default for Workload {
             clocks: Clocks::Independent,
             isolate_leader: true,
             long_delays: true,
-            vary_engine: true,
+            vary_engine: false,
             engine: EngineConfig::default(),
         }
     }
@@ -151,9 +151,13 @@ impl Workload {
     /// - `reads`: ReadIndex reads with bursts, and leadership transfers;
     /// - `lease`: the same with a leader lease, clocks drifting within the lease's bound;
     /// - `transfer`: transfers together with membership changes.
+    ///
+    /// Presets vary engine settings per seed ([`Workload::vary_engine`]); a workload built from
+    /// [`Workload::default`] does not.
     pub fn preset(name: &str) -> Option<Workload> {
         let base = Workload {
             name: name.to_string(),
+            vary_engine: true,
             ..Workload::default()
         };
         let workload = match name {
@@ -273,11 +277,43 @@ impl RunOptions {
             steps,
             policy,
             liveness: true,
-            workload: Workload {
-                vary_engine: false,
-                ..Workload::default()
-            },
+            workload: Workload::default(),
         }
+    }
+
+    /// Checks what a run needs: at least one node, valid engine settings, a snapshot of at
+    /// least 16 bytes, and a lease only with drifting clocks bounded for it.
+    ///
+    /// # Errors
+    /// [`ParseOptionsError`] naming the first problem.
+    pub fn validate(&self) -> Result<(), ParseOptionsError> {
+        let w = &self.workload;
+        if self.nodes == 0 {
+            return Err(ParseOptionsError("nodes must be at least 1".to_string()));
+        }
+        w.engine
+            .validate()
+            .map_err(|error| ParseOptionsError(format!("engine settings: {error}")))?;
+        if w.snapshot_bytes < crate::state_machine::SNAPSHOT_HEADER_BYTES {
+            return Err(ParseOptionsError(
+                "snapshot_bytes must be at least 16".to_string(),
+            ));
+        }
+        let lease = w.engine.lease_duration_ticks;
+        if lease > 0 {
+            let safe = Clocks::lease_safe_drift(lease, w.engine.election_timeout_min_ticks);
+            let bounded = matches!(
+                w.clocks,
+                Clocks::Drifting { max_drift_per_mille } if max_drift_per_mille <= safe
+            );
+            if !bounded {
+                return Err(ParseOptionsError(format!(
+                    "a lease of {lease} ticks needs clocks=drifting:{safe} or less: a lease is only \
+                     safe when clock rates are bounded"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The options a suite runs for `seed`: `workload` with its engine settings varied by
@@ -347,7 +383,7 @@ impl fmt::Display for RunOptions {
     }
 }
 
-/// Why a text form of [`RunOptions`] was refused.
+/// Why [`RunOptions`] (or their text form) were refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseOptionsError(String);
 
@@ -424,14 +460,7 @@ impl FromStr for RunOptions {
                 _ => return Err(ParseOptionsError(format!("{key}: unknown option"))),
             }
         }
-        w.engine
-            .validate()
-            .map_err(|error| ParseOptionsError(format!("engine settings: {error}")))?;
-        if w.snapshot_bytes < 16 {
-            return Err(ParseOptionsError(
-                "snapshot_bytes must be at least 16".to_string(),
-            ));
-        }
+        options.validate()?;
         Ok(options)
     }
 }

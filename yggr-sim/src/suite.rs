@@ -4,7 +4,8 @@
 //! `YGGR_SIM_SEED_BASE` when set and drawn from the operating system otherwise, so every CI
 //! run explores new schedules. A failure names its own seed and full options, so it replays
 //! whatever the base was. `YGGR_SIM_BUDGET` multiplies the number of runs (and the coverage
-//! the gate demands): `1` is the CI budget, `100` a nightly one.
+//! the gate demands): `1` is the CI budget, `100` a nightly one, `0.1` a quick look (mutation
+//! testing uses it).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,13 +14,13 @@ use crate::coverage::{Coverage, CoverageGate};
 use crate::harness::SimError;
 use crate::options::{Policy, RunOptions, Workload};
 use crate::policy::steps_per_election_timeout;
-use crate::run::run;
+use crate::runner::run;
 
 /// Many runs of one workload.
 #[derive(Clone, Debug)]
 pub struct Suite {
     /// The suite's name, for reports.
-    pub name: &'static str,
+    pub name: String,
     /// What every run does; engine settings are varied per seed when it says so.
     pub workload: Workload,
     /// Cluster sizes, used in turn.
@@ -37,7 +38,7 @@ pub struct Suite {
 #[derive(Clone, Debug)]
 pub struct SuiteReport {
     /// The suite's name.
-    pub name: &'static str,
+    pub name: String,
     /// The base seed the runs' seeds came from.
     pub base_seed: u64,
     /// The runs' coverage, summed.
@@ -67,7 +68,7 @@ pub enum SuiteFailure {
     /// Every run passed but together they exercised too little.
     Coverage {
         /// The suite's name.
-        name: &'static str,
+        name: String,
         /// The base seed.
         base_seed: u64,
         /// The counters below their minimum.
@@ -97,13 +98,13 @@ impl fmt::Display for SuiteFailure {
 
 impl std::error::Error for SuiteFailure {}
 
-/// The budget multiplier from `YGGR_SIM_BUDGET` (default 1).
-pub fn budget() -> u64 {
+/// The budget multiplier from `YGGR_SIM_BUDGET` (default 1; fractions allowed).
+pub fn budget() -> f64 {
     std::env::var("YGGR_SIM_BUDGET")
         .ok()
         .and_then(|value| value.parse().ok())
-        .filter(|budget| *budget > 0)
-        .unwrap_or(1)
+        .filter(|budget: &f64| budget.is_finite() && *budget > 0.0)
+        .unwrap_or(1.0)
 }
 
 /// The base seed from `YGGR_SIM_SEED_BASE`, or a fresh one from the operating system.
@@ -125,7 +126,7 @@ impl Suite {
     /// The suites CI runs, by workload preset name (see [`Workload::preset`]): 600 runs each
     /// over 3, 5 and 7 nodes, 15 election timeouts of chaos each, engine settings varied per
     /// seed, and a gate on what they must exercise.
-    pub fn preset(name: &'static str) -> Option<Suite> {
+    pub fn preset(name: &str) -> Option<Suite> {
         let workload = Workload::preset(name)?;
         // Minimums at about half of what 600 runs of each suite were measured to exercise.
         let base = CoverageGate {
@@ -178,7 +179,7 @@ impl Suite {
             _ => base,
         };
         Some(Suite {
-            name,
+            name: name.to_string(),
             workload,
             nodes: vec![3, 5, 7],
             runs: 600,
@@ -197,15 +198,16 @@ impl Suite {
         options
     }
 
-    /// Runs every seed (`runs × budget` of them), stopping at the first failure, then holds
-    /// the summed coverage to the gate (scaled by the budget).
+    /// Runs every seed (`runs × budget` of them, at least one), stopping at the first failure,
+    /// then holds the summed coverage to the gate (scaled by the budget).
     ///
     /// # Errors
     /// [`SuiteFailure`]: the first failing run, or the coverage shortfall.
-    pub fn run(&self, base_seed: u64, budget: u64) -> Result<SuiteReport, SuiteFailure> {
+    pub fn run(&self, base_seed: u64, budget: f64) -> Result<SuiteReport, SuiteFailure> {
         let started = Instant::now();
         let mut coverage = Coverage::default();
-        for index in 0..self.runs * budget {
+        let runs = ((self.runs as f64 * budget).ceil() as u64).max(1);
+        for index in 0..runs {
             let options = self.options(base_seed, index);
             let report = run(&options).map_err(SuiteFailure::Run)?;
             coverage += report.coverage;
@@ -214,14 +216,14 @@ impl Suite {
         let shortfalls = gate.shortfalls(&coverage);
         if !shortfalls.is_empty() {
             return Err(SuiteFailure::Coverage {
-                name: self.name,
+                name: self.name.clone(),
                 base_seed,
                 shortfalls,
                 coverage: Box::new(coverage),
             });
         }
         Ok(SuiteReport {
-            name: self.name,
+            name: self.name.clone(),
             base_seed,
             coverage,
             elapsed: started.elapsed(),

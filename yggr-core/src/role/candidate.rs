@@ -123,6 +123,12 @@ impl<C: Clone> Engine<C> {
         if granted {
             self.voted_for = Some(candidate);
             self.hard_state_dirty = true;
+            if self.role == Role::PreCandidate {
+                // Having voted for another candidate in this term, campaigning against it in
+                // the next would only disrupt the election it is helping.
+                let term = self.current_term;
+                self.become_follower(term, None);
+            }
             // Granting a vote counts as hearing from a would-be leader (Figure 2, followers).
             self.reset_election_timer();
             self.metrics.votes_granted += 1;
@@ -182,7 +188,7 @@ impl<C: Clone> Engine<C> {
         if self.role != Role::Candidate || !self.membership().is_voter(voter) {
             return;
         }
-        self.votes.insert(voter, granted);
+        self.record_answer(voter, granted);
         if self.tally_won() {
             self.become_leader();
         } else if self.tally_lost() {
@@ -205,13 +211,22 @@ impl<C: Clone> Engine<C> {
         if term != expected {
             return;
         }
-        self.votes.insert(voter, granted);
+        self.record_answer(voter, granted);
         if self.tally_won() {
             self.become_candidate(false);
         } else if self.tally_lost() {
             let term = self.current_term;
             self.become_follower(term, None);
         }
+    }
+
+    /// Records `voter`'s answer in this campaign. A grant stands once received: a voter grants
+    /// one candidate per term, so a later refusal from the same voter in the same term can
+    /// only be its answer to some older request (a delayed one from an earlier campaign,
+    /// refused with the voter's current term).
+    fn record_answer(&mut self, voter: NodeId, granted: bool) {
+        let answer = self.votes.entry(voter).or_insert(granted);
+        *answer |= granted;
     }
 
     fn tally_won(&self) -> bool {

@@ -53,6 +53,25 @@ impl<C: Clone> Engine<C> {
         let floor = self.log.snapshot_index();
         if prev_log_index < floor {
             entries.retain(|entry| entry.index > floor);
+            // What follows the floor must follow the snapshot's term: terms never decrease
+            // along a log. Only a corrupt or forged message can say otherwise.
+            let floor_term = self.log.term_at(floor);
+            if entries
+                .first()
+                .is_some_and(|first| Some(first.term) < floor_term)
+            {
+                warn!(
+                    target: "yggr::engine",
+                    node_id = self.id.get(),
+                    term = self.current_term.get(),
+                    "refused entries whose terms run backwards past the snapshot"
+                );
+                return AppendOutcome::Rejected {
+                    prev_log_index,
+                    conflict_term: None,
+                    conflict_index: floor.next(),
+                };
+            }
         } else {
             // Rule 2: reply false if the log holds no entry at prev_log_index whose term
             // matches prev_log_term.

@@ -57,6 +57,7 @@ impl<C: Clone> Engine<C> {
     pub(crate) fn sync_progress(&mut self) {
         let own = self.id;
         let last = self.log.last_index();
+        let round = self.heartbeat_round;
         let members: Vec<NodeId> = self
             .membership()
             .members()
@@ -66,7 +67,7 @@ impl<C: Clone> Engine<C> {
         for member in members {
             self.progress
                 .entry(member)
-                .or_insert_with(|| Progress::new(last));
+                .or_insert_with(|| Progress::new(last, round));
         }
     }
 
@@ -105,16 +106,10 @@ impl<C: Clone> Engine<C> {
             };
             progress.on_heartbeat();
             let state = progress.state;
-            let match_index = progress.match_index;
             let snapshot_stalled = !std::mem::take(&mut progress.snapshot_advanced);
             match state {
-                ReplicationState::Probe => {
-                    self.send_append(peer, true);
-                }
-                ReplicationState::Replicate => {
-                    // A bare heartbeat anchored at the match point: the follower is known to
-                    // hold it, so it cannot be rejected, and it never disturbs the pipeline.
-                    self.send_heartbeat_at(peer, match_index);
+                ReplicationState::Probe | ReplicationState::Replicate => {
+                    self.send_round_to(peer);
                     self.send_appends(peer);
                 }
                 // A chunk or its answer was lost: resend it. A transfer that is moving along
@@ -122,6 +117,26 @@ impl<C: Clone> Engine<C> {
                 ReplicationState::Snapshot if snapshot_stalled => self.send_snapshot_chunk(peer),
                 ReplicationState::Snapshot => {}
             }
+        }
+    }
+
+    /// Sends `peer`, which is not receiving a snapshot, an AppendEntries carrying the current
+    /// round. While its match point is unknown that is a probe at its next index (doubling as
+    /// a heartbeat); while replicating, a bare heartbeat anchored at the match point, which the
+    /// follower is known to hold, so it cannot be rejected and never disturbs the pipeline.
+    pub(crate) fn send_round_to(&mut self, peer: NodeId) {
+        let Some(progress) = self.progress.get(&peer) else {
+            return;
+        };
+        match progress.state {
+            ReplicationState::Probe => {
+                self.send_append(peer, true);
+            }
+            ReplicationState::Replicate => {
+                let match_index = progress.match_index;
+                self.send_heartbeat_at(peer, match_index);
+            }
+            ReplicationState::Snapshot => {}
         }
     }
 
@@ -363,11 +378,17 @@ impl<C: Clone> Engine<C> {
     /// minimum election timeout. Always true during the first timeout of a reign. A leader
     /// that is the only voter acknowledges its own rounds; one that removed itself counts
     /// only the others.
+    ///
+    /// A voter added during this reign counts as heard from as of the round current when it
+    /// joined, so it has a timeout to answer before its silence can depose the leader. That
+    /// grace serves check-quorum only: reads and the lease count real acknowledgements alone.
     fn quorum_is_active(&self) -> bool {
         let window = self.config.election_timeout_min_ticks;
+        let active_round =
+            self.majority_round(|progress| progress.acked_round.max(progress.joined_round));
         self.leader_ticks < window
             || self
                 .round_clock
-                .sent_within(self.majority_acked_round(), self.leader_ticks, window)
+                .sent_within(active_round, self.leader_ticks, window)
     }
 }

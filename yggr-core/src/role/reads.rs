@@ -13,7 +13,7 @@
 
 use crate::action::{Action, ReadFailure};
 use crate::engine::Engine;
-use crate::progress::ReplicationState;
+use crate::progress::{Progress, ReplicationState};
 use crate::quorum::majority_value;
 use crate::types::{LogIndex, NodeId, Role};
 
@@ -91,16 +91,16 @@ impl<C: Clone> Engine<C> {
     /// Sends the current round to every voter that is not receiving a snapshot (a snapshot
     /// chunk carries the round of its own send, and its answer acknowledges it).
     fn send_round_heartbeats(&mut self) {
-        let voters: Vec<(NodeId, LogIndex)> = self
+        let voters: Vec<NodeId> = self
             .progress
             .iter()
             .filter(|(peer, progress)| {
                 progress.state != ReplicationState::Snapshot && self.membership().is_voter(**peer)
             })
-            .map(|(peer, progress)| (*peer, progress.match_index))
+            .map(|(peer, _)| *peer)
             .collect();
-        for (peer, match_index) in voters {
-            self.send_heartbeat_at(peer, match_index);
+        for peer in voters {
+            self.send_round_to(peer);
         }
     }
 
@@ -108,6 +108,12 @@ impl<C: Clone> Engine<C> {
     /// latest round only while it is a voter itself: a leader that removed itself needs a
     /// majority of the others.
     pub(crate) fn majority_acked_round(&self) -> u64 {
+        self.majority_round(|progress| progress.acked_round)
+    }
+
+    /// The highest round a majority of voters is vouched for by `round_of` (this leader, while
+    /// a voter, by its latest round).
+    pub(crate) fn majority_round(&self, round_of: impl Fn(&Progress) -> u64) -> u64 {
         let own = self.id;
         let mut rounds: Vec<u64> = self
             .membership()
@@ -117,9 +123,7 @@ impl<C: Clone> Engine<C> {
                 if *voter == own {
                     self.heartbeat_round
                 } else {
-                    self.progress
-                        .get(voter)
-                        .map_or(0, |progress| progress.acked_round)
+                    self.progress.get(voter).map_or(0, &round_of)
                 }
             })
             .collect();

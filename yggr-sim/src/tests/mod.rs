@@ -27,7 +27,7 @@ pub(crate) fn settle(
 
 /// Runs the named CI suite at the budget `YGGR_SIM_BUDGET` asks for, from the base seed
 /// `YGGR_SIM_SEED_BASE` or a fresh one, and fails with the first failure or coverage shortfall.
-pub(crate) fn run_suite(name: &'static str) {
+pub(crate) fn run_suite(name: &str) {
     let suite = Suite::preset(name).expect("a known suite");
     let base = base_seed();
     match suite.run(base, budget()) {

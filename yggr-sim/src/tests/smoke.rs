@@ -4,7 +4,7 @@
 use crate::harness::{Cluster, ClusterOptions};
 use crate::options::{Policy, RunOptions, Workload};
 use crate::policy::happy_step;
-use crate::run::{replay, run};
+use crate::runner::{replay, run};
 
 #[test]
 fn three_nodes_elect_a_leader_and_commit_on_every_node() {

@@ -25,6 +25,10 @@ pub struct RunReport {
 ///
 /// # Errors
 /// [`SimError`] at the first violated invariant, with the full options and a replay command.
+///
+/// # Panics
+/// If `options` fail [`RunOptions::validate`]: a run of nothing, or of a broken
+/// configuration, is a mistake in the test, not a finding.
 pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
     run_traced(options, Trace::disabled(), &mut |_| {})
 }
@@ -35,6 +39,9 @@ pub fn run(options: &RunOptions) -> Result<RunReport, SimError> {
 ///
 /// # Errors
 /// As [`run`]: the same failure at the same step.
+///
+/// # Panics
+/// As [`run`].
 pub fn replay(options: &RunOptions, sink: &mut dyn FnMut(String)) -> Result<RunReport, SimError> {
     run_traced(options, Trace::enabled(), sink)
 }
@@ -44,6 +51,9 @@ fn run_traced(
     trace: Trace,
     sink: &mut dyn FnMut(String),
 ) -> Result<RunReport, SimError> {
+    if let Err(error) = options.validate() {
+        panic!("invalid run options ({error}): {options}");
+    }
     let mut cluster = build(options);
     cluster.trace = trace;
     let mut schedule = Schedule::new(options, &mut cluster);
