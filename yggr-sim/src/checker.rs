@@ -29,6 +29,9 @@ pub enum Invariant {
     /// or snapshot from a term newer than the stored term (a crash between two writes of one
     /// step must not strand the node).
     RecoverableDisk,
+    /// §5.3: a leader's match index for a follower of its term never claims an entry that
+    /// follower does not durably hold with the same term.
+    MatchIndex,
     /// §4.3: a leader has at most one uncommitted configuration change in its log.
     SingleInFlightConfigChange,
     /// §7: a snapshot never covers more than is committed.
@@ -489,6 +492,38 @@ impl SafetyChecker {
                 Invariant::ReadLinearizability,
                 format!(
                     "node {node} served read {read} at applied index {applied}, but {required} was committed before the read was proposed"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Match index soundness: `leader` believes `follower` matches its log through
+    /// `match_index`, where its own entry has `leader_term_at_match`. The follower, in the
+    /// leader's term, durably holds `follower_disk`. Below the follower's snapshot floor there
+    /// is nothing to compare.
+    pub fn check_match_index(
+        leader: NodeId,
+        follower: NodeId,
+        match_index: LogIndex,
+        leader_term_at_match: Option<Term>,
+        follower_disk: &DurableState,
+    ) -> Result<(), Violation> {
+        if match_index == LogIndex::ZERO || match_index < follower_disk.floor() {
+            return Ok(());
+        }
+        let held = follower_disk.term_at(match_index);
+        let sound = match (held, leader_term_at_match) {
+            (None, _) => false,
+            (Some(held), Some(expected)) => held == expected,
+            // The leader compacted it: it was committed, and the follower holds something there.
+            (Some(_), None) => true,
+        };
+        if !sound {
+            return violation(
+                Invariant::MatchIndex,
+                format!(
+                    "leader {leader} counts follower {follower} as matching through {match_index} (term {leader_term_at_match:?}), but its disk holds {held:?} there"
                 ),
             );
         }

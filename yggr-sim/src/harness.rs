@@ -806,6 +806,38 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every leader's match indexes against the disks of the followers in its term.
+    fn check_match_indexes(&self) -> Result<(), Violation> {
+        for sim in self.nodes.values() {
+            let Some(engine) = sim.engine.as_ref() else {
+                continue;
+            };
+            if engine.role() != Role::Leader {
+                continue;
+            }
+            let term = engine.current_term();
+            for (follower, (match_index, _)) in engine.follower_progress() {
+                let Some(peer) = self.nodes.get(&follower) else {
+                    continue;
+                };
+                let same_term = peer
+                    .engine
+                    .as_ref()
+                    .is_some_and(|other| other.current_term() == term);
+                if same_term {
+                    SafetyChecker::check_match_index(
+                        sim.id,
+                        follower,
+                        match_index,
+                        engine.term_at(match_index),
+                        &peer.disk,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The checks run after every step, over every running node.
     fn check_after_step(&mut self) -> Result<(), Violation> {
         let mut leaders = 0;
@@ -861,6 +893,7 @@ impl Cluster {
                 });
             SafetyChecker::check_single_config_change(sim.id, tail, committed)?;
         }
+        self.check_match_indexes()?;
         if leaders >= 2 && self.leaders_after_last_step < 2 {
             self.coverage.stale_leader_windows += 1;
         }

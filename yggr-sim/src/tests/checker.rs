@@ -455,3 +455,23 @@ fn lease_exclusivity_fires_on_a_lease_read_while_a_newer_leader_exists() {
     );
     checker.check_lease_read(id(2), Term::new(4)).unwrap();
 }
+
+#[test]
+fn match_index_fires_when_a_leader_counts_entries_a_follower_does_not_hold() {
+    let mut disk = DurableState::default();
+    disk.apply(PendingWrite::Entries(vec![entry(1, 1, 1), entry(2, 2, 2)]));
+    let check = |match_index: u64, leader_term: Option<u64>, disk: &DurableState| {
+        SafetyChecker::check_match_index(
+            id(1),
+            id(2),
+            LogIndex::new(match_index),
+            leader_term.map(Term::new),
+            disk,
+        )
+    };
+    check(2, Some(2), &disk).unwrap();
+    check(1, Some(1), &disk).unwrap();
+    check(0, Some(0), &disk).unwrap();
+    assert_eq!(fired(check(3, Some(2), &disk)), Invariant::MatchIndex);
+    assert_eq!(fired(check(2, Some(3), &disk)), Invariant::MatchIndex);
+}
