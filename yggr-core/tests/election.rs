@@ -146,17 +146,7 @@ fn candidate_that_times_out_starts_a_new_election_in_a_new_term() {
 fn candidate_recognises_a_leader_of_its_term_through_append_entries() {
     let mut node = engine_with(1, &[1, 2, 3], no_pre_vote());
     tick_until_role_changes(&mut node, 100);
-    node.step(message(
-        2,
-        1,
-        Rpc::AppendEntries(yggr_core::AppendEntries {
-            prev_log_index: idx(0),
-            prev_log_term: term(0),
-            entries: vec![],
-            leader_commit: idx(0),
-            round: 0,
-        }),
-    ));
+    node.step(message(2, 1, append((0, 0), vec![], 0)));
     assert_eq!(node.role(), Role::Follower);
     assert_eq!(node.leader(), Some(id(2)));
     assert_eq!(node.current_term(), term(1));
@@ -194,17 +184,7 @@ fn vote_granted_at_most_once_per_term() {
 #[test]
 fn vote_refused_when_candidate_log_has_an_older_last_term() {
     let mut node = engine(1, &[1, 2, 3]);
-    node.step(message(
-        2,
-        2,
-        Rpc::AppendEntries(yggr_core::AppendEntries {
-            prev_log_index: idx(0),
-            prev_log_term: term(0),
-            entries: vec![entry(1, 2, 10)],
-            leader_commit: idx(0),
-            round: 0,
-        }),
-    ));
+    node.step(message(2, 2, append((0, 0), vec![entry(1, 2, 10)], 0)));
     outlive_leader(&mut node);
     // Long log, but from an older term: §5.4.1 compares last terms first.
     let actions = node.step(message(3, 5, vote_request(9, 1)));
@@ -218,13 +198,7 @@ fn vote_refused_when_candidate_log_is_shorter_in_the_same_last_term() {
     node.step(message(
         2,
         2,
-        Rpc::AppendEntries(yggr_core::AppendEntries {
-            prev_log_index: idx(0),
-            prev_log_term: term(0),
-            entries: vec![entry(1, 2, 10), entry(2, 2, 11)],
-            leader_commit: idx(0),
-            round: 0,
-        }),
+        append((0, 0), vec![entry(1, 2, 10), entry(2, 2, 11)], 0),
     ));
     outlive_leader(&mut node);
     assert_eq!(
@@ -626,17 +600,7 @@ fn election_safety_at_most_one_leader_per_term_under_split_votes() {
 fn refusing_a_candidate_with_a_newer_term_does_not_restart_the_election_timer() {
     let mut node = engine_with(2, &[1, 2, 3], no_pre_vote());
     // Node 2 holds an entry the candidate lacks, so it refuses every request.
-    node.step(message(
-        3,
-        1,
-        Rpc::AppendEntries(yggr_core::AppendEntries {
-            prev_log_index: idx(0),
-            prev_log_term: term(0),
-            entries: vec![entry(1, 1, 7)],
-            leader_commit: idx(0),
-            round: 0,
-        }),
-    ));
+    node.step(message(3, 1, append((0, 0), vec![entry(1, 1, 7)], 0)));
     let mut ticks = 0;
     let mut candidate_term = 1;
     while node.role() == Role::Follower {

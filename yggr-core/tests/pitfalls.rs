@@ -32,16 +32,6 @@ fn snapshot_reply(actions: &[Action<u64>]) -> (u64, bool) {
         .expect("an InstallSnapshot response")
 }
 
-fn append(prev: (u64, u64), entries: Vec<LogEntry<u64>>, commit: u64) -> Rpc<u64> {
-    Rpc::AppendEntries(yggr_core::AppendEntries {
-        prev_log_index: idx(prev.0),
-        prev_log_term: term(prev.1),
-        entries,
-        leader_commit: idx(commit),
-        round: 0,
-    })
-}
-
 #[test]
 fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
     let mut node = engine(2, &[1, 2, 3]);

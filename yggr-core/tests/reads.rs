@@ -280,17 +280,7 @@ fn lease_read_is_never_served_after_another_leader_was_elected() {
 #[test]
 fn refusal_of_a_stale_term_request_acknowledges_no_round_of_the_new_reign() {
     let mut follower = engine(2, &[1, 2, 3]);
-    follower.step(message(
-        3,
-        5,
-        Rpc::AppendEntries(yggr_core::AppendEntries {
-            prev_log_index: idx(0),
-            prev_log_term: term(0),
-            entries: vec![],
-            leader_commit: idx(0),
-            round: 0,
-        }),
-    ));
+    follower.step(message(3, 5, append((0, 0), vec![], 0)));
     let refusal = follower.step(message(
         1,
         2,

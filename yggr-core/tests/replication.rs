@@ -10,16 +10,6 @@ use yggr_core::{
     LogEntry, Role, Rpc,
 };
 
-fn append(prev: (u64, u64), entries: Vec<yggr_core::LogEntry<u64>>, commit: u64) -> Rpc<u64> {
-    Rpc::AppendEntries(AppendEntries {
-        prev_log_index: idx(prev.0),
-        prev_log_term: term(prev.1),
-        entries,
-        leader_commit: idx(commit),
-        round: 0,
-    })
-}
-
 fn outcome(actions: &[Action<u64>]) -> AppendOutcome {
     sends(actions)
         .into_iter()

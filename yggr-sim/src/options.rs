@@ -54,6 +54,16 @@ pub enum Clocks {
 }
 
 impl Clocks {
+    /// Drifting clocks at the largest drift `engine`'s lease tolerates.
+    pub fn for_lease(engine: &EngineConfig) -> Clocks {
+        Clocks::Drifting {
+            max_drift_per_mille: Clocks::lease_safe_drift(
+                engine.lease_duration_ticks,
+                engine.election_timeout_min_ticks,
+            ),
+        }
+    }
+
     /// The largest drift a lease of `lease` ticks tolerates with a minimum election timeout of
     /// `election_min` ticks, in thousandths, with a margin for tick granularity.
     ///
@@ -189,12 +199,7 @@ impl Workload {
                 Workload {
                     read_bursts: true,
                     transfers: true,
-                    clocks: Clocks::Drifting {
-                        max_drift_per_mille: Clocks::lease_safe_drift(
-                            engine.lease_duration_ticks,
-                            engine.election_timeout_min_ticks,
-                        ),
-                    },
+                    clocks: Clocks::for_lease(&engine),
                     engine,
                     ..base
                 }
@@ -237,12 +242,7 @@ impl Workload {
         if base.lease_duration_ticks > 0 {
             let limit = engine.election_timeout_min_ticks - engine.heartbeat_interval_ticks;
             engine.lease_duration_ticks = rng.random_range(1..limit);
-            workload.clocks = Clocks::Drifting {
-                max_drift_per_mille: Clocks::lease_safe_drift(
-                    engine.lease_duration_ticks,
-                    engine.election_timeout_min_ticks,
-                ),
-            };
+            workload.clocks = Clocks::for_lease(&engine);
         }
         debug_assert_eq!(engine.validate(), Ok(()));
         workload.engine = engine;

@@ -69,6 +69,18 @@ pub fn applied_commands(actions: &[Action<u64>]) -> Vec<u64> {
         .collect()
 }
 
+/// An AppendEntries after `(prev index, prev term)` carrying `entries`, with the leader's
+/// commit index `commit`, in round 0.
+pub fn append(prev: (u64, u64), entries: Vec<LogEntry<u64>>, commit: u64) -> Rpc<u64> {
+    Rpc::AppendEntries(yggr_core::AppendEntries {
+        prev_log_index: idx(prev.0),
+        prev_log_term: term(prev.1),
+        entries,
+        leader_commit: idx(commit),
+        round: 0,
+    })
+}
+
 pub fn message(from: u64, message_term: u64, rpc: Rpc<u64>) -> Event<u64> {
     Event::Incoming(Message {
         from: id(from),
@@ -152,20 +164,24 @@ impl Net {
     /// flight. Returns how many were delivered.
     pub fn deliver_hop(&mut self) -> usize {
         let hop: Vec<_> = self.in_flight.drain(..).collect();
-        let mut delivered = 0;
-        for (to, message) in hop {
-            if self.cut.contains(&(message.from, to)) || !self.engines.contains_key(&to) {
-                continue;
-            }
-            delivered += 1;
-            let actions = self
-                .engines
-                .get_mut(&to)
-                .unwrap()
-                .step(Event::Incoming(message));
-            self.absorb(to, &actions);
+        hop.into_iter()
+            .filter(|(to, message)| self.deliver(*to, message.clone()))
+            .count()
+    }
+
+    /// Hands `message` to `to` unless the link is cut or `to` is gone; returns whether it
+    /// arrived.
+    pub fn deliver(&mut self, to: NodeId, message: Message<u64>) -> bool {
+        if self.cut.contains(&(message.from, to)) || !self.engines.contains_key(&to) {
+            return false;
         }
-        delivered
+        let actions = self
+            .engines
+            .get_mut(&to)
+            .unwrap()
+            .step(Event::Incoming(message));
+        self.absorb(to, &actions);
+        true
     }
 
     pub fn engine(&self, node: u64) -> &Engine<u64> {
@@ -202,16 +218,9 @@ impl Net {
     pub fn deliver_all(&mut self) -> usize {
         let mut delivered = 0;
         while let Some((to, message)) = self.in_flight.pop_front() {
-            if self.cut.contains(&(message.from, to)) || !self.engines.contains_key(&to) {
-                continue;
+            if self.deliver(to, message) {
+                delivered += 1;
             }
-            delivered += 1;
-            let actions = self
-                .engines
-                .get_mut(&to)
-                .unwrap()
-                .step(Event::Incoming(message));
-            self.absorb(to, &actions);
         }
         delivered
     }
