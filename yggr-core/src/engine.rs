@@ -282,7 +282,8 @@ impl<C: Clone> Engine<C> {
             Event::ClientProposalBatch(commands) => self.on_proposals(commands),
             Event::ProposeConfigChange(change) => self.on_propose_config_change(change),
             Event::TransferLeadership { target } => self.on_transfer_leadership(target),
-            Event::ProposeRead { id } => self.on_propose_read(id),
+            Event::ProposeRead { id } => self.on_propose_reads(&[id]),
+            Event::ProposeReads { ids } => self.on_propose_reads(&ids),
             Event::SnapshotTaken {
                 last_included_index,
                 bytes,

@@ -30,6 +30,14 @@ pub enum Event<C> {
         /// The host's handle for this read, echoed back.
         id: u64,
     },
+    /// Several linearizable reads at once: they share one leadership-confirmation round
+    /// (one heartbeat per follower), where separate `ProposeRead` events would each wait for
+    /// the round in flight to be acknowledged before the next one starts. Each is answered
+    /// by `ReadReady { id }` or `ReadFailed { id, .. }`.
+    ProposeReads {
+        /// The host's handles for these reads, in arrival order.
+        ids: Vec<u64>,
+    },
     /// The host captured the state machine through `last_included_index` (§7). The engine
     /// compacts its log and answers with `PersistSnapshot`; it ignores (and logs) a snapshot
     /// that is not past its current one, or that is past its applied index (the host may only

@@ -387,6 +387,24 @@ impl Cluster {
         self.step_node(node, Event::ProposeRead { id })
     }
 
+    /// Proposes `count` linearizable reads at `node` in one event (`Event::ProposeReads`),
+    /// remembering what each must observe.
+    pub fn propose_reads(&mut self, node: NodeId, count: u64) -> Result<(), SimError> {
+        let ids: Vec<u64> = (0..count).map(|offset| self.next_read + offset).collect();
+        self.next_read += count;
+        self.note_request(node);
+        if self.nodes.get(&node).is_some_and(SimNode::is_up) {
+            let read = PendingRead {
+                required: self.checker.max_committed(),
+                sent_at_step: self.step_count + 1,
+            };
+            for id in &ids {
+                self.history.read_sent(node, *id, read);
+            }
+        }
+        self.step_node(node, Event::ProposeReads { ids })
+    }
+
     /// Counts a client request that reached a leader some newer leader has replaced.
     fn note_request(&mut self, node: NodeId) {
         let Some(engine) = self.engine(node) else {
@@ -540,9 +558,10 @@ impl Cluster {
         let Some(engine) = self.nodes.get_mut(&node).and_then(|n| n.engine.as_mut()) else {
             return Ok(());
         };
-        let read = match event {
-            Event::ProposeRead { id } => Some(id),
-            _ => None,
+        let reads: Vec<u64> = match &event {
+            Event::ProposeRead { id } => vec![*id],
+            Event::ProposeReads { ids } => ids.clone(),
+            _ => Vec::new(),
         };
         if let Event::Incoming(Message {
             rpc: Rpc::InstallSnapshot(chunk),
@@ -554,13 +573,12 @@ impl Cluster {
             }
         }
         let actions = engine.step(event);
-        let served_at_once = read.is_some_and(|read| {
-            actions
-                .iter()
-                .any(|action| matches!(action, Action::ReadReady { id } if *id == read))
-        });
-        if served_at_once {
-            self.coverage.reads_served_at_once += 1;
+        let served_at_once = actions
+            .iter()
+            .filter(|action| matches!(action, Action::ReadReady { id } if reads.contains(id)))
+            .count() as u64;
+        if served_at_once > 0 {
+            self.coverage.reads_served_at_once += served_at_once;
             // Served without a round trip by a leader with others to ask: by its lease.
             let by_lease = engine.config().lease_duration_ticks > 0
                 && engine

@@ -518,9 +518,14 @@ impl Schedule {
         }
         if chance(cluster, rates.read_burst) {
             cluster.coverage.read_bursts += 1;
-            // A burst arrives at once: its reads do not count against the run's length.
+            // A burst arrives at once: its reads do not count against the run's length. Half
+            // the bursts arrive as separate events, half as one batch (`ProposeReads`).
             let before = cluster.step_count;
-            let result = (0..rates.read_burst_size).try_for_each(|_| cluster.propose_read(node));
+            let result = if cluster.rng.random_bool(0.5) {
+                cluster.propose_reads(node, rates.read_burst_size)
+            } else {
+                (0..rates.read_burst_size).try_for_each(|_| cluster.propose_read(node))
+            };
             self.burst_steps += cluster.step_count - before;
             return Some(result);
         }

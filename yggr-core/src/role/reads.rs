@@ -40,25 +40,30 @@ pub(crate) enum Confirmation {
 }
 
 impl<C: Clone> Engine<C> {
-    pub(crate) fn on_propose_read(&mut self, id: u64) {
+    /// Reads arriving together: all queued, then confirmed by one round.
+    pub(crate) fn on_propose_reads(&mut self, ids: &[u64]) {
         if self.role != Role::Leader {
-            self.fail_read(
-                id,
-                ReadFailure::NotLeader {
-                    leader_hint: self.leader_id,
-                },
-            );
+            for id in ids {
+                self.fail_read(
+                    *id,
+                    ReadFailure::NotLeader {
+                        leader_hint: self.leader_id,
+                    },
+                );
+            }
             return;
         }
-        self.metrics.read_index_started += 1;
         // §6.4 / pitfall: until an entry of our own term commits, our commit index may lag
         // behind what an earlier leader committed; the read then waits for that commit.
         let read_index = self.leader_is_ready().then_some(self.commit_index);
-        self.pending_reads.push_back(PendingRead {
-            id,
-            read_index,
-            confirmation: Confirmation::AwaitingRound,
-        });
+        for id in ids {
+            self.metrics.read_index_started += 1;
+            self.pending_reads.push_back(PendingRead {
+                id: *id,
+                read_index,
+                confirmation: Confirmation::AwaitingRound,
+            });
+        }
         self.confirm_reads();
     }
 

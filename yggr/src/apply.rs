@@ -1,0 +1,291 @@
+//! The apply task: it owns the state machine, applies committed entries in order, answers
+//! the clients waiting on them, runs linearizable reads after everything applied before them,
+//! restores snapshots from the leader and takes snapshots for compaction.
+//!
+//! It runs apart from the driver behind a bounded channel, so a slow `apply` delays other
+//! applies but never heartbeats; when the channel is full the driver waits for it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+use yggr_core::{EntryPayload, LogEntry, LogIndex};
+
+use crate::error::{ProposeError, ReadError};
+use crate::state_machine::{SnapshotError, StateMachine};
+
+/// Work for the apply task, in the order the driver hands it over.
+pub(crate) enum ApplyJob<S: StateMachine> {
+    /// Committed entries in order, and the clients waiting on some of them.
+    Entries {
+        entries: Vec<LogEntry<Bytes>>,
+        waiters: Vec<(LogIndex, Waiter<S>)>,
+    },
+    /// Replace the state with a snapshot the leader sent.
+    Restore { index: LogIndex, bytes: Bytes },
+    /// Run a confirmed read against the state as it stands now.
+    Read(Box<dyn ReadJob<S>>),
+    /// Take a snapshot of the state as it stands now and report it to the driver.
+    Snapshot,
+}
+
+/// What the apply task reports back to the driver.
+#[derive(Debug)]
+pub(crate) enum ApplyReport {
+    /// A snapshot of the state through `index` was taken.
+    Snapshot { index: LogIndex, bytes: Bytes },
+    /// A snapshot could not be taken now.
+    SnapshotFailed(SnapshotError),
+    /// A committed entry does not decode: this node cannot go on.
+    Fatal(String),
+}
+
+/// A linearizable read waiting to run, with its caller's answer channel, type-erased.
+pub(crate) trait ReadJob<S>: Send {
+    /// Runs the read against the state machine and answers the caller.
+    fn run(self: Box<Self>, state: &S);
+    /// Answers the caller with an error.
+    fn fail(self: Box<Self>, error: ReadError);
+}
+
+/// A read closure and the channel its result goes back on.
+pub(crate) struct Read<S, R, F: FnOnce(&S) -> R> {
+    pub(crate) read: F,
+    pub(crate) reply: oneshot::Sender<Result<R, ReadError>>,
+    pub(crate) state: std::marker::PhantomData<fn(&S)>,
+}
+
+impl<S, R, F> ReadJob<S> for Read<S, R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&S) -> R + Send + 'static,
+{
+    fn run(self: Box<Self>, state: &S) {
+        let value = (self.read)(state);
+        let _ = self.reply.send(Ok(value));
+    }
+
+    fn fail(self: Box<Self>, error: ReadError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// Units of the in-flight proposal count, given back when dropped (when the proposal is
+/// answered, whichever way).
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    units: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.units, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// Takes `units` if that keeps the count within `limit`.
+    pub(crate) fn acquire(
+        count: &Arc<AtomicUsize>,
+        units: usize,
+        limit: usize,
+    ) -> Option<InFlight> {
+        let mut current = count.load(Ordering::Relaxed);
+        loop {
+            if current + units > limit {
+                return None;
+            }
+            match count.compare_exchange_weak(
+                current,
+                current + units,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(InFlight {
+                        count: Arc::clone(count),
+                        units,
+                    });
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// A single write's answer channel.
+pub(crate) type WriteReply<S> =
+    oneshot::Sender<Result<<S as StateMachine>::Response, ProposeError>>;
+
+/// A batch's answer channel: all responses in order, or the first error.
+pub(crate) type BatchReply<S> =
+    oneshot::Sender<Result<Vec<<S as StateMachine>::Response>, ProposeError>>;
+
+/// The responses of a batch so far; the answer goes out with the last one, or the first error.
+pub(crate) struct BatchCollector<S: StateMachine> {
+    inner: Mutex<BatchInner<S>>,
+    _in_flight: InFlight,
+}
+
+struct BatchInner<S: StateMachine> {
+    responses: Vec<Option<S::Response>>,
+    missing: usize,
+    reply: Option<BatchReply<S>>,
+}
+
+impl<S: StateMachine> BatchCollector<S> {
+    pub(crate) fn new(
+        size: usize,
+        reply: BatchReply<S>,
+        in_flight: InFlight,
+    ) -> Arc<BatchCollector<S>> {
+        Arc::new(BatchCollector {
+            inner: Mutex::new(BatchInner {
+                responses: (0..size).map(|_| None).collect(),
+                missing: size,
+                reply: Some(reply),
+            }),
+            _in_flight: in_flight,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatchInner<S>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn complete(&self, slot: usize, response: S::Response) {
+        let mut inner = self.lock();
+        if inner.responses[slot].replace(response).is_none() {
+            inner.missing -= 1;
+        }
+        if inner.missing == 0 {
+            if let Some(reply) = inner.reply.take() {
+                let responses = inner.responses.drain(..).flatten().collect();
+                let _ = reply.send(Ok(responses));
+            }
+        }
+    }
+
+    fn fail(&self, error: ProposeError) {
+        if let Some(reply) = self.lock().reply.take() {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Someone waiting for an entry to apply.
+pub(crate) enum Waiter<S: StateMachine> {
+    /// One write.
+    Write {
+        reply: WriteReply<S>,
+        _in_flight: InFlight,
+    },
+    /// One command of a batch.
+    BatchItem {
+        batch: Arc<BatchCollector<S>>,
+        slot: usize,
+    },
+}
+
+impl<S: StateMachine> Waiter<S> {
+    /// Answers with what the state machine returned.
+    pub(crate) fn complete(self, response: S::Response) {
+        match self {
+            Waiter::Write { reply, .. } => {
+                let _ = reply.send(Ok(response));
+            }
+            Waiter::BatchItem { batch, slot, .. } => batch.complete(slot, response),
+        }
+    }
+
+    /// Answers with an error.
+    pub(crate) fn fail(self, error: ProposeError) {
+        match self {
+            Waiter::Write { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Waiter::BatchItem { batch, .. } => batch.fail(error),
+        }
+    }
+}
+
+/// Runs the apply task until the driver closes its channel.
+pub(crate) async fn run<S: StateMachine>(
+    mut state: S,
+    mut jobs: mpsc::Receiver<ApplyJob<S>>,
+    reports: mpsc::UnboundedSender<ApplyReport>,
+) {
+    let mut last_applied = LogIndex::ZERO;
+    let mut batch = Vec::new();
+    while jobs.recv_many(&mut batch, 64).await > 0 {
+        for job in batch.drain(..) {
+            match job {
+                ApplyJob::Entries { entries, waiters } => {
+                    if let Err(reason) =
+                        apply_entries(&mut state, entries, waiters, &mut last_applied)
+                    {
+                        error!(target: "yggr::node", %reason, "a committed entry does not decode");
+                        let _ = reports.send(ApplyReport::Fatal(reason));
+                        return;
+                    }
+                }
+                ApplyJob::Restore { index, bytes } => {
+                    state.restore(bytes.to_vec());
+                    last_applied = index;
+                    debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
+                }
+                ApplyJob::Read(read) => read.run(&state),
+                ApplyJob::Snapshot => {
+                    let report = match state.snapshot() {
+                        Ok(bytes) => ApplyReport::Snapshot {
+                            index: last_applied,
+                            bytes: Bytes::from(bytes),
+                        },
+                        Err(error) => ApplyReport::SnapshotFailed(error),
+                    };
+                    let _ = reports.send(report);
+                }
+            }
+        }
+    }
+}
+
+/// Applies `entries` in order, answering each waiter with its command's response.
+fn apply_entries<S: StateMachine>(
+    state: &mut S,
+    entries: Vec<LogEntry<Bytes>>,
+    waiters: Vec<(LogIndex, Waiter<S>)>,
+    last_applied: &mut LogIndex,
+) -> Result<(), String> {
+    // Waiters are sorted by index, and each names a command entry of this job.
+    let mut waiters = waiters.into_iter().peekable();
+    for entry in entries {
+        let response = match &entry.payload {
+            EntryPayload::Command(bytes) => {
+                let command = S::decode_command(bytes)
+                    .map_err(|error| format!("entry {}: {error}", entry.index))?;
+                Some(state.apply(command))
+            }
+            _ => None,
+        };
+        *last_applied = entry.index;
+        if waiters
+            .peek()
+            .is_some_and(|(index, _)| *index == entry.index)
+        {
+            if let (Some((_, waiter)), Some(response)) = (waiters.next(), response) {
+                waiter.complete(response);
+            }
+        }
+    }
+    debug_assert!(
+        waiters.next().is_none(),
+        "every waiter names an entry of its job"
+    );
+    Ok(())
+}

@@ -1,0 +1,809 @@
+//! The driver: one task that owns the engine, its storage and its transport, and carries out
+//! the engine's actions in order.
+//!
+//! Each iteration takes everything that is waiting (client requests, peer messages, due
+//! ticks, reports from the apply task), steps the engine through all of it, then:
+//! 1. makes every write of the iteration durable in one [`Storage::persist`] call (group
+//!    commit: one fsync for everything gathered);
+//! 2. only then carries out the rest in order: sends (one AppendEntries per peer for all the
+//!    proposals gathered), applies and reads to the apply task, answers to clients.
+//!
+//! Time comes from a clock read at every iteration: ticks that fell due while the task was
+//! busy (or the process was stopped) are delivered before anything else is handled, so a
+//! leader never serves a lease read on a clock that stood still.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info};
+use yggr_core::{
+    Action, ConfigChange, ConfigChangeRejection, Engine, Event, LogIndex, MembershipChangeError,
+    NodeId, ReadFailure, RecoveredSnapshot, Role, Term,
+};
+
+use crate::apply::{ApplyJob, ApplyReport, ReadJob, Waiter};
+use crate::config::Config;
+use crate::error::{
+    MembershipError, ProposeError, ReadError, ShutdownError, TransferLeadershipError,
+};
+use crate::state_machine::{SnapshotError, StateMachine};
+use crate::status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
+use crate::storage::{Storage, StorageWrite};
+use crate::transport::Transport;
+
+/// The most requests or messages taken from one source in one iteration, so that one busy
+/// source cannot starve the others or grow a batch without bound.
+const MAX_PER_SOURCE: usize = 4096;
+
+/// What handles ask the driver.
+pub(crate) enum Request<S: StateMachine> {
+    /// Commands to replicate, each with whoever waits for it.
+    Propose {
+        commands: Vec<Bytes>,
+        waiters: Vec<Waiter<S>>,
+    },
+    /// A linearizable read.
+    Read(Box<dyn ReadJob<S>>),
+    /// A membership change; answered once it has committed.
+    Membership {
+        change: ConfigChange,
+        reply: oneshot::Sender<Result<(), MembershipError>>,
+    },
+    /// Start a leadership transfer.
+    Transfer {
+        target: NodeId,
+        reply: oneshot::Sender<Result<(), TransferLeadershipError>>,
+    },
+    /// Report status, or metrics.
+    Status(oneshot::Sender<Status>),
+    Metrics(oneshot::Sender<NodeMetrics>),
+    /// Take a snapshot now.
+    TriggerSnapshot(oneshot::Sender<Result<(), SnapshotError>>),
+    /// Drain and stop.
+    Shutdown(oneshot::Sender<Result<(), ShutdownError>>),
+}
+
+/// The node's lifecycle, shared with its handles.
+pub(crate) mod lifecycle {
+    /// Running normally.
+    pub(crate) const RUNNING: u8 = 0;
+    /// Draining after a shutdown request: new requests are refused.
+    pub(crate) const SHUTTING_DOWN: u8 = 1;
+    /// Stopped cleanly.
+    pub(crate) const STOPPED: u8 = 2;
+    /// Stopped after a fatal storage or state-machine error.
+    pub(crate) const FATAL: u8 = 3;
+}
+
+/// What the driver shares with every handle, without a round trip.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The leader as last seen, `0` for none.
+    pub(crate) leader: AtomicU64,
+    /// One of [`lifecycle`]'s values.
+    pub(crate) lifecycle: AtomicU8,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            leader: AtomicU64::new(0),
+            lifecycle: AtomicU8::new(lifecycle::RUNNING),
+        }
+    }
+
+    pub(crate) fn lifecycle(&self) -> u8 {
+        self.lifecycle.load(Ordering::Acquire)
+    }
+}
+
+/// An appended entry someone waits on.
+struct Pending<S: StateMachine> {
+    index: LogIndex,
+    term: Term,
+    waiter: PendingWaiter<S>,
+}
+
+enum PendingWaiter<S: StateMachine> {
+    Entry(Waiter<S>),
+    Membership(oneshot::Sender<Result<(), MembershipError>>),
+}
+
+/// Why the driver stops.
+enum Stop {
+    /// Every handle is gone, or a shutdown request drained: stop cleanly.
+    Clean,
+    /// Storage or the state machine failed.
+    Fatal,
+}
+
+pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
+    id: NodeId,
+    engine: Engine<Bytes>,
+    storage: St,
+    transport: T,
+    config: Config,
+    requests: mpsc::Receiver<Request<S>>,
+    apply: Option<mpsc::Sender<ApplyJob<S>>>,
+    apply_task: Option<tokio::task::JoinHandle<()>>,
+    reports: mpsc::UnboundedReceiver<ApplyReport>,
+    shared: Arc<Shared>,
+    pending: VecDeque<Pending<S>>,
+    reads: HashMap<u64, Box<dyn ReadJob<S>>>,
+    next_read: u64,
+    /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
+    held: Vec<(Bytes, Waiter<S>)>,
+    held_since_tick: u64,
+    snapshot_in_flight: bool,
+    snapshot_waiters: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
+    /// Ticks delivered since `started`.
+    ticks: u64,
+    started: Instant,
+    /// Set by a shutdown request: the tick by which draining gives up, and who to tell.
+    draining: Option<(u64, oneshot::Sender<Result<(), ShutdownError>>)>,
+    /// The actions of the iteration, in order.
+    actions: Vec<Action<Bytes>>,
+}
+
+/// The channels and tasks a driver works with, from `Node::start`.
+pub(crate) struct Wiring<S: StateMachine> {
+    pub(crate) requests: mpsc::Receiver<Request<S>>,
+    pub(crate) apply: mpsc::Sender<ApplyJob<S>>,
+    pub(crate) apply_task: tokio::task::JoinHandle<()>,
+    pub(crate) reports: mpsc::UnboundedReceiver<ApplyReport>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
+    /// A driver for `engine`, ready to run.
+    pub(crate) fn new(
+        engine: Engine<Bytes>,
+        storage: St,
+        transport: T,
+        config: Config,
+        wiring: Wiring<S>,
+    ) -> Driver<S, St, T> {
+        Driver {
+            id: engine.id(),
+            engine,
+            storage,
+            transport,
+            config,
+            requests: wiring.requests,
+            apply: Some(wiring.apply),
+            apply_task: Some(wiring.apply_task),
+            reports: wiring.reports,
+            shared: wiring.shared,
+            pending: VecDeque::new(),
+            reads: HashMap::new(),
+            next_read: 1,
+            held: Vec::new(),
+            held_since_tick: 0,
+            snapshot_in_flight: false,
+            snapshot_waiters: Vec::new(),
+            ticks: 0,
+            started: Instant::now(),
+            draining: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Runs until every handle is gone, a shutdown drained, or a fatal error.
+    pub(crate) async fn run(mut self) {
+        let mut requests = Vec::new();
+        let mut handles_remain = true;
+        let stop = loop {
+            self.deliver_due_ticks();
+            if let Some(stop) = self.finish_draining() {
+                break stop;
+            }
+            let next_tick = self.next_tick_at();
+            tokio::select! {
+                biased;
+                received = self.requests.recv_many(&mut requests, MAX_PER_SOURCE),
+                    if handles_remain =>
+                {
+                    if received == 0 {
+                        // Every handle is gone: nobody can ask anything any more.
+                        handles_remain = false;
+                        if self.draining.is_none() {
+                            break Stop::Clean;
+                        }
+                    }
+                }
+                message = self.transport.recv() => {
+                    let Some(message) = message else { break Stop::Fatal };
+                    self.step(Event::Incoming(message));
+                }
+                report = self.reports.recv() => {
+                    if let Some(report) = report {
+                        if let Some(stop) = self.on_report(report) {
+                            break stop;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_tick) => {}
+            }
+            // Take everything else already waiting, so that it all shares one write and one
+            // round of messages.
+            while let Some(message) = self.transport.try_recv() {
+                self.step(Event::Incoming(message));
+                if self.actions.len() > MAX_PER_SOURCE {
+                    break;
+                }
+            }
+            if requests.is_empty() {
+                while let Ok(request) = self.requests.try_recv() {
+                    requests.push(request);
+                    if requests.len() >= MAX_PER_SOURCE {
+                        break;
+                    }
+                }
+            }
+            self.deliver_due_ticks();
+            self.on_requests(&mut requests);
+            if let Err(stop) = self.carry_out().await {
+                break stop;
+            }
+        };
+        self.stop(stop).await;
+    }
+
+    // ---- Time ----
+
+    fn next_tick_at(&self) -> Instant {
+        self.started + self.config.tick_interval * u32::try_from(self.ticks + 1).unwrap_or(u32::MAX)
+    }
+
+    /// Delivers every tick that fell due, however many.
+    fn deliver_due_ticks(&mut self) {
+        let now = Instant::now();
+        while self.next_tick_at() <= now {
+            self.ticks += 1;
+            self.step(Event::Tick);
+        }
+    }
+
+    // ---- Stepping ----
+
+    /// Steps the engine, keeping its actions for `carry_out`.
+    fn step(&mut self, event: Event<Bytes>) {
+        let actions = self.engine.step(event);
+        self.actions.extend(actions);
+    }
+
+    /// Steps `event` and returns what it emitted that answers the request itself (a redirect
+    /// or a refusal), leaving everything else for `carry_out`.
+    fn step_request(&mut self, event: Event<Bytes>) -> Option<Action<Bytes>> {
+        let start = self.actions.len();
+        self.step(event);
+        let position = self.actions[start..].iter().position(|action| {
+            matches!(
+                action,
+                Action::Redirect { .. }
+                    | Action::TransferInProgress { .. }
+                    | Action::ConfigChangeRejected { .. }
+                    | Action::TransferRejected { .. }
+            )
+        })?;
+        Some(self.actions.remove(start + position))
+    }
+
+    fn leader_hint(&self) -> Option<NodeId> {
+        self.engine.leader().filter(|leader| *leader != self.id)
+    }
+
+    fn on_requests(&mut self, requests: &mut Vec<Request<S>>) {
+        let mut commands = Vec::new();
+        let mut waiters = Vec::new();
+        let mut reads = Vec::new();
+        for request in requests.drain(..) {
+            if self.draining.is_some() {
+                refuse_for_shutdown(request, &self.engine);
+                continue;
+            }
+            match request {
+                Request::Propose {
+                    commands: more,
+                    waiters: more_waiters,
+                } => {
+                    commands.extend(more);
+                    waiters.extend(more_waiters);
+                }
+                Request::Read(job) => {
+                    let id = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(id, job);
+                    reads.push(id);
+                }
+                Request::Membership { change, reply } => self.propose_change(change, reply),
+                Request::Transfer { target, reply } => self.transfer(target, reply),
+                Request::Status(reply) => {
+                    let _ = reply.send(status(&self.engine));
+                }
+                Request::Metrics(reply) => {
+                    let _ = reply.send(metrics(&self.engine));
+                }
+                Request::TriggerSnapshot(reply) => {
+                    self.snapshot_waiters.push(reply);
+                    self.request_snapshot();
+                }
+                Request::Shutdown(reply) => self.begin_draining(reply),
+            }
+        }
+        if !reads.is_empty() {
+            self.step(Event::ProposeReads { ids: reads });
+        }
+        self.held.extend(commands.into_iter().zip(waiters));
+        if self.held.is_empty() {
+            self.held_since_tick = self.ticks;
+        } else if self.batch_is_due() {
+            self.propose_held();
+        }
+    }
+
+    /// Whether held proposals go out now: always without a batch delay; with one, once
+    /// enough are held or the oldest has waited long enough.
+    fn batch_is_due(&self) -> bool {
+        let delay = self.config.max_batch_delay_ticks;
+        delay == 0
+            || self.held.len() >= self.config.max_batch_entries
+            || self.ticks.saturating_sub(self.held_since_tick) >= delay
+    }
+
+    /// Proposes every held command in one batch: one append, one write, one message per peer.
+    fn propose_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.held_since_tick = self.ticks;
+        let (commands, waiters): (Vec<Bytes>, Vec<Waiter<S>>) = held.into_iter().unzip();
+        let count = commands.len() as u64;
+        let before = self.engine.last_log_index();
+        match self.step_request(Event::ClientProposalBatch(commands)) {
+            Some(Action::TransferInProgress { target }) => {
+                fail_all(
+                    waiters,
+                    ProposeError::NotLeader {
+                        leader_hint: target,
+                    },
+                );
+            }
+            Some(_) => {
+                let error = match self.leader_hint() {
+                    Some(leader_hint) => ProposeError::NotLeader { leader_hint },
+                    None => ProposeError::NoLeader,
+                };
+                fail_all(waiters, error);
+            }
+            None => {
+                debug_assert_eq!(self.engine.last_log_index(), before.plus(count));
+                let term = self.engine.current_term();
+                for (offset, waiter) in waiters.into_iter().enumerate() {
+                    self.pending.push_back(Pending {
+                        index: before.plus(offset as u64 + 1),
+                        term,
+                        waiter: PendingWaiter::Entry(waiter),
+                    });
+                }
+            }
+        }
+    }
+
+    fn propose_change(
+        &mut self,
+        change: ConfigChange,
+        reply: oneshot::Sender<Result<(), MembershipError>>,
+    ) {
+        match self.step_request(Event::ProposeConfigChange(change)) {
+            Some(Action::ConfigChangeRejected { reason, .. }) => {
+                let _ = reply.send(Err(membership_error(reason)));
+            }
+            Some(_) => {
+                let _ = reply.send(Err(match self.leader_hint() {
+                    Some(leader_hint) => MembershipError::NotLeader { leader_hint },
+                    None => MembershipError::NoLeader,
+                }));
+            }
+            None => self.pending.push_back(Pending {
+                index: self.engine.last_log_index(),
+                term: self.engine.current_term(),
+                waiter: PendingWaiter::Membership(reply),
+            }),
+        }
+    }
+
+    fn transfer(
+        &mut self,
+        target: NodeId,
+        reply: oneshot::Sender<Result<(), TransferLeadershipError>>,
+    ) {
+        let outcome = match self.step_request(Event::TransferLeadership { target }) {
+            None => Ok(()),
+            Some(Action::TransferRejected { .. }) => Err(TransferLeadershipError::InvalidTarget),
+            Some(_) => Err(match self.leader_hint() {
+                Some(leader_hint) => TransferLeadershipError::NotLeader { leader_hint },
+                None => TransferLeadershipError::NoLeader,
+            }),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn request_snapshot(&mut self) {
+        if self.snapshot_in_flight {
+            return;
+        }
+        if let Some(apply) = &self.apply {
+            if apply.try_send(ApplyJob::Snapshot).is_ok() {
+                self.snapshot_in_flight = true;
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: ApplyReport) -> Option<Stop> {
+        match report {
+            ApplyReport::Snapshot { index, bytes } => {
+                self.snapshot_in_flight = false;
+                self.step(Event::SnapshotTaken {
+                    last_included_index: index,
+                    bytes,
+                });
+                for waiter in self.snapshot_waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+                None
+            }
+            ApplyReport::SnapshotFailed(error) => {
+                self.snapshot_in_flight = false;
+                debug!(target: "yggr::node", node_id = self.id.get(), %error, "snapshot not taken; the next hint retries");
+                for waiter in self.snapshot_waiters.drain(..) {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+                None
+            }
+            ApplyReport::Fatal(reason) => {
+                error!(target: "yggr::node", node_id = self.id.get(), %reason, "the state machine cannot go on");
+                Some(Stop::Fatal)
+            }
+        }
+    }
+
+    // ---- Carrying out ----
+
+    /// Makes the iteration's writes durable, then performs everything else in order.
+    async fn carry_out(&mut self) -> Result<(), Stop> {
+        let was_leader = self.shared.leader.load(Ordering::Relaxed) == self.id.get();
+        let actions = std::mem::take(&mut self.actions);
+        let writes: Vec<StorageWrite> = actions.iter().filter_map(storage_write).collect();
+        if !writes.is_empty() {
+            if let Err(error) = self.storage.persist(writes).await {
+                error!(target: "yggr::node", node_id = self.id.get(), %error, "storage failed; stopping");
+                return Err(Stop::Fatal);
+            }
+        }
+        let mut sent = false;
+        let mut snapshot_index = LogIndex::ZERO;
+        for action in actions {
+            match action {
+                Action::Send { to, message } => {
+                    self.transport.send(to, message);
+                    sent = true;
+                }
+                Action::Apply(entries) => {
+                    let waiters = self.take_waiters(&entries);
+                    self.hand_to_apply(ApplyJob::Entries { entries, waiters })
+                        .await?;
+                }
+                Action::PersistSnapshot {
+                    last_included_index,
+                    ..
+                } => snapshot_index = last_included_index,
+                Action::ApplySnapshot { bytes } => {
+                    let job = ApplyJob::Restore {
+                        index: snapshot_index,
+                        bytes,
+                    };
+                    self.hand_to_apply(job).await?;
+                }
+                Action::ReadReady { id } => {
+                    if let Some(read) = self.reads.remove(&id) {
+                        self.hand_to_apply(ApplyJob::Read(read)).await?;
+                    }
+                }
+                Action::ReadFailed { id, reason } => {
+                    if let Some(read) = self.reads.remove(&id) {
+                        read.fail(self.read_error(reason));
+                    }
+                }
+                Action::SnapshotHint { .. } => self.request_snapshot(),
+                _ => {}
+            }
+        }
+        if sent {
+            self.transport.flush();
+        }
+        self.after_iteration(was_leader);
+        Ok(())
+    }
+
+    async fn hand_to_apply(&mut self, job: ApplyJob<S>) -> Result<(), Stop> {
+        let Some(apply) = &self.apply else {
+            return Err(Stop::Fatal);
+        };
+        // A full channel makes the driver wait for the state machine: backpressure.
+        apply.send(job).await.map_err(|_| Stop::Fatal)
+    }
+
+    /// The waiters of the entries about to be applied. A waiter whose index holds another
+    /// term's entry lost its write to a later leader.
+    fn take_waiters(
+        &mut self,
+        entries: &[yggr_core::LogEntry<Bytes>],
+    ) -> Vec<(LogIndex, Waiter<S>)> {
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            return Vec::new();
+        };
+        let first = entries[0].index;
+        let mut waiters = Vec::new();
+        while self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.index <= last)
+        {
+            let Some(pending) = self.pending.pop_front() else {
+                break;
+            };
+            let entry = (pending.index >= first).then(|| {
+                &entries[usize::try_from(pending.index.distance_from(first)).unwrap_or(0)]
+            });
+            let committed = entry.is_some_and(|entry| entry.term == pending.term);
+            match (pending.waiter, committed) {
+                (PendingWaiter::Entry(waiter), true) => waiters.push((pending.index, waiter)),
+                (PendingWaiter::Entry(waiter), false) => waiter.fail(self.lost_write_error()),
+                (PendingWaiter::Membership(reply), true) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (PendingWaiter::Membership(reply), false) => {
+                    let _ = reply.send(Err(match self.leader_hint() {
+                        Some(leader_hint) => MembershipError::NotLeader { leader_hint },
+                        None => MembershipError::NoLeader,
+                    }));
+                }
+            }
+        }
+        waiters
+    }
+
+    fn lost_write_error(&self) -> ProposeError {
+        match self.leader_hint() {
+            Some(leader_hint) => ProposeError::NotLeader { leader_hint },
+            None => ProposeError::NoLeader,
+        }
+    }
+
+    fn read_error(&self, reason: ReadFailure) -> ReadError {
+        match reason {
+            ReadFailure::NotLeader {
+                leader_hint: Some(leader_hint),
+            } if leader_hint != self.id => ReadError::NotLeader { leader_hint },
+            ReadFailure::NotLeader { .. } => ReadError::NoLeader,
+            ReadFailure::SteppedDown => ReadError::SteppedDown,
+            _ => ReadError::NoLeader,
+        }
+    }
+
+    /// After each iteration: publish the leader, and fail the waiters of a leader that lost
+    /// its role (none may hang).
+    fn after_iteration(&mut self, was_leader: bool) {
+        let leads = self.engine.role() == Role::Leader;
+        let leader = self.engine.leader().map_or(0, NodeId::get);
+        if self.shared.leader.swap(leader, Ordering::AcqRel) != leader {
+            if leads {
+                info!(target: "yggr::node", node_id = self.id.get(), term = self.engine.current_term().get(), "became leader");
+            } else {
+                debug!(target: "yggr::node", node_id = self.id.get(), leader, "leader changed");
+            }
+        }
+        if was_leader && !leads {
+            let error = self.lost_write_error();
+            for pending in self.pending.drain(..) {
+                match pending.waiter {
+                    PendingWaiter::Entry(waiter) => waiter.fail(error.clone()),
+                    PendingWaiter::Membership(reply) => {
+                        let _ = reply.send(Err(match &error {
+                            ProposeError::NotLeader { leader_hint } => MembershipError::NotLeader {
+                                leader_hint: *leader_hint,
+                            },
+                            _ => MembershipError::NoLeader,
+                        }));
+                    }
+                }
+            }
+            for (_, waiter) in self.held.drain(..) {
+                waiter.fail(error.clone());
+            }
+        }
+    }
+
+    // ---- Stopping ----
+
+    fn begin_draining(&mut self, reply: oneshot::Sender<Result<(), ShutdownError>>) {
+        self.shared
+            .lifecycle
+            .store(lifecycle::SHUTTING_DOWN, Ordering::Release);
+        // Proposals accepted so far get a couple of election timeouts to commit.
+        let deadline = self.ticks + 2 * self.config.election_timeout_max_ticks;
+        info!(target: "yggr::node", node_id = self.id.get(), "shutting down: draining");
+        self.draining = Some((deadline, reply));
+        if !self.held.is_empty() {
+            self.propose_held();
+        }
+    }
+
+    /// While draining: stop once nothing waits any more, or the deadline passed.
+    fn finish_draining(&mut self) -> Option<Stop> {
+        let (deadline, _) = self.draining.as_ref()?;
+        let idle = self.pending.is_empty() && self.reads.is_empty() && self.held.is_empty();
+        (idle || self.ticks >= *deadline).then_some(Stop::Clean)
+    }
+
+    async fn stop(mut self, stop: Stop) {
+        let (lifecycle_value, error) = match stop {
+            Stop::Clean => (lifecycle::STOPPED, ProposeError::Shutdown),
+            Stop::Fatal => (lifecycle::FATAL, ProposeError::Fatal),
+        };
+        self.shared
+            .lifecycle
+            .store(lifecycle_value, Ordering::Release);
+        self.shared.leader.store(0, Ordering::Release);
+        for pending in self.pending.drain(..) {
+            match pending.waiter {
+                PendingWaiter::Entry(waiter) => waiter.fail(error.clone()),
+                PendingWaiter::Membership(reply) => {
+                    let _ = reply.send(Err(match stop {
+                        Stop::Clean => MembershipError::Shutdown,
+                        Stop::Fatal => MembershipError::Fatal,
+                    }));
+                }
+            }
+        }
+        for (_, waiter) in self.held.drain(..) {
+            waiter.fail(error.clone());
+        }
+        let read_error = match stop {
+            Stop::Clean => ReadError::Shutdown,
+            Stop::Fatal => ReadError::Fatal,
+        };
+        for (_, read) in self.reads.drain() {
+            read.fail(read_error.clone());
+        }
+        // Answer what is still queued, then let the apply task finish what it was handed.
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            refuse_for_shutdown(request, &self.engine);
+        }
+        self.apply = None;
+        if let Some(task) = self.apply_task.take() {
+            let _ = task.await;
+        }
+        info!(target: "yggr::node", node_id = self.id.get(), "stopped");
+        if let Some((_, reply)) = self.draining.take() {
+            let _ = reply.send(match stop {
+                Stop::Clean => Ok(()),
+                Stop::Fatal => Err(ShutdownError::Fatal),
+            });
+        }
+    }
+}
+
+/// Answers a request that arrives while the node stops.
+fn refuse_for_shutdown<S: StateMachine>(request: Request<S>, engine: &Engine<Bytes>) {
+    match request {
+        Request::Propose { waiters, .. } => fail_all(waiters, ProposeError::Shutdown),
+        Request::Read(read) => read.fail(ReadError::Shutdown),
+        Request::Membership { reply, .. } => {
+            let _ = reply.send(Err(MembershipError::Shutdown));
+        }
+        Request::Transfer { reply, .. } => {
+            let _ = reply.send(Err(TransferLeadershipError::Shutdown));
+        }
+        Request::Status(reply) => {
+            let _ = reply.send(status(engine));
+        }
+        Request::Metrics(reply) => {
+            let _ = reply.send(metrics(engine));
+        }
+        Request::TriggerSnapshot(reply) => {
+            let _ = reply.send(Err(SnapshotError::new("the node is shutting down")));
+        }
+        Request::Shutdown(reply) => {
+            let _ = reply.send(Err(ShutdownError::AlreadyShutdown));
+        }
+    }
+}
+
+fn fail_all<S: StateMachine>(waiters: Vec<Waiter<S>>, error: ProposeError) {
+    for waiter in waiters {
+        waiter.fail(error.clone());
+    }
+}
+
+/// The storage write an action asks for, if it is one.
+fn storage_write(action: &Action<Bytes>) -> Option<StorageWrite> {
+    match action {
+        Action::PersistHardState {
+            current_term,
+            voted_for,
+        } => Some(StorageWrite::HardState {
+            current_term: *current_term,
+            voted_for: *voted_for,
+        }),
+        Action::PersistLogEntries(entries) => Some(StorageWrite::Entries(entries.clone())),
+        Action::PersistSnapshot {
+            last_included_index,
+            last_included_term,
+            membership,
+            bytes,
+        } => Some(StorageWrite::Snapshot(RecoveredSnapshot {
+            last_included_index: *last_included_index,
+            last_included_term: *last_included_term,
+            membership: membership.clone(),
+            bytes: bytes.clone(),
+        })),
+        _ => None,
+    }
+}
+
+fn membership_error(reason: ConfigChangeRejection) -> MembershipError {
+    match reason {
+        ConfigChangeRejection::ChangeInProgress => MembershipError::ChangeInProgress,
+        ConfigChangeRejection::LeaderNotReady | ConfigChangeRejection::TransferInProgress => {
+            MembershipError::Busy
+        }
+        ConfigChangeRejection::Invalid(error) => match error {
+            MembershipChangeError::AlreadyVoter(node) => MembershipError::AlreadyVoter(node),
+            MembershipChangeError::AlreadyLearner(node) => MembershipError::AlreadyLearner(node),
+            MembershipChangeError::NotLearner(node) => MembershipError::NotLearner(node),
+            MembershipChangeError::UnknownNode(node) => MembershipError::UnknownNode(node),
+            MembershipChangeError::NoVotersLeft => MembershipError::InvalidTargetMembership,
+        },
+    }
+}
+
+pub(crate) fn status(engine: &Engine<Bytes>) -> Status {
+    Status {
+        id: engine.id(),
+        role: engine.role(),
+        current_term: engine.current_term(),
+        commit_index: engine.commit_index(),
+        last_applied: engine.last_applied(),
+        leader: engine.leader(),
+        membership: engine.membership().clone(),
+    }
+}
+
+pub(crate) fn metrics(engine: &Engine<Bytes>) -> NodeMetrics {
+    let membership = engine.membership();
+    let followers = engine
+        .follower_progress()
+        .into_iter()
+        .map(|(id, (matched, next_index))| {
+            (
+                id,
+                FollowerProgress {
+                    matched,
+                    next_index,
+                    is_learner: membership.is_learner(id),
+                },
+            )
+        })
+        .collect();
+    NodeMetrics {
+        engine: engine.metrics(),
+        status: status(engine),
+        replication: ReplicationMetrics { followers },
+        last_log_index: engine.last_log_index(),
+    }
+}

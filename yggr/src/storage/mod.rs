@@ -1,0 +1,96 @@
+//! Where a node keeps what must survive a restart, behind the [`Storage`] trait.
+//!
+//! - [`memory`]: [`MemStorage`], a store in memory whose clones share one state: a disk that
+//!   never loses a write, for tests and examples.
+//!
+//! # The contract
+//!
+//! The driver calls [`Storage::persist`] once per iteration with every write that iteration
+//! produced, in order (group commit), and does nothing that depends on them (no message, no
+//! apply, no answer to a client) until it returns `Ok`. So `persist` must return only once
+//! every write is durable: for a disk, written and fsynced. The writes mean exactly what the
+//! engine's actions of the same name mean ([`yggr_core::Action`]):
+//!
+//! - [`StorageWrite::HardState`] replaces the stored term and vote;
+//! - [`StorageWrite::Entries`] replaces the stored log from its first entry's index on (any
+//!   stored entry at or past it is discarded first);
+//! - [`StorageWrite::Snapshot`] replaces the stored snapshot; stored entries it covers are
+//!   discarded, and later ones kept only if the stored entry at its index has its term.
+//!
+//! An error from `persist` is fatal: the node stops (a failed fsync cannot be retried safely)
+//! and every caller waiting on it is answered with `Fatal`.
+//!
+//! [`Storage::load`] returns everything stored, or `None` for storage that never held a node.
+//! [`Storage::bootstrap`] is called once, on a node's first start, with its founding
+//! configuration (empty for a node joining a running cluster); `load` returns it ever after.
+
+pub mod memory;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use yggr_core::{LogEntry, Membership, NodeId, RecoveredSnapshot, Term};
+
+pub use memory::MemStorage;
+
+/// Everything a node stored, as [`Storage::load`] returns it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredState {
+    /// The configuration the node started with: the founding members, or empty for a node
+    /// that joined a running cluster.
+    pub founding: Membership,
+    /// The stored term.
+    pub current_term: Term,
+    /// The stored vote.
+    pub voted_for: Option<NodeId>,
+    /// The stored snapshot, if any.
+    pub snapshot: Option<RecoveredSnapshot>,
+    /// The stored log entries after the snapshot, in order, each command as its encoded bytes.
+    pub log: Vec<LogEntry<Bytes>>,
+}
+
+/// One write of a [`Storage::persist`] batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageWrite {
+    /// Store the term and vote.
+    HardState {
+        /// The current term.
+        current_term: Term,
+        /// The vote in that term.
+        voted_for: Option<NodeId>,
+    },
+    /// Store these entries, replacing the stored log from the first one's index on.
+    Entries(Vec<LogEntry<Bytes>>),
+    /// Store this snapshot, trimming the stored log to match it.
+    Snapshot(RecoveredSnapshot),
+}
+
+/// Durable storage for one node. See the [module documentation](self) for the contract.
+pub trait Storage: Send + 'static {
+    /// What a failed operation reports.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Everything stored, or `None` when this storage never held a node.
+    ///
+    /// # Errors
+    /// When the stored state cannot be read, or is corrupt.
+    fn load(&mut self) -> impl Future<Output = Result<Option<StoredState>, Self::Error>> + Send;
+
+    /// Records, durably, the configuration a node starts with on its first start.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn bootstrap(
+        &mut self,
+        founding: &Membership,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Makes `writes` durable, in order; returns once all of them are.
+    ///
+    /// # Errors
+    /// When any of them cannot be made durable. The node treats it as fatal.
+    fn persist(
+        &mut self,
+        writes: Vec<StorageWrite>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}

@@ -1,0 +1,313 @@
+//! [`LocalNetwork`]: nodes in one process, connected by channels, with faults for tests.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use yggr_core::{Message, NodeId};
+
+use super::Transport;
+
+/// How many messages may wait for one node before more are dropped (Raft retransmits).
+pub const INBOUND_CAPACITY: usize = 4096;
+
+/// An in-process network. Clone it freely: clones are the same network. Each node gets its
+/// endpoint from [`LocalNetwork::transport`]; calling it again for a node that shut down gives
+/// a fresh endpoint for its restart.
+///
+/// Faults, for tests: [`set_drop_rate`](LocalNetwork::set_drop_rate),
+/// [`set_delay`](LocalNetwork::set_delay), [`partition`](LocalNetwork::partition),
+/// [`isolate`](LocalNetwork::isolate), [`cut`](LocalNetwork::cut) and
+/// [`heal`](LocalNetwork::heal). Randomness comes from a seed
+/// ([`set_seed`](LocalNetwork::set_seed)).
+#[derive(Clone, Debug, Default)]
+pub struct LocalNetwork {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Set while any fault is configured: senders then take the slow path through `state`.
+    faulty: AtomicBool,
+    /// Bumped whenever an endpoint is added or replaced, so senders refresh their cache.
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    endpoints: BTreeMap<NodeId, mpsc::Sender<Message<Bytes>>>,
+    drop_rate: f64,
+    delay: Option<Range<Duration>>,
+    /// Links that carry nothing, as `(from, to)`.
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    rng: Option<ChaCha8Rng>,
+    /// The task that holds delayed messages until they are due, once one is needed.
+    delayer: Option<mpsc::UnboundedSender<Delayed>>,
+    delivered: u64,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct Delayed {
+    due: Instant,
+    to: NodeId,
+    message: Message<Bytes>,
+}
+
+impl State {
+    fn rng(&mut self) -> &mut ChaCha8Rng {
+        self.rng.get_or_insert_with(|| ChaCha8Rng::seed_from_u64(0))
+    }
+
+    fn has_faults(&self) -> bool {
+        self.drop_rate > 0.0 || self.delay.is_some() || !self.blocked.is_empty()
+    }
+}
+
+impl LocalNetwork {
+    /// A network with no nodes and no faults.
+    pub fn new() -> LocalNetwork {
+        LocalNetwork::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.lock();
+        change(&mut state);
+        self.shared
+            .faulty
+            .store(state.has_faults(), Ordering::Release);
+    }
+
+    /// The endpoint for node `id`, replacing any earlier one (a restarted node gets a fresh
+    /// inbox; messages waiting in the old one are gone, as they would be on a real restart).
+    pub fn transport(&self, id: NodeId) -> LocalTransport {
+        let (sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        self.lock().endpoints.insert(id, sender);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        LocalTransport {
+            id,
+            network: self.clone(),
+            inbound,
+            peers: BTreeMap::new(),
+            generation: u64::MAX,
+        }
+    }
+
+    /// Seeds the randomness behind drops and delays.
+    pub fn set_seed(&self, seed: u64) {
+        self.update(|state| state.rng = Some(ChaCha8Rng::seed_from_u64(seed)));
+    }
+
+    /// Drops each message with probability `rate` (0 to 1).
+    pub fn set_drop_rate(&self, rate: f64) {
+        self.update(|state| state.drop_rate = rate.clamp(0.0, 1.0));
+    }
+
+    /// Delays each message by a duration drawn from `range`; an empty range removes delays.
+    /// Messages with different delays overtake each other.
+    pub fn set_delay(&self, range: Range<Duration>) {
+        self.update(|state| state.delay = (!range.is_empty()).then_some(range));
+    }
+
+    /// Splits the nodes into `sides`: a node reaches only the nodes on its own side. Replaces
+    /// any earlier partition or cut.
+    pub fn partition<Side: IntoIterator<Item = NodeId>>(
+        &self,
+        sides: impl IntoIterator<Item = Side>,
+    ) {
+        let sides: Vec<BTreeSet<NodeId>> = sides
+            .into_iter()
+            .map(|side| side.into_iter().collect())
+            .collect();
+        self.update(|state| {
+            state.blocked.clear();
+            for (position, side) in sides.iter().enumerate() {
+                for other in sides.iter().skip(position + 1) {
+                    for a in side {
+                        for b in other {
+                            state.blocked.insert((*a, *b));
+                            state.blocked.insert((*b, *a));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Cuts `node` off from every node that has an endpoint.
+    pub fn isolate(&self, node: NodeId) {
+        self.update(|state| {
+            let others: Vec<NodeId> = state.endpoints.keys().copied().collect();
+            for other in others.into_iter().filter(|other| *other != node) {
+                state.blocked.insert((node, other));
+                state.blocked.insert((other, node));
+            }
+        });
+    }
+
+    /// Blocks the one-way link from `from` to `to`.
+    pub fn cut(&self, from: NodeId, to: NodeId) {
+        self.update(|state| {
+            state.blocked.insert((from, to));
+        });
+    }
+
+    /// Removes every partition and cut (drops and delays stay as set).
+    pub fn heal(&self) {
+        self.update(|state| state.blocked.clear());
+    }
+
+    /// Messages handed to an endpoint so far, and messages dropped (by a fault, a cut link, a
+    /// full inbox or a node without an endpoint).
+    pub fn counters(&self) -> (u64, u64) {
+        let state = self.lock();
+        (state.delivered, state.dropped)
+    }
+
+    /// The slow path of a send, with faults applied.
+    fn send_with_faults(&self, from: NodeId, to: NodeId, message: Message<Bytes>) {
+        let mut state = self.lock();
+        if state.blocked.contains(&(from, to)) {
+            state.dropped += 1;
+            return;
+        }
+        let drop_rate = state.drop_rate;
+        if drop_rate > 0.0 && state.rng().random_bool(drop_rate) {
+            state.dropped += 1;
+            return;
+        }
+        if let Some(range) = state.delay.clone() {
+            let delay = state.rng().random_range(range);
+            let delayed = Delayed {
+                due: Instant::now() + delay,
+                to,
+                message,
+            };
+            let delayer = state
+                .delayer
+                .get_or_insert_with(|| spawn_delayer(self.clone()));
+            if delayer.send(delayed).is_err() {
+                state.dropped += 1;
+            }
+            return;
+        }
+        deliver(&mut state, to, message);
+    }
+}
+
+/// Hands `message` to `to`'s inbox, or counts it dropped.
+fn deliver(state: &mut State, to: NodeId, message: Message<Bytes>) {
+    let accepted = state
+        .endpoints
+        .get(&to)
+        .is_some_and(|inbox| inbox.try_send(message).is_ok());
+    if accepted {
+        state.delivered += 1;
+    } else {
+        state.dropped += 1;
+    }
+}
+
+/// A task that holds delayed messages and delivers each when it is due. One per network, not
+/// one per message.
+fn spawn_delayer(network: LocalNetwork) -> mpsc::UnboundedSender<Delayed> {
+    let (sender, mut incoming) = mpsc::unbounded_channel::<Delayed>();
+    tokio::spawn(async move {
+        let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+        let mut messages: BTreeMap<u64, Delayed> = BTreeMap::new();
+        let mut sequence = 0u64;
+        loop {
+            let next_due = waiting.peek().map(|Reverse((due, _))| *due);
+            tokio::select! {
+                arrived = incoming.recv() => {
+                    let Some(delayed) = arrived else { break };
+                    sequence += 1;
+                    waiting.push(Reverse((delayed.due, sequence)));
+                    messages.insert(sequence, delayed);
+                }
+                () = sleep_until_or_forever(next_due) => {
+                    let now = Instant::now();
+                    let mut state = network.lock();
+                    while let Some(Reverse((due, key))) = waiting.peek().copied() {
+                        if due > now {
+                            break;
+                        }
+                        waiting.pop();
+                        if let Some(delayed) = messages.remove(&key) {
+                            deliver(&mut state, delayed.to, delayed.message);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
+async fn sleep_until_or_forever(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One node's endpoint on a [`LocalNetwork`].
+#[derive(Debug)]
+pub struct LocalTransport {
+    id: NodeId,
+    network: LocalNetwork,
+    inbound: mpsc::Receiver<Message<Bytes>>,
+    /// Senders to each peer's inbox, refreshed when the network's generation moves.
+    peers: BTreeMap<NodeId, mpsc::Sender<Message<Bytes>>>,
+    generation: u64,
+}
+
+impl LocalTransport {
+    /// The node this endpoint belongs to.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+}
+
+impl Transport for LocalTransport {
+    fn send(&mut self, to: NodeId, message: Message<Bytes>) {
+        let shared = &self.network.shared;
+        if shared.faulty.load(Ordering::Acquire) {
+            self.network.send_with_faults(self.id, to, message);
+            return;
+        }
+        let generation = shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.peers = self.network.lock().endpoints.clone();
+            self.generation = generation;
+        }
+        // The fast path: no lock, and no counting (counters are for tests with faults).
+        if let Some(inbox) = self.peers.get(&to) {
+            let _ = inbox.try_send(message);
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Message<Bytes>> {
+        self.inbound.recv().await
+    }
+
+    fn try_recv(&mut self) -> Option<Message<Bytes>> {
+        self.inbound.try_recv().ok()
+    }
+}
