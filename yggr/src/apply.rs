@@ -2,8 +2,13 @@
 //! the clients waiting on them, runs linearizable reads after everything applied before them,
 //! restores snapshots from the leader and takes snapshots for compaction.
 //!
-//! It runs apart from the driver behind a bounded channel, so a slow `apply` delays other
-//! applies but never heartbeats; when the channel is full the driver waits for it.
+//! It is a tokio task of its own behind a bounded channel; when the channel is full the
+//! driver waits for it. The state machine's code never runs on a runtime worker: each busy
+//! period (a job and whatever queued behind it) runs on tokio's blocking pool, so a slow or
+//! even blocking `apply` delays other applies but never heartbeats, and never holds a worker
+//! that the driver could be woken onto. Handing over per busy period rather than per job keeps
+//! the hand-off cost off a loaded node, and tells tokio's paused test clock that work is in
+//! progress (a plain thread would let virtual time race ahead while it ran).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -214,44 +219,98 @@ impl<S: StateMachine> Waiter<S> {
     }
 }
 
-/// Runs the apply task until the driver closes its channel.
+/// The apply task's state between busy periods.
+struct Applier<S: StateMachine> {
+    state: S,
+    last_applied: LogIndex,
+    jobs: mpsc::Receiver<ApplyJob<S>>,
+    reports: mpsc::UnboundedSender<ApplyReport>,
+}
+
+/// Runs the apply loop until the driver closes its channel or an entry cannot be applied.
+/// `state` already reflects every entry through `applied` (the snapshot it was restored
+/// from, at startup).
 pub(crate) async fn run<S: StateMachine>(
-    mut state: S,
-    mut jobs: mpsc::Receiver<ApplyJob<S>>,
+    state: S,
+    applied: LogIndex,
+    jobs: mpsc::Receiver<ApplyJob<S>>,
     reports: mpsc::UnboundedSender<ApplyReport>,
 ) {
-    let mut last_applied = LogIndex::ZERO;
-    let mut batch = Vec::new();
-    while jobs.recv_many(&mut batch, 64).await > 0 {
-        for job in batch.drain(..) {
-            match job {
-                ApplyJob::Entries { entries, waiters } => {
-                    if let Err(reason) =
-                        apply_entries(&mut state, entries, waiters, &mut last_applied)
-                    {
-                        error!(target: "yggr::node", %reason, "a committed entry does not decode");
-                        let _ = reports.send(ApplyReport::Fatal(reason));
-                        return;
-                    }
-                }
-                ApplyJob::Restore { index, bytes } => {
-                    state.restore(bytes.to_vec());
-                    last_applied = index;
-                    debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
-                }
-                ApplyJob::Read(read) => read.run(&state),
-                ApplyJob::Snapshot => {
-                    let report = match state.snapshot() {
-                        Ok(bytes) => ApplyReport::Snapshot {
-                            index: last_applied,
-                            bytes: Bytes::from(bytes),
-                        },
-                        Err(error) => ApplyReport::SnapshotFailed(error),
-                    };
-                    let _ = reports.send(report);
-                }
+    let mut applier = Applier {
+        state,
+        last_applied: applied,
+        jobs,
+        reports,
+    };
+    loop {
+        let Some(first) = applier.jobs.recv().await else {
+            return;
+        };
+        let reports = applier.reports.clone();
+        let busy = tokio::task::spawn_blocking(move || {
+            let going = applier.busy_period(first);
+            (applier, going)
+        });
+        match busy.await {
+            Ok((back, true)) => applier = back,
+            Ok((_, false)) => return,
+            Err(panicked) => {
+                // The state machine panicked: its state is unknown, so this node cannot go
+                // on applying. The driver stops with a fatal error.
+                let reason = format!("the state machine panicked: {panicked}");
+                error!(target: "yggr::node", %reason, "apply stopped");
+                let _ = reports.send(ApplyReport::Fatal(reason));
+                return;
             }
         }
+    }
+}
+
+impl<S: StateMachine> Applier<S> {
+    /// Runs `first` and every job queued behind it; false once the node must stop applying.
+    fn busy_period(&mut self, first: ApplyJob<S>) -> bool {
+        let mut job = first;
+        loop {
+            if !self.handle(job) {
+                return false;
+            }
+            match self.jobs.try_recv() {
+                Ok(next) => job = next,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    /// Runs one job; false once the node must stop applying.
+    fn handle(&mut self, job: ApplyJob<S>) -> bool {
+        match job {
+            ApplyJob::Entries { entries, waiters } => {
+                if let Err(reason) =
+                    apply_entries(&mut self.state, entries, waiters, &mut self.last_applied)
+                {
+                    error!(target: "yggr::node", %reason, "a committed entry does not decode");
+                    let _ = self.reports.send(ApplyReport::Fatal(reason));
+                    return false;
+                }
+            }
+            ApplyJob::Restore { index, bytes } => {
+                self.state.restore(bytes.to_vec());
+                self.last_applied = index;
+                debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
+            }
+            ApplyJob::Read(read) => read.run(&self.state),
+            ApplyJob::Snapshot => {
+                let report = match self.state.snapshot() {
+                    Ok(bytes) => ApplyReport::Snapshot {
+                        index: self.last_applied,
+                        bytes: Bytes::from(bytes),
+                    },
+                    Err(error) => ApplyReport::SnapshotFailed(error),
+                };
+                let _ = self.reports.send(report);
+            }
+        }
+        true
     }
 }
 

@@ -153,6 +153,7 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
 pub(crate) struct Wiring<S: StateMachine> {
     pub(crate) requests: mpsc::Receiver<Request<S>>,
     pub(crate) apply: mpsc::Sender<ApplyJob<S>>,
+    /// The apply task, awaited at shutdown.
     pub(crate) apply_task: tokio::task::JoinHandle<()>,
     pub(crate) reports: mpsc::UnboundedReceiver<ApplyReport>,
     pub(crate) shared: Arc<Shared>,

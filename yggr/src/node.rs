@@ -157,7 +157,13 @@ impl<S: StateMachine> Node<S> {
         let (requests, request_receiver) = mpsc::channel(capacity);
         let (apply, apply_receiver) = mpsc::channel::<ApplyJob<S>>(config.max_pending_applies);
         let (report_sender, reports) = mpsc::unbounded_channel();
-        let apply_task = tokio::spawn(apply::run(state_machine, apply_receiver, report_sender));
+        let applied = engine.last_applied();
+        let apply_task = tokio::spawn(apply::run(
+            state_machine,
+            applied,
+            apply_receiver,
+            report_sender,
+        ));
         let shared = Arc::new(Shared::new());
         let max_in_flight = config.max_pending_proposals;
         let wiring = Wiring {
@@ -473,7 +479,8 @@ impl<S: StateMachine> Admin<S> {
     /// Turns learner `node` into a voter; returns once the change has committed.
     ///
     /// # Errors
-    /// As [`Admin::add_peer`], with `NotLearner` for a node that is not a learner.
+    /// As [`Admin::add_peer`] (`AlreadyVoter` for a node that already votes), with
+    /// `NotLearner` for a node that is not in the cluster at all.
     pub async fn promote_learner(&self, node: NodeId) -> Result<(), MembershipError> {
         self.change(ConfigChange::PromoteLearner(node)).await
     }

@@ -1,0 +1,166 @@
+//! Writes: answered after commit and apply, with the state machine's response; refused with
+//! the right error off the leader, above the in-flight limit, and when leadership is lost;
+//! batched into one storage write and one message per peer under concurrency.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use yggr::{ProposeError, Role};
+
+#[tokio::test(start_paused = true)]
+async fn write_answers_with_the_state_machines_response_once_committed_and_applied() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    assert_eq!(leader.write(10).await, Ok(1));
+    assert_eq!(leader.propose(11).await, Ok(2), "propose is write");
+    // Applied on the leader when answered; the followers converge.
+    assert_eq!(cluster.applied(leader.id()), vec![10, 11]);
+    assert_eq!(cluster.converged(&[10, 11]).await, vec![10, 11]);
+    let status = leader.status().await.unwrap();
+    assert_eq!(status.commit_index, status.last_applied);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_batch_commits_in_order_and_answers_every_response() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    leader.write(1).await.unwrap();
+    let responses = leader.write_batch(vec![2, 3, 4]).await.unwrap();
+    assert_eq!(responses, vec![2, 3, 4]);
+    assert_eq!(leader.write_batch(Vec::new()).await, Ok(Vec::new()));
+    assert_eq!(cluster.converged(&[1, 2, 3, 4]).await, vec![1, 2, 3, 4]);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_on_a_follower_names_the_leader_and_without_a_leader_says_so() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let follower = cluster
+        .nodes
+        .values()
+        .find(|node| node.id() != leader.id())
+        .unwrap();
+    assert_eq!(
+        follower.write(1).await,
+        Err(ProposeError::NotLeader {
+            leader_hint: leader.id()
+        })
+    );
+    assert_eq!(
+        follower.write_batch(vec![1, 2]).await,
+        Err(ProposeError::NotLeader {
+            leader_hint: leader.id()
+        })
+    );
+    cluster.shutdown().await;
+
+    // A node cut off from the start knows no leader.
+    let cluster = Cluster::start(3, |_| {}).await;
+    cluster.network.isolate(id(3));
+    assert_eq!(
+        cluster.node(id(3)).write(1).await,
+        Err(ProposeError::NoLeader)
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_above_max_pending_proposals_are_busy() {
+    let cluster = Cluster::start(3, |config| config.max_pending_proposals = 2).await;
+    let leader = cluster.leader().await;
+    // Cut the leader off so nothing commits while the limit is reached.
+    cluster.network.isolate(leader.id());
+    let first = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write(1).await }
+    });
+    let second = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write(2).await }
+    });
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(leader.write(3).await, Err(ProposeError::Busy));
+    assert_eq!(leader.write_batch(vec![3]).await, Err(ProposeError::Busy));
+    // The leader steps down (check-quorum): its waiting writes fail, none hangs.
+    for waiting in [first, second] {
+        let outcome = waiting.await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(ProposeError::NoLeader | ProposeError::NotLeader { .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert_ne!(leader.status().await.unwrap().role, Role::Leader);
+    cluster.network.heal();
+    // Capacity is given back once the waiting writes are answered.
+    cluster.write(4).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_writes_share_one_storage_write_and_one_append_per_peer() {
+    let (cluster, counters) = Cluster::start_counted(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    leader.write(0).await.unwrap();
+    let counted = &counters[&leader.id()];
+    let persists_before = counted.storage.persists.load(Ordering::Relaxed);
+    let appends_before = counted.appends.load(Ordering::Relaxed);
+    let writes: Vec<_> = (1..=200)
+        .map(|command| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.write(command).await })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let persists = counted.storage.persists.load(Ordering::Relaxed) - persists_before;
+    let appends = counted.appends.load(Ordering::Relaxed) - appends_before;
+    // The 200 writes queue up while the driver is busy, and go out together: a handful of
+    // storage writes and of appends per peer, not 200 of each.
+    assert!(persists <= 4, "{persists} storage writes for 200 proposals");
+    assert!(
+        appends <= 2 * 4,
+        "{appends} AppendEntries for 200 proposals"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_delay_holds_proposals_until_the_batch_fills_or_the_delay_passes() {
+    let (node, storage, _) = counted_single_node(|config| {
+        config.max_batch_delay_ticks = 5;
+        config.max_batch_entries = 3;
+    })
+    .await;
+    node.write(0).await.unwrap();
+    // Two writes wait for the delay (5 ticks of 10 ms)...
+    let started = tokio::time::Instant::now();
+    let (first, second) = tokio::join!(node.write(1), node.write(2));
+    assert_eq!((first, second), (Ok(2), Ok(3)));
+    assert!(
+        started.elapsed() >= Duration::from_millis(40),
+        "{:?}",
+        started.elapsed()
+    );
+    // ...three fill the batch and go at once, in one storage write.
+    let persists = storage.persists.load(Ordering::Relaxed);
+    let started = tokio::time::Instant::now();
+    let (a, b, c) = tokio::join!(node.write(3), node.write(4), node.write(5));
+    assert_eq!((a, b, c), (Ok(4), Ok(5), Ok(6)));
+    assert!(
+        started.elapsed() < Duration::from_millis(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(storage.persists.load(Ordering::Relaxed) - persists, 1);
+    node.shutdown().await.unwrap();
+}
