@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p yggr-sim --example suite                      # every suite, budget 1
 //! cargo run --release -p yggr-sim --example suite -- reads lease       # two of them
+//! cargo run --release -p yggr-sim --example suite -- follower          # follower conformance
 //! YGGR_SIM_BUDGET=100 cargo run --release -p yggr-sim --example suite  # the nightly budget
 //! YGGR_SIM_SEED_BASE=42 cargo run --release -p yggr-sim --example suite -- default
 //! ```
@@ -13,27 +14,44 @@
 use std::process::ExitCode;
 
 use yggr_sim::Workload;
+use yggr_sim::conformance::ConformanceSuite;
 use yggr_sim::suite::{Suite, base_seed, budget};
+
+/// The follower-conformance suite's name on the command line.
+const FOLLOWER: &str = "follower";
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let keep_going = arguments.iter().any(|argument| argument == "--keep-going");
-    let mut names: Vec<&str> = Workload::PRESETS
-        .into_iter()
-        .filter(|preset| arguments.iter().any(|argument| argument == preset))
+    let every: Vec<&str> = Workload::PRESETS.into_iter().chain([FOLLOWER]).collect();
+    let mut names: Vec<&str> = every
+        .iter()
+        .copied()
+        .filter(|name| arguments.iter().any(|argument| argument == name))
         .collect();
     if names.is_empty() {
-        names = Workload::PRESETS.to_vec();
+        names = every;
     }
     let base = base_seed();
     let budget = budget();
     println!("base seed {base}, budget {budget}");
     let mut failed = false;
     for name in names {
-        let Some(suite) = Suite::preset(name) else {
-            continue;
+        let outcome = if name == FOLLOWER {
+            ConformanceSuite::default()
+                .run(base, budget)
+                .map(|report| report.to_string())
+                .map_err(|failure| failure.to_string())
+        } else {
+            let Some(suite) = Suite::preset(name) else {
+                continue;
+            };
+            suite
+                .run(base, budget)
+                .map(|report| report.to_string())
+                .map_err(|failure| failure.to_string())
         };
-        match suite.run(base, budget) {
+        match outcome {
             Ok(report) => println!("{report}"),
             Err(failure) => {
                 println!("FAILED suite {name}: {failure}");

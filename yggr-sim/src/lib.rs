@@ -28,6 +28,8 @@
 //! - [`liveness`]: the healing phase and what it requires.
 //! - [`runner`]: [`run`] and [`replay`].
 //! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
+//! - [`conformance`]: one follower driven by every request a succession of correct leaders
+//!   may send it, for the corners cluster runs reach only by luck.
 //! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
@@ -48,6 +50,7 @@
 //! ```
 
 pub mod checker;
+pub mod conformance;
 pub mod coverage;
 pub mod disk;
 pub mod harness;

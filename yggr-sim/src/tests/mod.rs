@@ -2,6 +2,7 @@
 
 mod chaos;
 mod checker;
+mod conformance;
 mod membership;
 mod reads;
 mod smoke;
