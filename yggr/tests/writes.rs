@@ -70,6 +70,40 @@ async fn write_on_a_follower_names_the_leader_and_without_a_leader_says_so() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn writes_in_flight_fail_as_soon_as_their_leader_steps_down() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    cluster.network.isolate(leader.id());
+    let writes: Vec<_> = (0..3)
+        .map(|command| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.write(command).await })
+        })
+        .collect();
+    // Still cut off: only the step-down (check-quorum, within an election timeout or two)
+    // can answer them, not a new leader's entries overwriting theirs.
+    for write in writes {
+        let answer = tokio::time::timeout(Duration::from_secs(2), write)
+            .await
+            .expect("a stepped-down leader answers its waiting writers")
+            .unwrap();
+        assert_eq!(answer, Err(ProposeError::NoLeader));
+    }
+    assert_ne!(leader.current_leader(), Some(leader.id()));
+    // Once it hears of the new leader it names it.
+    cluster.network.heal();
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader.id(), leader.id());
+    assert_eq!(
+        leader.write(9).await,
+        Err(ProposeError::NotLeader {
+            leader_hint: new_leader.id()
+        })
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn writes_above_max_pending_proposals_are_busy() {
     let cluster = Cluster::start(3, |config| config.max_pending_proposals = 2).await;
     let leader = cluster.leader().await;
@@ -89,7 +123,10 @@ async fn writes_above_max_pending_proposals_are_busy() {
     assert_eq!(leader.write_batch(vec![3]).await, Err(ProposeError::Busy));
     // The leader steps down (check-quorum): its waiting writes fail, none hangs.
     for waiting in [first, second] {
-        let outcome = waiting.await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("a stepped-down leader answers its waiting writers")
+            .unwrap();
         assert!(
             matches!(
                 outcome,
