@@ -38,4 +38,7 @@ pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
 pub use storage::{MemStorage, Storage, StorageWrite, StoredState};
 pub use transport::{LocalNetwork, LocalTransport, Transport};
 pub use yggr_core as core;
-pub use yggr_core::{EngineMetrics, LogIndex, Membership, NodeId, Role, Term};
+pub use yggr_core::{
+    Bytes, ConfigChange, EngineMetrics, EntryPayload, LogEntry, LogIndex, Membership, NodeId,
+    RecoveredSnapshot, Role, Term,
+};
