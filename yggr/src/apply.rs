@@ -2,21 +2,25 @@
 //! the clients waiting on them, runs linearizable reads after everything applied before them,
 //! restores snapshots from the leader and takes snapshots for compaction.
 //!
-//! It is a tokio task of its own behind a bounded channel; when the channel is full the
-//! driver waits for it. The state machine's code never runs on a runtime worker: each busy
-//! period (a job and whatever queued behind it) runs on tokio's blocking pool, so a slow or
-//! even blocking `apply` delays other applies but never heartbeats, and never holds a worker
-//! that the driver could be woken onto. Handing over per busy period rather than per job keeps
-//! the hand-off cost off a loaded node, and tells tokio's paused test clock that work is in
-//! progress (a plain thread would let virtual time race ahead while it ran).
+//! It sits behind a bounded channel; when the channel is full the driver waits for it. The
+//! state machine's code never runs on a runtime worker, so a slow or even blocking `apply`
+//! delays other applies but never heartbeats. Where it runs depends on the runtime:
+//!
+//! - on a multi-threaded runtime, on a thread of its own that waits on the channel: one
+//!   wake-up per job at most, the cheapest hand-off there is (see [`spawn`]);
+//! - on a current-thread runtime (tests with tokio's paused clock among them), as a task that
+//!   hands each busy period (a job and whatever queued behind it) to the blocking pool. That
+//!   frees the runtime's one thread, and tells the paused clock that work is in progress: a
+//!   plain thread would let virtual time race ahead while it ran.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
-use yggr_core::{EntryPayload, LogEntry, LogIndex};
+use yggr_core::{EntryPayload, LogEntry, LogIndex, NodeId};
 
 use crate::error::{ProposeError, ReadError};
 use crate::state_machine::{SnapshotError, StateMachine};
@@ -227,21 +231,66 @@ struct Applier<S: StateMachine> {
     reports: mpsc::UnboundedSender<ApplyReport>,
 }
 
-/// Runs the apply loop until the driver closes its channel or an entry cannot be applied.
-/// `state` already reflects every entry through `applied` (the snapshot it was restored
-/// from, at startup).
-pub(crate) async fn run<S: StateMachine>(
+/// Starts the apply loop where it belongs on the current runtime (see the module
+/// documentation). `state` already reflects every entry through `applied` (the snapshot it
+/// was restored from, at startup). The returned receiver fires (or closes) once the loop has
+/// stopped: the driver closed the channel, or an entry could not be applied.
+pub(crate) fn spawn<S: StateMachine>(
+    id: NodeId,
     state: S,
     applied: LogIndex,
     jobs: mpsc::Receiver<ApplyJob<S>>,
     reports: mpsc::UnboundedSender<ApplyReport>,
-) {
-    let mut applier = Applier {
+) -> oneshot::Receiver<()> {
+    let applier = Applier {
         state,
         last_applied: applied,
         jobs,
         reports,
     };
+    let (finished, stopped) = oneshot::channel();
+    match Handle::current().runtime_flavor() {
+        RuntimeFlavor::CurrentThread => {
+            tokio::spawn(async move {
+                run_in_busy_periods(applier).await;
+                let _ = finished.send(());
+            });
+        }
+        _ => {
+            let reports = applier.reports.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("yggr-apply-{id}"))
+                .spawn(move || {
+                    run_on_this_thread(applier);
+                    let _ = finished.send(());
+                });
+            if let Err(error) = spawned {
+                let reason = format!("could not start the apply thread: {error}");
+                error!(target: "yggr::node", %reason, "apply stopped");
+                let _ = reports.send(ApplyReport::Fatal(reason));
+            }
+        }
+    }
+    stopped
+}
+
+/// The apply loop on a dedicated thread.
+fn run_on_this_thread<S: StateMachine>(mut applier: Applier<S>) {
+    let reports = applier.reports.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        while let Some(job) = applier.jobs.blocking_recv() {
+            if !applier.handle(job) {
+                return;
+            }
+        }
+    }));
+    if let Err(panic) = outcome {
+        report_panic(&reports, panic_message(panic.as_ref()));
+    }
+}
+
+/// The apply loop as a task, each busy period on the blocking pool.
+async fn run_in_busy_periods<S: StateMachine>(mut applier: Applier<S>) {
     loop {
         let Some(first) = applier.jobs.recv().await else {
             return;
@@ -255,15 +304,31 @@ pub(crate) async fn run<S: StateMachine>(
             Ok((back, true)) => applier = back,
             Ok((_, false)) => return,
             Err(panicked) => {
-                // The state machine panicked: its state is unknown, so this node cannot go
-                // on applying. The driver stops with a fatal error.
-                let reason = format!("the state machine panicked: {panicked}");
-                error!(target: "yggr::node", %reason, "apply stopped");
-                let _ = reports.send(ApplyReport::Fatal(reason));
+                let message = match panicked.try_into_panic() {
+                    Ok(panic) => panic_message(panic.as_ref()),
+                    Err(error) => error.to_string(),
+                };
+                report_panic(&reports, message);
                 return;
             }
         }
     }
+}
+
+/// The state machine panicked: its state is unknown, so this node cannot go on applying. The
+/// driver stops with a fatal error.
+fn report_panic(reports: &mpsc::UnboundedSender<ApplyReport>, message: String) {
+    let reason = format!("the state machine panicked: {message}");
+    error!(target: "yggr::node", %reason, "apply stopped");
+    let _ = reports.send(ApplyReport::Fatal(reason));
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 impl<S: StateMachine> Applier<S> {

@@ -41,6 +41,12 @@ const MAX_PER_SOURCE: usize = 4096;
 
 /// What handles ask the driver.
 pub(crate) enum Request<S: StateMachine> {
+    /// One command to replicate and whoever waits for it (the common case, without the two
+    /// allocations of a batch).
+    ProposeOne {
+        command: Bytes,
+        waiter: Waiter<S>,
+    },
     /// Commands to replicate, each with whoever waits for it.
     Propose {
         commands: Vec<Bytes>,
@@ -129,7 +135,7 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     config: Config,
     requests: mpsc::Receiver<Request<S>>,
     apply: Option<mpsc::Sender<ApplyJob<S>>>,
-    apply_task: Option<tokio::task::JoinHandle<()>>,
+    apply_task: Option<oneshot::Receiver<()>>,
     reports: mpsc::UnboundedReceiver<ApplyReport>,
     shared: Arc<Shared>,
     pending: VecDeque<Pending<S>>,
@@ -153,8 +159,8 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
 pub(crate) struct Wiring<S: StateMachine> {
     pub(crate) requests: mpsc::Receiver<Request<S>>,
     pub(crate) apply: mpsc::Sender<ApplyJob<S>>,
-    /// The apply task, awaited at shutdown.
-    pub(crate) apply_task: tokio::task::JoinHandle<()>,
+    /// Fires (or closes) once the apply loop has stopped; awaited at shutdown.
+    pub(crate) apply_task: oneshot::Receiver<()>,
     pub(crate) reports: mpsc::UnboundedReceiver<ApplyReport>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -308,6 +314,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 continue;
             }
             match request {
+                Request::ProposeOne { command, waiter } => {
+                    commands.push(command);
+                    waiters.push(waiter);
+                }
                 Request::Propose {
                     commands: more,
                     waiters: more_waiters,
@@ -476,8 +486,27 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     /// Makes the iteration's writes durable, then performs everything else in order.
     async fn carry_out(&mut self) -> Result<(), Stop> {
         let was_leader = self.shared.leader.load(Ordering::Relaxed) == self.id.get();
-        let actions = std::mem::take(&mut self.actions);
-        let writes: Vec<StorageWrite> = actions.iter().filter_map(storage_write).collect();
+        // Entries move into the storage write rather than being copied; everything else keeps
+        // its order for after the write.
+        let mut writes = Vec::new();
+        let mut actions = Vec::with_capacity(self.actions.len());
+        for action in self.actions.drain(..) {
+            match action {
+                Action::PersistLogEntries(entries) => writes.push(StorageWrite::Entries(entries)),
+                Action::PersistHardState {
+                    current_term,
+                    voted_for,
+                } => writes.push(StorageWrite::HardState {
+                    current_term,
+                    voted_for,
+                }),
+                Action::PersistSnapshot { .. } => {
+                    writes.extend(snapshot_write(&action));
+                    actions.push(action);
+                }
+                other => actions.push(other),
+            }
+        }
         if !writes.is_empty() {
             if let Err(error) = self.storage.persist(writes).await {
                 error!(target: "yggr::node", node_id = self.id.get(), %error, "storage failed; stopping");
@@ -702,6 +731,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
 /// Answers a request that arrives while the node stops.
 fn refuse_for_shutdown<S: StateMachine>(request: Request<S>, engine: &Engine<Bytes>) {
     match request {
+        Request::ProposeOne { waiter, .. } => waiter.fail(ProposeError::Shutdown),
         Request::Propose { waiters, .. } => fail_all(waiters, ProposeError::Shutdown),
         Request::Read(read) => read.fail(ReadError::Shutdown),
         Request::Membership { reply, .. } => {
@@ -731,17 +761,9 @@ fn fail_all<S: StateMachine>(waiters: Vec<Waiter<S>>, error: ProposeError) {
     }
 }
 
-/// The storage write an action asks for, if it is one.
-fn storage_write(action: &Action<Bytes>) -> Option<StorageWrite> {
+/// The storage write a `PersistSnapshot` action asks for.
+fn snapshot_write(action: &Action<Bytes>) -> Option<StorageWrite> {
     match action {
-        Action::PersistHardState {
-            current_term,
-            voted_for,
-        } => Some(StorageWrite::HardState {
-            current_term: *current_term,
-            voted_for: *voted_for,
-        }),
-        Action::PersistLogEntries(entries) => Some(StorageWrite::Entries(entries.clone())),
         Action::PersistSnapshot {
             last_included_index,
             last_included_term,

@@ -158,12 +158,7 @@ impl<S: StateMachine> Node<S> {
         let (apply, apply_receiver) = mpsc::channel::<ApplyJob<S>>(config.max_pending_applies);
         let (report_sender, reports) = mpsc::unbounded_channel();
         let applied = engine.last_applied();
-        let apply_task = tokio::spawn(apply::run(
-            state_machine,
-            applied,
-            apply_receiver,
-            report_sender,
-        ));
+        let apply_task = apply::spawn(id, state_machine, applied, apply_receiver, report_sender);
         let shared = Arc::new(Shared::new());
         let max_in_flight = config.max_pending_proposals;
         let wiring = Wiring {
@@ -239,12 +234,12 @@ impl<S: StateMachine> Node<S> {
             .ok_or(ProposeError::Busy)?;
         let bytes = Bytes::from(S::encode_command(&command));
         let (reply, answer) = oneshot::channel();
-        let request = Request::Propose {
-            commands: vec![bytes],
-            waiters: vec![Waiter::Write {
+        let request = Request::ProposeOne {
+            command: bytes,
+            waiter: Waiter::Write {
                 reply,
                 _in_flight: in_flight,
-            }],
+            },
         };
         self.send(request).await.map_err(propose_error)?;
         answer
