@@ -2,10 +2,8 @@
 //! hold after every event (term never decreases; commit never decreases nor passes the log;
 //! the vote changes only together with the term, or from none to some).
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use proptest::prelude::*;
 use yggr_core::{
     AppendEntries, AppendEntriesResponse, AppendOutcome, ConfigChange, EngineConfig, EntryPayload,

@@ -3,11 +3,9 @@
 //! no term has two leaders, that logs agreeing on an entry's term agree on everything before
 //! it, and that no two nodes apply different commands at one index.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use yggr_core::{EntryPayload, Event, LogIndex, NodeId, Term};
 

@@ -2,9 +2,7 @@
 //! removed itself, bursts larger than any internal window, a configuration that shrinks to the
 //! leader alone, reads that reach a leader before it is ready, and leases across a term change.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use yggr_core::Bytes;
 use yggr_core::{Action, ConfigChange, EngineConfig, Event, ReadFailure, Role, Rpc, VoteRequest};
 

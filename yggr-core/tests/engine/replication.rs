@@ -1,9 +1,7 @@
 //! Figure 2 rules for log replication (§5.3), the commit rule (§5.4.2) and the leader's side
 //! of pipelining and backtracking.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use yggr_core::Bytes;
 use yggr_core::{
     Action, AppendEntries, AppendEntriesResponse, AppendOutcome, EngineConfig, EntryPayload, Event,

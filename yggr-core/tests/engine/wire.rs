@@ -1,9 +1,7 @@
 //! The protobuf mapping: every message round-trips, and arbitrary bytes never panic.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use proptest::prelude::*;
 use yggr_core::wire::{WireError, decode_entry, decode_message, encode_entry, encode_message};
 use yggr_core::{

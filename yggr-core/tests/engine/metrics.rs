@@ -3,12 +3,10 @@
 //! elections with pre-vote, refusals, replication with rejections, commits, snapshots, reads
 //! that succeed and reads that fail, and a step-down for a higher term.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{Action, AppendOutcome, EngineConfig, EngineMetrics, Event, Message, NodeId, Rpc};
 
 /// What the test observed of each node, independently of its counters.
@@ -72,7 +70,7 @@ fn propose_read(net: &mut Net, record: &mut Record, node: u64, id: u64) {
     if net.engine(node).role() == yggr_core::Role::Leader {
         record
             .nodes
-            .entry(common::id(node))
+            .entry(crate::common::id(node))
             .or_default()
             .reads_at_leader += 1;
     }
@@ -189,9 +187,9 @@ fn every_counter_equals_an_independent_count_of_what_the_engine_did() {
     deliver_message(
         &mut net,
         &mut record,
-        common::id(2),
+        crate::common::id(2),
         Message {
-            from: common::id(3),
+            from: crate::common::id(3),
             term: term(probe),
             rpc: Rpc::RequestPreVote(yggr_core::VoteRequest {
                 last_log_index: idx(100),
@@ -243,9 +241,9 @@ fn every_counter_equals_an_independent_count_of_what_the_engine_did() {
     deliver_message(
         &mut net,
         &mut record,
-        common::id(1),
+        crate::common::id(1),
         Message {
-            from: common::id(2),
+            from: crate::common::id(2),
             term: term(newer),
             rpc: Rpc::RequestVoteResponse(yggr_core::VoteResponse { granted: false }),
         },
@@ -263,7 +261,7 @@ fn every_counter_equals_an_independent_count_of_what_the_engine_did() {
 
     let mut exercised = EngineMetrics::default();
     for node in [1, 2, 3] {
-        let id = common::id(node);
+        let id = crate::common::id(node);
         let engine = net.engine(node);
         let mut want = expected(&net, &record, id);
         let got = engine.metrics();

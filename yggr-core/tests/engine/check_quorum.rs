@@ -1,10 +1,8 @@
 //! CheckQuorum must depose a leader that lost its majority and nothing else: a follower busy
 //! receiving a long snapshot is heard from like any other.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{EngineConfig, Event, Role};
 
 /// Review finding E: three nodes, node 3 down, node 2 needs a 64-chunk snapshot delivered one

@@ -1,10 +1,8 @@
 //! Places where Raft implementations have shipped bugs, one named test each (those not already
 //! covered by the election, replication, features and recovery suites).
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{
     Action, ConfigChange, EngineConfig, EntryPayload, Event, InstallSnapshot, LogEntry, Membership,
     RecoveredHardState, Role, Rpc, VoteRequest, VoteResponse,

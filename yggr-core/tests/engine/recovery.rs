@@ -1,9 +1,7 @@
 //! Restart from durable state: what survives, and what corrupt state is refused.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{
     Event, Membership, RecoveredHardState, RecoveredSnapshot, RecoveryError, Role, Rpc,
     VoteRequest, VoteResponse,
@@ -135,7 +133,7 @@ fn recovered_single_node_re_commits_and_re_applies_its_log() {
         .unwrap();
     let mut applied_commands = Vec::new();
     for _ in 0..100 {
-        applied_commands.extend(common::applied_commands(&node.step(Event::Tick)));
+        applied_commands.extend(crate::common::applied_commands(&node.step(Event::Tick)));
         if node.role() == Role::Leader {
             break;
         }

@@ -1,10 +1,8 @@
 //! Reads (§8), leadership transfer (thesis §3.10), membership changes (§4.3) and snapshots
 //! (§7) at the engine level. The simulator covers them under chaos.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{
     Action, ConfigChange, ConfigChangeRejection, EngineConfig, Event, ReadFailure, Role, Rpc,
 };

@@ -1,8 +1,6 @@
 //! Figure 2 rules for elections (§5.2, §5.4.1) and pre-vote (thesis §9.6), one test per rule.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use yggr_core::{
     Action, EngineConfig, Event, Membership, NodeId, Role, Rpc, VoteRequest, VoteResponse,
 };

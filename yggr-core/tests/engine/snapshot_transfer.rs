@@ -1,10 +1,8 @@
 //! The leader's side of chunked InstallSnapshot (§7): when a follower is switched to a
 //! snapshot, and how the chunk stream is paced under duplicated answers.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use yggr_core::{Action, EngineConfig, Event, InstallSnapshotResponse, LogIndex, Rpc};
 
 const STATE: &[u8] = b"0123456789abcdef";
