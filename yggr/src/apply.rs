@@ -13,6 +13,7 @@
 //!   frees the runtime's one thread, and tells the paused clock that work is in progress: a
 //!   plain thread would let virtual time race ahead while it ran.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +48,8 @@ pub(crate) enum ApplyReport {
     Snapshot { index: LogIndex, bytes: Bytes },
     /// A snapshot could not be taken now.
     SnapshotFailed(SnapshotError),
-    /// A committed entry does not decode: this node cannot go on.
+    /// A committed entry does not decode, or the state machine panicked: this node cannot
+    /// go on.
     Fatal(String),
 }
 
@@ -59,10 +61,21 @@ pub(crate) trait ReadJob<S>: Send {
     fn fail(self: Box<Self>, error: ReadError);
 }
 
+/// What a read's caller gets back.
+pub(crate) enum ReadAnswer<R> {
+    /// What the closure returned.
+    Value(R),
+    /// Why the read did not run.
+    Failed(ReadError),
+    /// The closure panicked; the caller resumes the panic, as if it had run the closure
+    /// itself. The state machine is untouched (a read only borrows it), so the node goes on.
+    Panicked(Box<dyn std::any::Any + Send>),
+}
+
 /// A read closure and the channel its result goes back on.
 pub(crate) struct Read<S, R, F: FnOnce(&S) -> R> {
     pub(crate) read: F,
-    pub(crate) reply: oneshot::Sender<Result<R, ReadError>>,
+    pub(crate) reply: oneshot::Sender<ReadAnswer<R>>,
     pub(crate) state: std::marker::PhantomData<fn(&S)>,
 }
 
@@ -72,12 +85,16 @@ where
     F: FnOnce(&S) -> R + Send + 'static,
 {
     fn run(self: Box<Self>, state: &S) {
-        let value = (self.read)(state);
-        let _ = self.reply.send(Ok(value));
+        let Read { read, reply, .. } = *self;
+        let answer = match catch_unwind(AssertUnwindSafe(|| read(state))) {
+            Ok(value) => ReadAnswer::Value(value),
+            Err(panic) => ReadAnswer::Panicked(panic),
+        };
+        let _ = reply.send(answer);
     }
 
     fn fail(self: Box<Self>, error: ReadError) {
-        let _ = self.reply.send(Err(error));
+        let _ = self.reply.send(ReadAnswer::Failed(error));
     }
 }
 
@@ -96,12 +113,15 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    /// Takes `units` if that keeps the count within `limit`.
+    /// Takes `units` if that keeps the count within `limit`. A request larger than the
+    /// whole limit takes the whole limit, so it goes through when nothing else is in flight
+    /// instead of being refused forever.
     pub(crate) fn acquire(
         count: &Arc<AtomicUsize>,
         units: usize,
         limit: usize,
     ) -> Option<InFlight> {
+        let units = units.min(limit);
         let mut current = count.load(Ordering::Relaxed);
         loop {
             if current + units > limit {
@@ -229,6 +249,10 @@ struct Applier<S: StateMachine> {
     last_applied: LogIndex,
     jobs: mpsc::Receiver<ApplyJob<S>>,
     reports: mpsc::UnboundedSender<ApplyReport>,
+    /// Set once an entry could not be applied: the state is unknown from then on, so
+    /// nothing more is applied or read, and everyone still waiting is answered `Fatal` until
+    /// the driver, told so, closes the channel.
+    broken: bool,
 }
 
 /// Starts the apply loop where it belongs on the current runtime (see the module
@@ -247,6 +271,7 @@ pub(crate) fn spawn<S: StateMachine>(
         last_applied: applied,
         jobs,
         reports,
+        broken: false,
     };
     let (finished, stopped) = oneshot::channel();
     match Handle::current().runtime_flavor() {
@@ -274,53 +299,30 @@ pub(crate) fn spawn<S: StateMachine>(
     stopped
 }
 
-/// The apply loop on a dedicated thread.
+/// The apply loop on a dedicated thread, until the driver closes the channel.
 fn run_on_this_thread<S: StateMachine>(mut applier: Applier<S>) {
-    let reports = applier.reports.clone();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        while let Some(job) = applier.jobs.blocking_recv() {
-            if !applier.handle(job) {
-                return;
-            }
-        }
-    }));
-    if let Err(panic) = outcome {
-        report_panic(&reports, panic_message(panic.as_ref()));
+    while let Some(job) = applier.jobs.blocking_recv() {
+        applier.handle(job);
     }
 }
 
-/// The apply loop as a task, each busy period on the blocking pool.
+/// The apply loop as a task, each busy period on the blocking pool, until the driver closes
+/// the channel.
 async fn run_in_busy_periods<S: StateMachine>(mut applier: Applier<S>) {
     loop {
         let Some(first) = applier.jobs.recv().await else {
             return;
         };
-        let reports = applier.reports.clone();
         let busy = tokio::task::spawn_blocking(move || {
-            let going = applier.busy_period(first);
-            (applier, going)
+            applier.busy_period(first);
+            applier
         });
         match busy.await {
-            Ok((back, true)) => applier = back,
-            Ok((_, false)) => return,
-            Err(panicked) => {
-                let message = match panicked.try_into_panic() {
-                    Ok(panic) => panic_message(panic.as_ref()),
-                    Err(error) => error.to_string(),
-                };
-                report_panic(&reports, message);
-                return;
-            }
+            Ok(back) => applier = back,
+            // Panics in user code are caught inside; this is the runtime shutting down.
+            Err(_) => return,
         }
     }
-}
-
-/// The state machine panicked: its state is unknown, so this node cannot go on applying. The
-/// driver stops with a fatal error.
-fn report_panic(reports: &mpsc::UnboundedSender<ApplyReport>, message: String) {
-    let reason = format!("the state machine panicked: {message}");
-    error!(target: "yggr::node", %reason, "apply stopped");
-    let _ = reports.send(ApplyReport::Fatal(reason));
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -332,84 +334,131 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl<S: StateMachine> Applier<S> {
-    /// Runs `first` and every job queued behind it; false once the node must stop applying.
-    fn busy_period(&mut self, first: ApplyJob<S>) -> bool {
+    /// Runs `first` and every job queued behind it.
+    fn busy_period(&mut self, first: ApplyJob<S>) {
         let mut job = first;
         loop {
-            if !self.handle(job) {
-                return false;
-            }
+            self.handle(job);
             match self.jobs.try_recv() {
                 Ok(next) => job = next,
-                Err(_) => return true,
+                Err(_) => return,
             }
         }
     }
 
-    /// Runs one job; false once the node must stop applying.
-    fn handle(&mut self, job: ApplyJob<S>) -> bool {
+    /// Runs one job, or once broken answers everyone in it with `Fatal`.
+    fn handle(&mut self, job: ApplyJob<S>) {
+        if self.broken {
+            refuse(job);
+            return;
+        }
         match job {
             ApplyJob::Entries { entries, waiters } => {
-                if let Err(reason) =
-                    apply_entries(&mut self.state, entries, waiters, &mut self.last_applied)
-                {
-                    error!(target: "yggr::node", %reason, "a committed entry does not decode");
-                    let _ = self.reports.send(ApplyReport::Fatal(reason));
-                    return false;
+                if let Err(reason) = self.apply_entries(entries, waiters) {
+                    self.fail(reason);
                 }
             }
             ApplyJob::Restore { index, bytes } => {
-                self.state.restore(bytes.to_vec());
-                self.last_applied = index;
-                debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
+                let state = &mut self.state;
+                match catch_unwind(AssertUnwindSafe(|| state.restore(bytes.to_vec()))) {
+                    Ok(()) => {
+                        self.last_applied = index;
+                        debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
+                    }
+                    Err(panic) => self.fail(format!(
+                        "the state machine panicked restoring a snapshot: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                }
             }
             ApplyJob::Read(read) => read.run(&self.state),
             ApplyJob::Snapshot => {
-                let report = match self.state.snapshot() {
-                    Ok(bytes) => ApplyReport::Snapshot {
+                let state = &self.state;
+                let report = match catch_unwind(AssertUnwindSafe(|| state.snapshot())) {
+                    Ok(Ok(bytes)) => ApplyReport::Snapshot {
                         index: self.last_applied,
                         bytes: Bytes::from(bytes),
                     },
-                    Err(error) => ApplyReport::SnapshotFailed(error),
+                    Ok(Err(error)) => ApplyReport::SnapshotFailed(error),
+                    Err(panic) => ApplyReport::SnapshotFailed(SnapshotError::new(format!(
+                        "the state machine panicked taking a snapshot: {}",
+                        panic_message(panic.as_ref())
+                    ))),
                 };
                 let _ = self.reports.send(report);
             }
         }
-        true
+    }
+
+    /// Stops applying for good and tells the driver.
+    fn fail(&mut self, reason: String) {
+        error!(target: "yggr::node", %reason, "apply stopped");
+        self.broken = true;
+        let _ = self.reports.send(ApplyReport::Fatal(reason));
+    }
+
+    /// Applies `entries` in order, answering each waiter with its command's response. On an
+    /// entry that does not decode, or an `apply` that panics, answers that entry's waiter and
+    /// every later one `Fatal` and returns why.
+    fn apply_entries(
+        &mut self,
+        entries: Vec<LogEntry<Bytes>>,
+        waiters: Vec<(LogIndex, Waiter<S>)>,
+    ) -> Result<(), String> {
+        // Waiters are sorted by index, and each names a command entry of this job.
+        let mut waiters = waiters.into_iter().peekable();
+        for entry in entries {
+            let response = match &entry.payload {
+                EntryPayload::Command(bytes) => match self.apply_one(bytes) {
+                    Ok(response) => Some(response),
+                    Err(reason) => {
+                        for (_, waiter) in waiters {
+                            waiter.fail(ProposeError::Fatal);
+                        }
+                        return Err(format!("entry {}: {reason}", entry.index));
+                    }
+                },
+                _ => None,
+            };
+            self.last_applied = entry.index;
+            if waiters
+                .peek()
+                .is_some_and(|(index, _)| *index == entry.index)
+            {
+                if let (Some((_, waiter)), Some(response)) = (waiters.next(), response) {
+                    waiter.complete(response);
+                }
+            }
+        }
+        debug_assert!(
+            waiters.next().is_none(),
+            "every waiter names an entry of its job"
+        );
+        Ok(())
+    }
+
+    /// Decodes and applies one command.
+    fn apply_one(&mut self, bytes: &Bytes) -> Result<S::Response, String> {
+        let command = S::decode_command(bytes).map_err(|error| error.to_string())?;
+        let state = &mut self.state;
+        catch_unwind(AssertUnwindSafe(|| state.apply(command))).map_err(|panic| {
+            format!(
+                "the state machine panicked: {}",
+                panic_message(panic.as_ref())
+            )
+        })
     }
 }
 
-/// Applies `entries` in order, answering each waiter with its command's response.
-fn apply_entries<S: StateMachine>(
-    state: &mut S,
-    entries: Vec<LogEntry<Bytes>>,
-    waiters: Vec<(LogIndex, Waiter<S>)>,
-    last_applied: &mut LogIndex,
-) -> Result<(), String> {
-    // Waiters are sorted by index, and each names a command entry of this job.
-    let mut waiters = waiters.into_iter().peekable();
-    for entry in entries {
-        let response = match &entry.payload {
-            EntryPayload::Command(bytes) => {
-                let command = S::decode_command(bytes)
-                    .map_err(|error| format!("entry {}: {error}", entry.index))?;
-                Some(state.apply(command))
-            }
-            _ => None,
-        };
-        *last_applied = entry.index;
-        if waiters
-            .peek()
-            .is_some_and(|(index, _)| *index == entry.index)
-        {
-            if let (Some((_, waiter)), Some(response)) = (waiters.next(), response) {
-                waiter.complete(response);
+/// Answers everyone waiting on `job` with `Fatal`: the state machine can no longer serve.
+fn refuse<S: StateMachine>(job: ApplyJob<S>) {
+    match job {
+        ApplyJob::Entries { waiters, .. } => {
+            for (_, waiter) in waiters {
+                waiter.fail(ProposeError::Fatal);
             }
         }
+        ApplyJob::Read(read) => read.fail(ReadError::Fatal),
+        ApplyJob::Restore { .. } | ApplyJob::Snapshot => {}
     }
-    debug_assert!(
-        waiters.next().is_none(),
-        "every waiter names an entry of its job"
-    );
-    Ok(())
 }

@@ -33,7 +33,9 @@ pub enum Bootstrap {
 pub struct Config {
     /// This node's id.
     pub node_id: NodeId,
-    /// The other founding members (for [`Bootstrap::NewCluster`]).
+    /// The other founding members, as given to [`Config::new`]. With
+    /// [`Bootstrap::NewCluster`] they must agree with its members (when not empty); with
+    /// `Recover` or `Join` they are not used.
     pub peers: BTreeSet<NodeId>,
     /// Lower bound of the randomized election timeout (§5.2), inclusive. Default 10.
     pub election_timeout_min_ticks: u64,
@@ -126,10 +128,29 @@ impl Config {
                     members: members.iter().copied().collect(),
                 });
             }
+            // With peers given, they and the founding members must describe one cluster:
+            // otherwise one of the two is silently wrong.
+            let others: BTreeSet<NodeId> = members
+                .iter()
+                .copied()
+                .filter(|member| *member != self.node_id)
+                .collect();
+            if !self.peers.is_empty() && self.peers != others {
+                return Err(ConfigError::PeersDisagreeWithMembers {
+                    peers: self.peers.iter().copied().collect(),
+                    members: members.iter().copied().collect(),
+                });
+            }
         }
         if self.tick_interval.is_zero() {
             return Err(ConfigError::ZeroLimit {
                 field: "tick_interval",
+            });
+        }
+        if self.tick_interval > MAX_TICK_INTERVAL {
+            return Err(ConfigError::TooLarge {
+                field: "tick_interval",
+                max: format!("{MAX_TICK_INTERVAL:?}"),
             });
         }
         for (field, value) in [
@@ -140,6 +161,12 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { field });
+            }
+            if value > MAX_QUEUE_LIMIT {
+                return Err(ConfigError::TooLarge {
+                    field,
+                    max: MAX_QUEUE_LIMIT.to_string(),
+                });
             }
         }
         self.engine_config().validate().map_err(ConfigError::from)
@@ -160,6 +187,14 @@ impl Config {
         }
     }
 }
+
+/// The largest `max_pending_proposals`, `max_pending_applies`, `max_batch_entries` and
+/// `snapshot_chunk_size_bytes` accepted (2³⁰): far above any useful value, and within what
+/// tokio's bounded channels can hold.
+pub const MAX_QUEUE_LIMIT: usize = 1 << 30;
+
+/// The longest `tick_interval` accepted: an hour.
+pub const MAX_TICK_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A configuration refused before the node starts. Each message names the fields involved.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +245,24 @@ pub enum ConfigError {
     /// Any other refusal of the engine's (its membership checks, or ones added later).
     #[error(transparent)]
     Engine(yggr_core::ConfigError),
+    /// A value above what the runtime can hold.
+    #[error("{field} must be at most {max}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// The largest value accepted.
+        max: String,
+    },
+    /// `peers` and the founding members of [`Bootstrap::NewCluster`] name different clusters.
+    #[error(
+        "peers {peers:?} disagree with the bootstrap members {members:?}: with peers given, the members must be exactly this node and its peers"
+    )]
+    PeersDisagreeWithMembers {
+        /// `peers`.
+        peers: Vec<NodeId>,
+        /// The founding members.
+        members: Vec<NodeId>,
+    },
     /// A new cluster's founding members do not include this node.
     #[error("bootstrap members {members:?} do not include this node ({id})")]
     NotAFoundingMember {
@@ -324,13 +377,48 @@ mod tests {
             }
             assert_eq!(config.validate(), Err(ConfigError::ZeroLimit { field }));
         }
-        let mut config = base;
+        let mut config = base.clone();
         config.bootstrap = Bootstrap::NewCluster {
             members: [id(2), id(3)].into_iter().collect(),
         };
         assert!(matches!(
             config.validate(),
             Err(ConfigError::NotAFoundingMember { .. })
+        ));
+        let mut config = base.clone();
+        config.bootstrap = Bootstrap::NewCluster {
+            members: [id(1), id(2), id(4)].into_iter().collect(),
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::PeersDisagreeWithMembers { .. })
+        ));
+        // Without peers the members decide; with Recover or Join peers are not used.
+        let mut config = Config::new(id(1), []);
+        config.bootstrap = Bootstrap::NewCluster {
+            members: [id(1), id(2)].into_iter().collect(),
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let mut config = base.clone();
+        config.bootstrap = Bootstrap::Join;
+        assert_eq!(config.validate(), Ok(()));
+        let mut config = base.clone();
+        config.max_pending_applies = usize::MAX;
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::TooLarge {
+                field: "max_pending_applies",
+                max: MAX_QUEUE_LIMIT.to_string(),
+            })
+        );
+        let mut config = base;
+        config.tick_interval = Duration::MAX;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::TooLarge {
+                field: "tick_interval",
+                ..
+            })
         ));
     }
 }

@@ -119,7 +119,26 @@ enum PendingWaiter<S: StateMachine> {
     Membership(oneshot::Sender<Result<(), MembershipError>>),
 }
 
+/// Snapshots for compaction, taken on the apply task one at a time.
+#[derive(Default)]
+struct Snapshots {
+    /// A snapshot is wanted (a hint, a request, a retry) and not yet handed to the apply task.
+    wanted: bool,
+    /// The apply task is taking one.
+    in_flight: bool,
+    /// After a refused snapshot: the tick from which to ask again, and the applied index at
+    /// the refusal (another `max_log_entries` applied also asks again).
+    retry_at: Option<(u64, LogIndex)>,
+    /// Callers of `trigger_snapshot` waiting for the snapshot being taken.
+    waiting_for_current: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
+    /// Callers that arrived while one was being taken: they wait for the next.
+    waiting_for_next: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
+    /// Callers whose snapshot was taken, answered once the iteration's write is durable.
+    taken: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
+}
+
 /// Why the driver stops.
+#[derive(Clone, Copy, Debug)]
 enum Stop {
     /// Every handle is gone, or a shutdown request drained: stop cleanly.
     Clean,
@@ -144,11 +163,11 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
     held: Vec<(Bytes, Waiter<S>)>,
     held_since_tick: u64,
-    snapshot_in_flight: bool,
-    snapshot_waiters: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
-    /// Ticks delivered since `started`.
+    snapshots: Snapshots,
+    /// Ticks delivered so far.
     ticks: u64,
-    started: Instant,
+    /// When the next tick falls due.
+    next_tick: Instant,
     /// Set by a shutdown request: the tick by which draining gives up, and who to tell.
     draining: Option<(u64, oneshot::Sender<Result<(), ShutdownError>>)>,
     /// The actions of the iteration, in order.
@@ -174,6 +193,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         config: Config,
         wiring: Wiring<S>,
     ) -> Driver<S, St, T> {
+        let tick_interval = config.tick_interval;
         Driver {
             id: engine.id(),
             engine,
@@ -190,10 +210,9 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             next_read: 1,
             held: Vec::new(),
             held_since_tick: 0,
-            snapshot_in_flight: false,
-            snapshot_waiters: Vec::new(),
+            snapshots: Snapshots::default(),
             ticks: 0,
-            started: Instant::now(),
+            next_tick: Instant::now() + tick_interval,
             draining: None,
             actions: Vec::new(),
         }
@@ -208,7 +227,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             if let Some(stop) = self.finish_draining() {
                 break stop;
             }
-            let next_tick = self.next_tick_at();
+            let next_tick = self.next_tick;
             tokio::select! {
                 biased;
                 received = self.requests.recv_many(&mut requests, MAX_PER_SOURCE),
@@ -243,6 +262,18 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     break;
                 }
             }
+            // Reports too: under steady requests and messages the biased select may not reach
+            // them.
+            let mut stopping = None;
+            while let Ok(report) = self.reports.try_recv() {
+                if let Some(stop) = self.on_report(report) {
+                    stopping = Some(stop);
+                    break;
+                }
+            }
+            if let Some(stop) = stopping {
+                break stop;
+            }
             if requests.is_empty() {
                 while let Ok(request) = self.requests.try_recv() {
                     requests.push(request);
@@ -262,17 +293,17 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
 
     // ---- Time ----
 
-    fn next_tick_at(&self) -> Instant {
-        self.started + self.config.tick_interval * u32::try_from(self.ticks + 1).unwrap_or(u32::MAX)
-    }
-
-    /// Delivers every tick that fell due, however many.
+    /// Delivers every tick that fell due, however many (after a stall, the engine sees the
+    /// time that passed).
     fn deliver_due_ticks(&mut self) {
         let now = Instant::now();
-        while self.next_tick_at() <= now {
+        while self.next_tick <= now {
             self.ticks += 1;
             self.step(Event::Tick);
+            // `Config::validate` bounds the interval, so this stays far from overflowing.
+            self.next_tick += self.config.tick_interval;
         }
+        self.maybe_retry_compaction();
     }
 
     // ---- Stepping ----
@@ -310,7 +341,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         let mut reads = Vec::new();
         for request in requests.drain(..) {
             if self.draining.is_some() {
-                refuse_for_shutdown(request, &self.engine);
+                refuse_when_stopped(request, &self.engine, None);
                 continue;
             }
             match request {
@@ -340,8 +371,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     let _ = reply.send(metrics(&self.engine));
                 }
                 Request::TriggerSnapshot(reply) => {
-                    self.snapshot_waiters.push(reply);
-                    self.request_snapshot();
+                    // A snapshot already being taken may predate writes this caller saw
+                    // acknowledged: wait for one that starts after the request.
+                    self.snapshots.waiting_for_next.push(reply);
+                    self.snapshots.wanted = true;
                 }
                 Request::Shutdown(reply) => self.begin_draining(reply),
             }
@@ -442,34 +475,72 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         let _ = reply.send(outcome);
     }
 
-    fn request_snapshot(&mut self) {
-        if self.snapshot_in_flight {
+    /// Hands a wanted snapshot to the apply task unless one is being taken; retried every
+    /// iteration while the apply channel is full.
+    fn dispatch_snapshot(&mut self) {
+        if !self.snapshots.wanted || self.snapshots.in_flight {
             return;
         }
-        if let Some(apply) = &self.apply {
-            if apply.try_send(ApplyJob::Snapshot).is_ok() {
-                self.snapshot_in_flight = true;
-            }
+        let Some(apply) = &self.apply else { return };
+        if apply.try_send(ApplyJob::Snapshot).is_ok() {
+            self.snapshots.wanted = false;
+            self.snapshots.in_flight = true;
+            let next = std::mem::take(&mut self.snapshots.waiting_for_next);
+            self.snapshots.waiting_for_current.extend(next);
         }
+    }
+
+    /// With `max_log_entries` set, the engine hints once when the log outgrows it; if that
+    /// snapshot was refused, ask again after an election timeout or once another
+    /// `max_log_entries` entries were applied, whichever comes first, while the log is still
+    /// too long and something was applied since the last snapshot. (Hints from
+    /// `snapshot_hint_threshold_entries` come again by themselves.)
+    fn maybe_retry_compaction(&mut self) {
+        let limit = self.config.max_log_entries;
+        let Some((retry_tick, refused_at)) = self.snapshots.retry_at else {
+            return;
+        };
+        if self.snapshots.in_flight || self.snapshots.wanted {
+            return;
+        }
+        let applied = self.engine.last_applied();
+        let due = self.ticks >= retry_tick || applied.distance_from(refused_at) >= limit.max(1);
+        if !due {
+            return;
+        }
+        let live = self
+            .engine
+            .last_log_index()
+            .distance_from(self.engine.snapshot_index());
+        if limit > 0 && live > limit && applied > self.engine.snapshot_index() {
+            self.snapshots.wanted = true;
+        }
+        self.snapshots.retry_at = None;
     }
 
     fn on_report(&mut self, report: ApplyReport) -> Option<Stop> {
         match report {
             ApplyReport::Snapshot { index, bytes } => {
-                self.snapshot_in_flight = false;
+                self.snapshots.in_flight = false;
+                self.snapshots.retry_at = None;
                 self.step(Event::SnapshotTaken {
                     last_included_index: index,
                     bytes,
                 });
-                for waiter in self.snapshot_waiters.drain(..) {
-                    let _ = waiter.send(Ok(()));
-                }
+                // Answered once this iteration's storage write (the snapshot's) is durable.
+                let taken = std::mem::take(&mut self.snapshots.waiting_for_current);
+                self.snapshots.taken.extend(taken);
                 None
             }
             ApplyReport::SnapshotFailed(error) => {
-                self.snapshot_in_flight = false;
-                debug!(target: "yggr::node", node_id = self.id.get(), %error, "snapshot not taken; the next hint retries");
-                for waiter in self.snapshot_waiters.drain(..) {
+                self.snapshots.in_flight = false;
+                self.snapshots.retry_at = Some((
+                    self.ticks
+                        .saturating_add(self.config.election_timeout_max_ticks),
+                    self.engine.last_applied(),
+                ));
+                debug!(target: "yggr::node", node_id = self.id.get(), %error, "snapshot not taken; asking again later");
+                for waiter in self.snapshots.waiting_for_current.drain(..) {
                     let _ = waiter.send(Err(error.clone()));
                 }
                 None
@@ -513,6 +584,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 return Err(Stop::Fatal);
             }
         }
+        // Snapshots taken before this iteration are durable now.
+        for waiter in self.snapshots.taken.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
         let mut sent = false;
         let mut snapshot_index = LogIndex::ZERO;
         for action in actions {
@@ -547,7 +622,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                         read.fail(self.read_error(reason));
                     }
                 }
-                Action::SnapshotHint { .. } => self.request_snapshot(),
+                Action::SnapshotHint { .. } => self.snapshots.wanted = true,
                 _ => {}
             }
         }
@@ -555,6 +630,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             self.transport.flush();
         }
         self.after_iteration(was_leader);
+        self.dispatch_snapshot();
         Ok(())
     }
 
@@ -664,7 +740,9 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             .lifecycle
             .store(lifecycle::SHUTTING_DOWN, Ordering::Release);
         // Proposals accepted so far get a couple of election timeouts to commit.
-        let deadline = self.ticks + 2 * self.config.election_timeout_max_ticks;
+        let deadline = self
+            .ticks
+            .saturating_add(self.config.election_timeout_max_ticks.saturating_mul(2));
         info!(target: "yggr::node", node_id = self.id.get(), "shutting down: draining");
         self.draining = Some((deadline, reply));
         if !self.held.is_empty() {
@@ -712,7 +790,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         // Answer what is still queued, then let the apply task finish what it was handed.
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
-            refuse_for_shutdown(request, &self.engine);
+            refuse_when_stopped(request, &self.engine, Some(stop));
         }
         self.apply = None;
         if let Some(task) = self.apply_task.take() {
@@ -728,29 +806,68 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     }
 }
 
-/// Answers a request that arrives while the node stops.
-fn refuse_for_shutdown<S: StateMachine>(request: Request<S>, engine: &Engine<Bytes>) {
+/// Answers a request that arrives while the node drains (`stopped` is `None`: status is
+/// still served) or once it has stopped: `Shutdown` after a clean stop, `Fatal` after a fatal
+/// one.
+fn refuse_when_stopped<S: StateMachine>(
+    request: Request<S>,
+    engine: &Engine<Bytes>,
+    stopped: Option<Stop>,
+) {
+    let fatal = matches!(stopped, Some(Stop::Fatal));
     match request {
-        Request::ProposeOne { waiter, .. } => waiter.fail(ProposeError::Shutdown),
-        Request::Propose { waiters, .. } => fail_all(waiters, ProposeError::Shutdown),
-        Request::Read(read) => read.fail(ReadError::Shutdown),
+        Request::ProposeOne { waiter, .. } => waiter.fail(if fatal {
+            ProposeError::Fatal
+        } else {
+            ProposeError::Shutdown
+        }),
+        Request::Propose { waiters, .. } => fail_all(
+            waiters,
+            if fatal {
+                ProposeError::Fatal
+            } else {
+                ProposeError::Shutdown
+            },
+        ),
+        Request::Read(read) => read.fail(if fatal {
+            ReadError::Fatal
+        } else {
+            ReadError::Shutdown
+        }),
         Request::Membership { reply, .. } => {
-            let _ = reply.send(Err(MembershipError::Shutdown));
+            let _ = reply.send(Err(if fatal {
+                MembershipError::Fatal
+            } else {
+                MembershipError::Shutdown
+            }));
         }
         Request::Transfer { reply, .. } => {
-            let _ = reply.send(Err(TransferLeadershipError::Shutdown));
+            let _ = reply.send(Err(if fatal {
+                TransferLeadershipError::Fatal
+            } else {
+                TransferLeadershipError::Shutdown
+            }));
         }
+        // Once stopped, a dropped reply tells the caller how the node stopped.
         Request::Status(reply) => {
-            let _ = reply.send(status(engine));
+            if stopped.is_none() {
+                let _ = reply.send(status(engine));
+            }
         }
         Request::Metrics(reply) => {
-            let _ = reply.send(metrics(engine));
+            if stopped.is_none() {
+                let _ = reply.send(metrics(engine));
+            }
         }
         Request::TriggerSnapshot(reply) => {
             let _ = reply.send(Err(SnapshotError::new("the node is shutting down")));
         }
         Request::Shutdown(reply) => {
-            let _ = reply.send(Err(ShutdownError::AlreadyShutdown));
+            let _ = reply.send(Err(if fatal {
+                ShutdownError::Fatal
+            } else {
+                ShutdownError::AlreadyShutdown
+            }));
         }
     }
 }

@@ -28,7 +28,8 @@ pub enum ProposeError {
     /// The driver task is gone without a clean shutdown. Restart the process.
     #[error("the node's driver stopped unexpectedly")]
     DriverDead,
-    /// The node hit an unrecoverable storage or transport fault. Restart the process.
+    /// The node stopped after an unrecoverable fault: its storage failed, its transport
+    /// closed, or the state machine panicked. Restart the process.
     #[error("the node stopped after a fatal error")]
     Fatal,
 }
@@ -112,7 +113,8 @@ pub enum MembershipError {
     /// Another membership change is not committed yet (§4.3 allows one at a time).
     #[error("another membership change is still in progress")]
     ChangeInProgress,
-    /// The node is not a member.
+    /// The node is neither a voter nor a learner (answered by `add_peer`'s and
+    /// `remove_peer`'s checks; promoting a non-member is `NotLearner`).
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
     /// The node is already a voter.

@@ -50,9 +50,9 @@
 //!
 //! # Layout
 //! - [`node`]: [`Node`], the handle applications hold, and [`Admin`] for operators.
-//! - `driver`: the task that owns the engine and carries out its actions in order, with
+//! - `driver` (internal): the task that owns the engine and carries out its actions in order, with
 //!   group commit (one storage write and one message per peer per iteration).
-//! - `apply`: the task that owns the state machine: applies committed entries, answers
+//! - `apply` (internal): the task that owns the state machine: applies committed entries, answers
 //!   writers, runs reads, takes and restores snapshots.
 //! - [`config`]: [`Config`] and [`Bootstrap`]; [`error`]: every error type; [`status`]:
 //!   [`Status`] and [`NodeMetrics`].

@@ -12,7 +12,7 @@ use yggr_core::{
     ConfigChange, Engine, EngineMetrics, Membership, NodeId, RandomEnv, RecoveredHardState,
 };
 
-use crate::apply::{self, ApplyJob, BatchCollector, InFlight, Read, Waiter};
+use crate::apply::{self, ApplyJob, BatchCollector, InFlight, Read, ReadAnswer, Waiter};
 use crate::config::{Bootstrap, Config};
 use crate::driver::{Driver, Request, Shared, Wiring, lifecycle};
 use crate::error::{
@@ -323,9 +323,12 @@ impl<S: StateMachine> Node<S> {
             state: PhantomData,
         });
         self.send(Request::Read(job)).await.map_err(read_error)?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(read_error(self.gone())))
+        match answer.await {
+            Ok(ReadAnswer::Value(value)) => Ok(value),
+            Ok(ReadAnswer::Failed(error)) => Err(error),
+            Ok(ReadAnswer::Panicked(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => Err(read_error(self.gone())),
+        }
     }
 
     /// Adds `node` as a voter (§4.3); returns once the change has committed. Prefer adding a

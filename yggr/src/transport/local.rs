@@ -96,9 +96,17 @@ impl LocalNetwork {
 
     /// The endpoint for node `id`, replacing any earlier one (a restarted node gets a fresh
     /// inbox; messages waiting in the old one are gone, as they would be on a real restart).
+    ///
+    /// Call it for a node that is still running and that node loses its endpoint: its
+    /// transport closes and it stops with a fatal error (logged as a warning here, since it is
+    /// almost always two nodes given the same id).
     pub fn transport(&self, id: NodeId) -> LocalTransport {
         let (sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
-        self.lock().endpoints.insert(id, sender);
+        if let Some(previous) = self.lock().endpoints.insert(id, sender) {
+            if !previous.is_closed() {
+                tracing::warn!(target: "yggr::node", node_id = id.get(), "a new endpoint replaces one still in use: the node holding it stops");
+            }
+        }
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         LocalTransport {
             id,
@@ -120,7 +128,8 @@ impl LocalNetwork {
     }
 
     /// Delays each message by a duration drawn from `range`; an empty range removes delays.
-    /// Messages with different delays overtake each other.
+    /// Messages with different delays overtake each other, and a delayed message whose link
+    /// is cut before it arrives is lost.
     pub fn set_delay(&self, range: Range<Duration>) {
         self.update(|state| state.delay = (!range.is_empty()).then_some(range));
     }
@@ -251,7 +260,13 @@ fn spawn_delayer(network: LocalNetwork) -> mpsc::UnboundedSender<Delayed> {
                         }
                         waiting.pop();
                         if let Some(delayed) = messages.remove(&key) {
-                            deliver(&mut state, delayed.to, delayed.message);
+                            // A link cut while the message was on its way loses it, as a
+                            // partition would.
+                            if state.blocked.contains(&(delayed.message.from, delayed.to)) {
+                                state.dropped += 1;
+                            } else {
+                                deliver(&mut state, delayed.to, delayed.message);
+                            }
                         }
                     }
                 }
@@ -427,6 +442,19 @@ mod tests {
         assert_eq!(drain(&mut two), 0);
         assert_eq!(two.recv().await, Some(probe(1)));
         assert!(sent.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_message_does_not_cross_a_partition_set_after_it_was_sent() {
+        let network = LocalNetwork::new();
+        network.set_delay(Duration::from_millis(50)..Duration::from_millis(51));
+        let mut one = network.transport(id(1));
+        let mut two = network.transport(id(2));
+        one.send(id(2), probe(1));
+        network.isolate(id(2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(drain(&mut two), 0);
+        assert_eq!(network.counters().1, 1, "counted as dropped");
     }
 
     #[tokio::test]

@@ -2,11 +2,9 @@
 //! compacted) and are promoted; voters are removed, the leader included; every refusal has
 //! its own error.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{MembershipError, Role};
 
 #[tokio::test(start_paused = true)]

@@ -1,10 +1,8 @@
 //! Leadership transfer, status and metrics, and shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{ProposeError, ReadError, Role, ShutdownError, StatusError, TransferLeadershipError};
 
 #[tokio::test(start_paused = true)]

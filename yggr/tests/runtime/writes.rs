@@ -2,12 +2,10 @@
 //! the right error off the leader, above the in-flight limit, and when leadership is lost;
 //! batched into one storage write and one message per peer under concurrency.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{ProposeError, Role};
 
 #[tokio::test(start_paused = true)]
@@ -139,6 +137,27 @@ async fn writes_above_max_pending_proposals_are_busy() {
     cluster.network.heal();
     // Capacity is given back once the waiting writes are answered.
     cluster.write(4).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_larger_than_the_in_flight_limit_goes_through_when_nothing_else_waits() {
+    let cluster = Cluster::start(3, |config| config.max_pending_proposals = 2).await;
+    let leader = cluster.leader().await;
+    let batch: Vec<u64> = (1..=10).collect();
+    let responses = leader.write_batch(batch).await.unwrap();
+    assert_eq!(responses.len(), 10);
+    // Taking the whole limit, it leaves no room for a write that arrives meanwhile (the
+    // leader is cut off for a moment so that the batch cannot commit before that write).
+    cluster.network.isolate(leader.id());
+    let big = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write_batch((11..=20).collect()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(leader.write(21).await, Err(ProposeError::Busy));
+    cluster.network.heal();
+    assert_eq!(big.await.unwrap().unwrap().len(), 10);
     cluster.shutdown().await;
 }
 

@@ -1,12 +1,10 @@
 //! The apply task runs apart from the driver: a slow state machine delays applies, not
 //! heartbeats, so the cluster keeps its leader.
 
-mod common;
-
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{DecodeError, LocalNetwork, MemStorage, Node, StateMachine};
 
 /// A state machine whose `apply` blocks while the gate is closed.

@@ -2,11 +2,9 @@
 //! share one confirmation round; a lease serves them without one; they fail with the right
 //! error off the leader and when leadership is lost.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use yggr::ReadError;
 
 #[tokio::test(start_paused = true)]

@@ -11,14 +11,12 @@
 //! Time is tokio's paused clock; the run is one thread, so a shared counter orders every
 //! invocation and response exactly.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Recorder, id, test_config};
+use crate::common::{Recorder, id, test_config};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr::{Bootstrap, Config, LocalNetwork, MemStorage, Node, NodeId, ProposeError, ReadError};
@@ -307,7 +305,7 @@ impl Run {
             .iter()
             .map(|ack| ack.command)
             .collect();
-        common::eventually(Duration::from_secs(60), || async {
+        crate::common::eventually(Duration::from_secs(60), || async {
             let records: Vec<Vec<u64>> = self
                 .mirrors
                 .values()
@@ -473,7 +471,7 @@ async fn chaos_run(size: u64, seed: u64) {
         );
     }
     // The healed cluster serves again.
-    let leader = common::eventually(Duration::from_secs(30), || async {
+    let leader = crate::common::eventually(Duration::from_secs(30), || async {
         let directory = run.directory.lock().unwrap().clone();
         let leader = directory
             .values()

@@ -1,11 +1,9 @@
 //! How a node first comes up: a new cluster, a joiner that waits to be added, a restart; and
 //! what is refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{Bootstrap, ConfigError, MemStorage, Node, NodeStartError, Role};
 
 #[tokio::test(start_paused = true)]

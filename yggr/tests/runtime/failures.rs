@@ -4,13 +4,11 @@
 //! Also the state machine's own refusals: a snapshot it cannot take now, and the in-flight
 //! limit for membership changes.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use yggr::{
     Bootstrap, Bytes, DecodeError, EntryPayload, LocalNetwork, LogEntry, LogIndex, MemStorage,
     MembershipError, Node, NodeStartError, ProposeError, ReadError, ShutdownError, SnapshotError,

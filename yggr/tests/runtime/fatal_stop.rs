@@ -1,0 +1,105 @@
+//! When storage fails the node stops `Fatal`, and requests already queued in the driver's
+//! channel at that moment are answered `Fatal` too, not as if the node had shut down cleanly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::common::*;
+use yggr::{
+    Bootstrap, LocalNetwork, MemStorage, Node, ProposeError, ReadError, ShutdownError, Storage,
+    StorageWrite, StoredState,
+};
+
+/// MemStorage whose persist, once failing, takes a little while and then fails (a slow fsync
+/// that reports an I/O error).
+#[derive(Clone, Default)]
+struct SlowlyFailingStorage {
+    inner: MemStorage,
+    failing: Arc<AtomicBool>,
+}
+
+impl Storage for SlowlyFailingStorage {
+    type Error = std::io::Error;
+
+    async fn load(&mut self) -> Result<Option<StoredState>, std::io::Error> {
+        Ok(self.inner.load().await.unwrap())
+    }
+
+    async fn bootstrap(&mut self, founding: &yggr::Membership) -> Result<(), std::io::Error> {
+        self.inner.bootstrap(founding).await.unwrap();
+        Ok(())
+    }
+
+    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), std::io::Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Err(std::io::Error::other("fsync failed"));
+        }
+        self.inner.persist(writes).await.unwrap();
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_queued_when_storage_fails_are_answered_fatal() {
+    let network = LocalNetwork::new();
+    let mut config = test_config(id(1), []);
+    config.bootstrap = Bootstrap::NewCluster {
+        members: [id(1)].into_iter().collect(),
+    };
+    let storage = SlowlyFailingStorage::default();
+    let node = Node::start(
+        config,
+        Recorder::default(),
+        storage.clone(),
+        network.transport(id(1)),
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (node.current_leader() == Some(node.id())).then_some(())
+    })
+    .await
+    .expect("a lone node elects itself");
+    assert_eq!(node.write(1).await, Ok(1));
+
+    storage.failing.store(true, Ordering::SeqCst);
+    let first = tokio::spawn({
+        let node = node.clone();
+        async move { node.write(2).await }
+    });
+    // The driver is now inside the failing persist; these queue up behind it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let queued_write = tokio::spawn({
+        let node = node.clone();
+        async move { node.write(3).await }
+    });
+    let queued_read = tokio::spawn({
+        let node = node.clone();
+        async move { node.read_linearizable(|_: &Recorder| ()).await }
+    });
+    let queued_shutdown = tokio::spawn({
+        let node = node.clone();
+        async move { node.shutdown().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    assert_eq!(first.await.unwrap(), Err(ProposeError::Fatal));
+    // The node did stop with a fatal error: every call from now on says so.
+    assert_eq!(node.write(4).await, Err(ProposeError::Fatal));
+    let answers = (
+        queued_write.await.unwrap(),
+        queued_read.await.unwrap(),
+        queued_shutdown.await.unwrap(),
+    );
+    assert_eq!(
+        answers,
+        (
+            Err(ProposeError::Fatal),
+            Err(ReadError::Fatal),
+            Err(ShutdownError::Fatal)
+        ),
+        "requests queued when storage failed were answered as if the node had shut down cleanly"
+    );
+}

@@ -1,0 +1,21 @@
+//! The runtime's integration tests, in one binary (one link per build instead of one per
+//! file). Most run on tokio's paused clock: elections and delays take no real time.
+
+mod common;
+
+mod apply;
+mod apply_failures;
+mod bootstrap;
+mod chaos;
+mod config_limits;
+mod failures;
+mod fatal_stop;
+mod membership;
+mod operations;
+mod reads;
+mod smoke;
+mod snapshot_durability;
+mod snapshot_retry;
+mod snapshot_trigger;
+mod tick_clock;
+mod writes;
