@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p yggr-sim --example suite                      # every suite, budget 1
 //! cargo run --release -p yggr-sim --example suite -- reads lease       # two of them
-//! cargo run --release -p yggr-sim --example suite -- follower          # follower conformance
+//! cargo run --release -p yggr-sim --example suite -- follower leader   # the conformance suites
 //! YGGR_SIM_BUDGET=100 cargo run --release -p yggr-sim --example suite  # the nightly budget
 //! YGGR_SIM_SEED_BASE=42 cargo run --release -p yggr-sim --example suite -- default
 //! ```
@@ -15,15 +15,21 @@ use std::process::ExitCode;
 
 use yggr_sim::Workload;
 use yggr_sim::conformance::ConformanceSuite;
+use yggr_sim::leader_conformance::LeaderSuite;
 use yggr_sim::suite::{Suite, base_seed, budget};
 
-/// The follower-conformance suite's name on the command line.
+/// The conformance suites' names on the command line.
 const FOLLOWER: &str = "follower";
+const LEADER: &str = "leader";
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let keep_going = arguments.iter().any(|argument| argument == "--keep-going");
-    let every: Vec<&str> = Workload::PRESETS.into_iter().chain([FOLLOWER]).collect();
+    // The conformance suites take seconds: they go first, so a bug they catch is caught fast.
+    let every: Vec<&str> = [FOLLOWER, LEADER]
+        .into_iter()
+        .chain(Workload::PRESETS)
+        .collect();
     let mut names: Vec<&str> = every
         .iter()
         .copied()
@@ -39,6 +45,11 @@ fn main() -> ExitCode {
     for name in names {
         let outcome = if name == FOLLOWER {
             ConformanceSuite::default()
+                .run(base, budget)
+                .map(|report| report.to_string())
+                .map_err(|failure| failure.to_string())
+        } else if name == LEADER {
+            LeaderSuite::default()
                 .run(base, budget)
                 .map(|report| report.to_string())
                 .map_err(|failure| failure.to_string())

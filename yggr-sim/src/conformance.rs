@@ -186,7 +186,10 @@ impl fmt::Display for ConformanceCoverage {
 pub enum ConformanceFailure {
     /// The follower broke a rule.
     Violation {
-        /// The run's seed; `run_follower(seed, steps)` replays the run.
+        /// The function that replays the run given `seed` and `steps`, e.g.
+        /// `yggr_sim::conformance::run_follower`.
+        replay: &'static str,
+        /// The run's seed.
         seed: u64,
         /// The run's scripted steps.
         steps: u64,
@@ -201,8 +204,8 @@ pub enum ConformanceFailure {
         base_seed: u64,
         /// The counters below their minimum.
         shortfalls: Vec<String>,
-        /// What was exercised.
-        coverage: ConformanceCoverage,
+        /// What was exercised, as text.
+        coverage: String,
     },
 }
 
@@ -210,14 +213,15 @@ impl fmt::Display for ConformanceFailure {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConformanceFailure::Violation {
+                replay,
                 seed,
                 steps,
                 step,
                 detail,
             } => write!(
                 formatter,
-                "follower conformance: seed {seed}, step {step}: {detail}\n\
-                 replay: yggr_sim::conformance::run_follower({seed}, {steps})"
+                "conformance: seed {seed}, step {step}: {detail}\n\
+                 replay: {replay}({seed}, {steps})"
             ),
             ConformanceFailure::Coverage {
                 base_seed,
@@ -225,7 +229,7 @@ impl fmt::Display for ConformanceFailure {
                 coverage,
             } => write!(
                 formatter,
-                "follower conformance (base seed {base_seed}) exercised too little: {}\n\
+                "conformance suite (base seed {base_seed}) exercised too little: {}\n\
                  coverage: {coverage}",
                 shortfalls.join(", ")
             ),
@@ -280,7 +284,7 @@ impl ConformanceSuite {
             return Err(ConformanceFailure::Coverage {
                 base_seed,
                 shortfalls,
-                coverage,
+                coverage: coverage.to_string(),
             });
         }
         Ok(ConformanceReport {
@@ -626,6 +630,7 @@ pub fn run_follower(seed: u64, steps: u64) -> Result<ConformanceCoverage, Confor
 
 fn violation(seed: u64, steps: u64, step: u64, detail: String) -> ConformanceFailure {
     ConformanceFailure::Violation {
+        replay: "yggr_sim::conformance::run_follower",
         seed,
         steps,
         step,

@@ -29,7 +29,8 @@
 //! - [`runner`]: [`run`] and [`replay`].
 //! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
 //! - [`conformance`]: one follower driven by every request a succession of correct leaders
-//!   may send it, for the corners cluster runs reach only by luck.
+//!   may send it, and [`leader_conformance`]: one leader answered by scripted followers, for
+//!   the corners cluster runs reach only by luck.
 //! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
@@ -55,6 +56,7 @@ pub mod coverage;
 pub mod disk;
 pub mod harness;
 pub mod history;
+pub mod leader_conformance;
 pub mod liveness;
 pub mod network;
 pub mod options;
