@@ -17,6 +17,9 @@ use crate::harness::Command;
 pub enum Invariant {
     /// §5.2: at most one leader per term.
     ElectionSafety,
+    /// §5.2, Figure 2: a node grants at most one vote per term, however often it restarts
+    /// (`votedFor` is durable state).
+    OneVotePerTerm,
     /// §5.3: two logs holding an entry with the same index and term are identical up to it.
     LogMatching,
     /// §5.4: a committed entry is in the log of every leader of a later term.
@@ -99,6 +102,8 @@ struct CommittedEntry {
 #[derive(Clone, Debug, Default)]
 pub struct SafetyChecker {
     leaders: BTreeMap<Term, NodeId>,
+    /// Every vote granted: (voter, term) → candidate, kept across the voter's restarts.
+    votes: BTreeMap<(NodeId, Term), NodeId>,
     entries: BTreeMap<(LogIndex, Term), EntryRecord>,
     /// Committed entries: their term, and the term in which the commit was first seen (the
     /// observer's current term then). Leader Completeness binds the leaders of later terms
@@ -143,6 +148,26 @@ impl SafetyChecker {
             return violation(
                 Invariant::ElectionSafety,
                 format!("nodes {first} and {node} both lead term {term}"),
+            );
+        }
+        Ok(())
+    }
+
+    /// One vote per term: `voter` sent a grant of its term-`term` vote to `candidate`.
+    /// Granting the same candidate again (a retransmitted answer) is fine.
+    pub fn observe_vote(
+        &mut self,
+        voter: NodeId,
+        candidate: NodeId,
+        term: Term,
+    ) -> Result<(), Violation> {
+        let first = *self.votes.entry((voter, term)).or_insert(candidate);
+        if first != candidate {
+            return violation(
+                Invariant::OneVotePerTerm,
+                format!(
+                    "node {voter} granted its term-{term} vote to {first} and then to {candidate}"
+                ),
             );
         }
         Ok(())

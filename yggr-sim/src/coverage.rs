@@ -41,6 +41,9 @@ pub struct Coverage {
     pub long_snapshot_installs: u64,
     /// Node crashes.
     pub crashes: u64,
+    /// Crashes followed at once by a restart, with messages to the node still in flight
+    /// (most right after the node granted a vote). Counted in `crashes` too.
+    pub bounces: u64,
     /// Partitions started (leader isolations included).
     pub partitions: u64,
     /// Leaders cut off from everyone for several election timeouts.
@@ -86,6 +89,7 @@ impl AddAssign for Coverage {
             snapshots_installed,
             long_snapshot_installs,
             crashes,
+            bounces,
             partitions,
             leader_isolations,
             pauses,
@@ -115,6 +119,7 @@ impl AddAssign for Coverage {
         self.snapshots_installed += snapshots_installed;
         self.long_snapshot_installs += long_snapshot_installs;
         self.crashes += crashes;
+        self.bounces += bounces;
         self.partitions += partitions;
         self.leader_isolations += leader_isolations;
         self.pauses += pauses;
@@ -137,7 +142,7 @@ impl fmt::Display for Coverage {
             "{} runs ({} empty), {} steps: {} elections, {} committed, writes {}/{}/{} (acked/refused/open), \
              reads {} served ({} at once) {} failed, {} bursts, snapshots {} taken {} installed \
              ({} slower than an election timeout), \
-             {} crashes, {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
+             {} crashes ({} bounces), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
              ({} learners added, {} promotions, {} leader removals), {} transfers, \
              {} liveness ticks",
@@ -157,6 +162,7 @@ impl fmt::Display for Coverage {
             self.snapshots_installed,
             self.long_snapshot_installs,
             self.crashes,
+            self.bounces,
             self.partitions,
             self.leader_isolations,
             self.pauses,
@@ -199,6 +205,8 @@ pub struct CoverageGate {
     pub long_snapshot_installs: u64,
     /// Minimum crashes.
     pub crashes: u64,
+    /// Minimum bounces.
+    pub bounces: u64,
     /// Minimum learners added.
     pub learners_added: u64,
     /// Minimum promotions.
@@ -228,6 +236,7 @@ impl CoverageGate {
             snapshots_installed: scale(self.snapshots_installed),
             long_snapshot_installs: scale(self.long_snapshot_installs),
             crashes: scale(self.crashes),
+            bounces: scale(self.bounces),
             learners_added: scale(self.learners_added),
             promotions: scale(self.promotions),
             leader_removals: scale(self.leader_removals),
@@ -274,6 +283,7 @@ impl CoverageGate {
                 self.long_snapshot_installs,
             ),
             ("crashes", seen.crashes, self.crashes),
+            ("bounces", seen.bounces, self.bounces),
             ("learners_added", seen.learners_added, self.learners_added),
             ("promotions", seen.promotions, self.promotions),
             (

@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr_core::{
     Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, Message,
-    NodeId, RandomEnv, Role, Rpc, Term,
+    NodeId, RandomEnv, Role, Rpc, Term, VoteResponse,
 };
 
 use crate::checker::{Invariant, SafetyChecker, Violation};
@@ -152,6 +152,9 @@ pub struct Cluster {
     pub long_transfer_steps: u64,
     /// When each node received the first chunk of the snapshot it is receiving.
     snapshot_started_at: BTreeMap<NodeId, u64>,
+    /// The node that most recently sent a vote grant, until the policy looks (it may restart
+    /// that node at once, the moment a lost `votedFor` would matter most).
+    pub last_vote_granter: Option<NodeId>,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
@@ -188,6 +191,7 @@ impl Cluster {
             run_options: None,
             long_transfer_steps: u64::MAX,
             snapshot_started_at: BTreeMap::new(),
+            last_vote_granter: None,
             seed: options.seed,
             founding,
             joiners,
@@ -441,6 +445,26 @@ impl Cluster {
     /// Crashes `node`. With `partial_flush`, a random prefix of its pending writes reaches the
     /// disk first (an fsync that was under way); everything else in memory is lost.
     pub fn crash(&mut self, node: NodeId, partial_flush: bool) -> Result<(), SimError> {
+        self.crash_process(node, partial_flush)?;
+        self.network.forget_node(node);
+        Ok(())
+    }
+
+    /// Crashes `node` and restarts it at once from its durable state. Messages already in
+    /// flight to it stay in flight and reach the new process: Raft must tolerate any delay,
+    /// and this is the schedule in which durable state forgotten on restart (a vote, say)
+    /// does damage.
+    pub fn bounce(&mut self, node: NodeId) -> Result<(), SimError> {
+        if !self.nodes.get(&node).is_some_and(SimNode::is_up) {
+            return Ok(());
+        }
+        self.coverage.bounces += 1;
+        self.crash_process(node, true)?;
+        self.restart(node)
+    }
+
+    /// The process of `node` dies; see [`Cluster::crash`].
+    fn crash_process(&mut self, node: NodeId, partial_flush: bool) -> Result<(), SimError> {
         let keep = {
             let pending = self.nodes.get(&node).map_or(0, |n| n.pending.len());
             if partial_flush && pending > 0 {
@@ -471,7 +495,6 @@ impl Cluster {
         }
         self.history.abandon(node);
         self.history.abandon_reads(node);
-        self.network.forget_node(node);
         Ok(())
     }
 
@@ -705,6 +728,10 @@ impl Cluster {
                     return Ok(());
                 };
                 SafetyChecker::check_send_ordering(&sim.disk, to, &message)?;
+                if let Rpc::RequestVoteResponse(VoteResponse { granted: true }) = message.rpc {
+                    self.checker.observe_vote(node, to, message.term)?;
+                    self.last_vote_granter = Some(node);
+                }
                 self.network.send(Envelope { to, message });
             }
             Action::Apply(entries) => {

@@ -46,6 +46,8 @@ pub struct ChaosRates {
     pub network: NetworkFaults,
     /// A running node crashes.
     pub crash: f64,
+    /// A node that just granted a vote restarts at once (per vote, not per step).
+    pub bounce_after_vote: f64,
     /// A partition into two random sides starts.
     pub partition: f64,
     /// The leader is cut off from everyone (when the workload isolates leaders).
@@ -116,6 +118,7 @@ impl ChaosRates {
             read_burst,
             read_burst_size: rng.random_range(300..1_200),
             snapshot: f64::from(workload.snapshot_per_mille) / 1000.0,
+            bounce_after_vote: rng.random_range(0.0..0.3),
         }
     }
 }
@@ -454,6 +457,11 @@ impl Schedule {
     /// Crashes, partitions and leader isolation. `None` when nothing was injected.
     fn maybe_inject_fault(&mut self, cluster: &mut Cluster) -> Option<Result<(), SimError>> {
         let rates = &self.rates;
+        if let Some(voter) = cluster.last_vote_granter.take() {
+            if !self.paused.contains_key(&voter) && chance(cluster, rates.bounce_after_vote) {
+                return Some(cluster.bounce(voter));
+            }
+        }
         if chance(cluster, rates.crash) {
             let node = random_node(cluster);
             if cluster.nodes[&node].is_up() {

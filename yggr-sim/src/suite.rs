@@ -137,6 +137,7 @@ impl Suite {
             requests_at_stale_leaders: 200,
             snapshots_installed: 1_000,
             crashes: 1_000,
+            bounces: 800,
             messages_delayed: 10_000,
             ..CoverageGate::default()
         };

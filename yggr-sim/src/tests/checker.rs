@@ -56,6 +56,20 @@ fn election_safety_fires_on_two_leaders_in_one_term() {
 }
 
 #[test]
+fn one_vote_per_term_fires_on_a_second_candidate_in_the_same_term() {
+    let mut checker = SafetyChecker::new();
+    checker.observe_vote(id(3), id(1), Term::new(5)).unwrap();
+    // The same grant again (a retransmitted answer), and other voters or terms, are fine.
+    checker.observe_vote(id(3), id(1), Term::new(5)).unwrap();
+    checker.observe_vote(id(2), id(4), Term::new(5)).unwrap();
+    checker.observe_vote(id(3), id(2), Term::new(6)).unwrap();
+    assert_eq!(
+        fired(checker.observe_vote(id(3), id(2), Term::new(5))),
+        Invariant::OneVotePerTerm
+    );
+}
+
+#[test]
 fn log_matching_fires_on_different_entries_with_the_same_index_and_term() {
     let mut checker = SafetyChecker::new();
     checker
