@@ -48,8 +48,9 @@ pub struct Config {
     /// Proposals (writes and membership changes) in flight at once; more get
     /// [`ProposeError::Busy`](crate::ProposeError::Busy). Default 1024.
     pub max_pending_proposals: usize,
-    /// Capacity of the channel from the driver to the apply task; when it is full the driver
-    /// waits for the state machine. Default 4096.
+    /// Capacity of the channel from the driver to the apply task. When it is full, jobs wait
+    /// in order in the driver, which goes on ticking and replicating; only a backlog of 64
+    /// times this makes the driver wait for the state machine. Default 4096.
     pub max_pending_applies: usize,
     /// Hold proposals for up to this many ticks to gather larger batches. Default 0: every
     /// driver iteration sends what is queued at once (which already batches under load).

@@ -154,6 +154,11 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     config: Config,
     requests: mpsc::Receiver<Request<S>>,
     apply: Option<mpsc::Sender<ApplyJob<S>>>,
+    /// Jobs for the apply task that did not fit its channel, oldest first. While any wait
+    /// here, every new job queues behind them, so the apply task sees jobs in order; the
+    /// driver meanwhile goes on ticking, replicating and answering (a slow state machine must
+    /// not cost the node its leadership). See [`Driver::apply_backlog_limit`].
+    apply_backlog: VecDeque<ApplyJob<S>>,
     apply_task: Option<oneshot::Receiver<()>>,
     reports: mpsc::UnboundedReceiver<ApplyReport>,
     shared: Arc<Shared>,
@@ -202,6 +207,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             config,
             requests: wiring.requests,
             apply: Some(wiring.apply),
+            apply_backlog: VecDeque::new(),
             apply_task: Some(wiring.apply_task),
             reports: wiring.reports,
             shared: wiring.shared,
@@ -252,7 +258,16 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                         }
                     }
                 }
+                open = has_room(self.apply.as_ref()), if !self.apply_backlog.is_empty() => {
+                    // `feed_apply_backlog` below fills the room.
+                    if !open {
+                        break Stop::Fatal;
+                    }
+                }
                 () = tokio::time::sleep_until(next_tick) => {}
+            }
+            if let Err(stop) = self.feed_apply_backlog() {
+                break stop;
             }
             // Take everything else already waiting, so that it all shares one write and one
             // round of messages.
@@ -634,12 +649,58 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         Ok(())
     }
 
+    /// Queues `job` for the apply task without waiting while its channel is full, unless the
+    /// backlog has grown past its limit.
     async fn hand_to_apply(&mut self, job: ApplyJob<S>) -> Result<(), Stop> {
         let Some(apply) = &self.apply else {
             return Err(Stop::Fatal);
         };
-        // A full channel makes the driver wait for the state machine: backpressure.
-        apply.send(job).await.map_err(|_| Stop::Fatal)
+        if self.apply_backlog.is_empty() {
+            match apply.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(job)) => self.apply_backlog.push_back(job),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Fatal),
+            }
+        } else {
+            self.apply_backlog.push_back(job);
+        }
+        if self.apply_backlog.len() > self.apply_backlog_limit() {
+            // The state machine is far behind what the cluster commits: wait for it, as the
+            // last resort against unbounded memory (heartbeats pause while this waits).
+            debug!(target: "yggr::node", node_id = self.id.get(), backlog = self.apply_backlog.len(), "apply backlog full; waiting for the state machine");
+            while self.apply_backlog.len() > self.apply_backlog_limit() / 2 {
+                let Some(job) = self.apply_backlog.pop_front() else {
+                    break;
+                };
+                apply.send(job).await.map_err(|_| Stop::Fatal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many jobs may wait in the backlog before the driver waits for the state machine:
+    /// 64 channels' worth. On the leader the in-flight limit keeps it far below that; a
+    /// follower whose state machine is slower than the cluster's commits is what reaches it.
+    fn apply_backlog_limit(&self) -> usize {
+        self.config.max_pending_applies.saturating_mul(64)
+    }
+
+    /// Moves backlogged jobs into the apply channel while it has room.
+    fn feed_apply_backlog(&mut self) -> Result<(), Stop> {
+        let Some(apply) = &self.apply else {
+            return Ok(());
+        };
+        while let Some(job) = self.apply_backlog.pop_front() {
+            match apply.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    self.apply_backlog.push_front(job);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Fatal),
+            }
+        }
+        Ok(())
     }
 
     /// The waiters of the entries about to be applied. A waiter whose index holds another
@@ -792,7 +853,15 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         while let Ok(request) = self.requests.try_recv() {
             refuse_when_stopped(request, &self.engine, Some(stop));
         }
-        self.apply = None;
+        // Committed entries (and the writers waiting on them) still in the backlog go to the
+        // apply task before it is told to finish.
+        if let Some(apply) = self.apply.take() {
+            for job in self.apply_backlog.drain(..) {
+                if apply.send(job).await.is_err() {
+                    break;
+                }
+            }
+        }
         if let Some(task) = self.apply_task.take() {
             let _ = task.await;
         }
@@ -803,6 +872,15 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 Stop::Fatal => Err(ShutdownError::Fatal),
             });
         }
+    }
+}
+
+/// Waits until the apply channel has room (true) or the apply task has gone (false). The
+/// driver is the channel's only sender, so the room is still there when it fills it.
+async fn has_room<S: StateMachine>(apply: Option<&mpsc::Sender<ApplyJob<S>>>) -> bool {
+    match apply {
+        Some(apply) => apply.reserve().await.is_ok(),
+        None => false,
     }
 }
 

@@ -54,7 +54,9 @@ async fn a_slow_apply_does_not_stall_heartbeats() {
         gate.set_open(true);
         let me = id(position as u64 + 1);
         let peers = (1..=3).map(id).filter(|other| *other != me);
-        let config = test_config(me, peers);
+        let mut config = test_config(me, peers);
+        // The smallest apply queue, so that a handful of writes fills it.
+        config.max_pending_applies = 1;
         let node = Node::start(
             config,
             gate.clone(),
@@ -77,10 +79,16 @@ async fn a_slow_apply_does_not_stall_heartbeats() {
     for gate in &gates {
         gate.set_open(false);
     }
-    let blocked = tokio::spawn({
-        let leader = leader.clone();
-        async move { leader.write(()).await }
-    });
+    // Writes arriving one after another, each committed in an iteration of its own: far more
+    // apply jobs than the queue holds, on every node.
+    let mut blocked = Vec::new();
+    for _ in 0..20 {
+        blocked.push(tokio::spawn({
+            let leader = leader.clone();
+            async move { leader.write(()).await }
+        }));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
     // Thirty election timeouts (10 ms ticks, at most 20 ticks each) with applies stuck.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for node in &nodes {
@@ -93,11 +101,16 @@ async fn a_slow_apply_does_not_stall_heartbeats() {
         );
         assert_eq!(status.leader, Some(leader.id()));
     }
-    assert!(!blocked.is_finished());
+    assert!(blocked.iter().all(|write| !write.is_finished()));
     for gate in &gates {
         gate.set_open(true);
     }
-    assert_eq!(blocked.await.unwrap(), Ok(2));
+    let mut answers = Vec::new();
+    for write in blocked {
+        answers.push(write.await.unwrap().unwrap());
+    }
+    answers.sort_unstable();
+    assert_eq!(answers, (2..=21).collect::<Vec<u64>>());
     for node in nodes {
         node.shutdown().await.unwrap();
     }
