@@ -290,15 +290,15 @@ impl SafetyChecker {
         index: LogIndex,
         digest: u64,
     ) -> Result<(), Violation> {
-        if let Some((_, known)) = self.applied.get(&index) {
-            if *known != digest {
-                return violation(
-                    Invariant::StateMachineSafety,
-                    format!(
-                        "node {node} restored a snapshot at {index} whose state differs from what was applied there"
-                    ),
-                );
-            }
+        if let Some((_, known)) = self.applied.get(&index)
+            && *known != digest
+        {
+            return violation(
+                Invariant::StateMachineSafety,
+                format!(
+                    "node {node} restored a snapshot at {index} whose state differs from what was applied there"
+                ),
+            );
         }
         Ok(())
     }
@@ -391,16 +391,16 @@ impl SafetyChecker {
                 )
             }
             Rpc::AppendEntriesResponse(response) => {
-                if let yggr_core::AppendOutcome::Accepted { match_index } = response.outcome {
-                    if match_index > disk.last_index() {
-                        return violation(
-                            Invariant::PersistBeforeSend,
-                            format!(
-                                "node {from} acknowledged up to {match_index} with {} on disk",
-                                disk.last_index()
-                            ),
-                        );
-                    }
+                if let yggr_core::AppendOutcome::Accepted { match_index } = response.outcome
+                    && match_index > disk.last_index()
+                {
+                    return violation(
+                        Invariant::PersistBeforeSend,
+                        format!(
+                            "node {from} acknowledged up to {match_index} with {} on disk",
+                            disk.last_index()
+                        ),
+                    );
                 }
                 Ok(())
             }
@@ -419,16 +419,16 @@ impl SafetyChecker {
             .into_iter()
             .chain(disk.snapshot.as_ref().map(|s| s.last_included_term))
             .max();
-        if let Some(newest) = newest {
-            if newest > disk.current_term {
-                return violation(
-                    Invariant::RecoverableDisk,
-                    format!(
-                        "node {node} stored term {newest} on disk with current term {} stored",
-                        disk.current_term
-                    ),
-                );
-            }
+        if let Some(newest) = newest
+            && newest > disk.current_term
+        {
+            return violation(
+                Invariant::RecoverableDisk,
+                format!(
+                    "node {node} stored term {newest} on disk with current term {} stored",
+                    disk.current_term
+                ),
+            );
         }
         Ok(())
     }

@@ -479,17 +479,17 @@ impl FollowerChecker {
                 _ => {}
             }
         }
-        if let Some((term, promised)) = &self.promised {
-            if *term == follower_term {
-                for index in self.floor + 1..=promised.len() as u64 {
-                    if self.stored_term(index) != promised.get(index as usize - 1).copied() {
-                        return Err(format!(
-                            "acknowledged entries through {} to the leader of term {}, but no \
+        if let Some((term, promised)) = &self.promised
+            && *term == follower_term
+        {
+            for index in self.floor + 1..=promised.len() as u64 {
+                if self.stored_term(index) != promised.get(index as usize - 1).copied() {
+                    return Err(format!(
+                        "acknowledged entries through {} to the leader of term {}, but no \
                              longer stores its entry at {index}",
-                            promised.len(),
-                            term.get()
-                        ));
-                    }
+                        promised.len(),
+                        term.get()
+                    ));
                 }
             }
         }

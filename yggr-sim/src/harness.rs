@@ -590,10 +590,9 @@ impl Cluster {
             rpc: Rpc::InstallSnapshot(chunk),
             ..
         }) = &event
+            && chunk.offset == 0
         {
-            if chunk.offset == 0 {
-                self.snapshot_started_at.insert(node, self.step_count);
-            }
+            self.snapshot_started_at.insert(node, self.step_count);
         }
         let actions = engine.step(event);
         let served_at_once = actions

@@ -501,10 +501,9 @@ impl LeaderRun {
                         ..
                     },
             } = action
+                && *term == self.leader.current_term()
             {
-                if *term == self.leader.current_term() {
-                    self.in_flight.push((*to, request.clone()));
-                }
+                self.in_flight.push((*to, request.clone()));
             }
         }
     }

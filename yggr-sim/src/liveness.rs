@@ -163,11 +163,9 @@ fn serve_fresh_requests(
     loop {
         if !read_served && cluster.history.pending_reads().next().is_none() {
             read_served = cluster.coverage.reads_served > reads_served;
-            if !read_served {
-                if let Some(leader) = cluster.leader() {
-                    reads_served = cluster.coverage.reads_served;
-                    cluster.propose_read(leader)?;
-                }
+            if !read_served && let Some(leader) = cluster.leader() {
+                reads_served = cluster.coverage.reads_served;
+                cluster.propose_read(leader)?;
             }
         }
         let outcome = cluster.history.outcome(command);
@@ -175,10 +173,8 @@ fn serve_fresh_requests(
             outcome,
             Some(ProposalOutcome::Refused | ProposalOutcome::Indeterminate)
         );
-        if answered_without_success {
-            if let Some(leader) = cluster.leader() {
-                command = cluster.propose(leader)?;
-            }
+        if answered_without_success && let Some(leader) = cluster.leader() {
+            command = cluster.propose(leader)?;
         }
         if read_served && written_everywhere(cluster, command) {
             return Ok(());

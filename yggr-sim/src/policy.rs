@@ -457,10 +457,11 @@ impl Schedule {
     /// Crashes, partitions and leader isolation. `None` when nothing was injected.
     fn maybe_inject_fault(&mut self, cluster: &mut Cluster) -> Option<Result<(), SimError>> {
         let rates = &self.rates;
-        if let Some(voter) = cluster.last_vote_granter.take() {
-            if !self.paused.contains_key(&voter) && chance(cluster, rates.bounce_after_vote) {
-                return Some(cluster.bounce(voter));
-            }
+        if let Some(voter) = cluster.last_vote_granter.take()
+            && !self.paused.contains_key(&voter)
+            && chance(cluster, rates.bounce_after_vote)
+        {
+            return Some(cluster.bounce(voter));
         }
         if chance(cluster, rates.crash) {
             let node = random_node(cluster);
@@ -485,13 +486,13 @@ impl Schedule {
         if self.heal_at_step.is_some() {
             return None;
         }
-        if chance(cluster, rates.leader_isolation) {
-            if let Some(leader) = cluster.leader() {
-                cluster.coverage.leader_isolations += 1;
-                cluster.isolate(leader);
-                self.heal_after(cluster, 2, 5);
-                return Some(Ok(()));
-            }
+        if chance(cluster, rates.leader_isolation)
+            && let Some(leader) = cluster.leader()
+        {
+            cluster.coverage.leader_isolations += 1;
+            cluster.isolate(leader);
+            self.heal_after(cluster, 2, 5);
+            return Some(Ok(()));
         }
         if chance(cluster, rates.partition) {
             cluster.partition_randomly();
@@ -548,11 +549,12 @@ impl Schedule {
             .map(|engine| engine.membership().clone())
             .unwrap_or_default();
         let change = plan_change(cluster, node, &membership);
-        if let ConfigChange::PromoteLearner(learner) = change {
-            if self.heal_at_step.is_none() && cluster.rng.random_bool(0.5) {
-                cluster.isolate(learner);
-                self.heal_after(cluster, 1, 3);
-            }
+        if let ConfigChange::PromoteLearner(learner) = change
+            && self.heal_at_step.is_none()
+            && cluster.rng.random_bool(0.5)
+        {
+            cluster.isolate(learner);
+            self.heal_after(cluster, 1, 3);
         }
         cluster.step_node(node, Event::ProposeConfigChange(change))
     }

@@ -192,11 +192,11 @@ impl<S: StateMachine> BatchCollector<S> {
         if inner.responses[slot].replace(response).is_none() {
             inner.missing -= 1;
         }
-        if inner.missing == 0 {
-            if let Some(reply) = inner.reply.take() {
-                let responses = inner.responses.drain(..).flatten().collect();
-                let _ = reply.send(Ok(responses));
-            }
+        if inner.missing == 0
+            && let Some(reply) = inner.reply.take()
+        {
+            let responses = inner.responses.drain(..).flatten().collect();
+            let _ = reply.send(Ok(responses));
         }
     }
 
@@ -424,10 +424,9 @@ impl<S: StateMachine> Applier<S> {
             if waiters
                 .peek()
                 .is_some_and(|(index, _)| *index == entry.index)
+                && let (Some((_, waiter)), Some(response)) = (waiters.next(), response)
             {
-                if let (Some((_, waiter)), Some(response)) = (waiters.next(), response) {
-                    waiter.complete(response);
-                }
+                waiter.complete(response);
             }
         }
         debug_assert!(

@@ -252,11 +252,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     self.step(Event::Incoming(message));
                 }
                 report = self.reports.recv() => {
-                    if let Some(report) = report {
-                        if let Some(stop) = self.on_report(report) {
+                    if let Some(report) = report
+                        && let Some(stop) = self.on_report(report) {
                             break stop;
                         }
-                    }
                 }
                 open = has_room(self.apply.as_ref()), if !self.apply_backlog.is_empty() => {
                     // `feed_apply_backlog` below fills the room.
@@ -593,11 +592,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 other => actions.push(other),
             }
         }
-        if !writes.is_empty() {
-            if let Err(error) = self.storage.persist(writes).await {
-                error!(target: "yggr::node", node_id = self.id.get(), %error, "storage failed; stopping");
-                return Err(Stop::Fatal);
-            }
+        if !writes.is_empty()
+            && let Err(error) = self.storage.persist(writes).await
+        {
+            error!(target: "yggr::node", node_id = self.id.get(), %error, "storage failed; stopping");
+            return Err(Stop::Fatal);
         }
         // Snapshots taken before this iteration are durable now.
         for waiter in self.snapshots.taken.drain(..) {

@@ -56,7 +56,7 @@
 //!   writers, runs reads, takes and restores snapshots.
 //! - [`config`]: [`Config`] and [`Bootstrap`]; [`error`]: every error type; [`status`]:
 //!   [`Status`] and [`NodeMetrics`].
-//! - [`storage`]: the [`Storage`] trait and [`MemStorage`]; [`transport`]: the
+//! - [`storage`]: the [`Storage`] trait, [`MemStorage`] and [`DiskStorage`]; [`transport`]: the
 //!   [`Transport`] trait and [`LocalNetwork`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
 
@@ -79,7 +79,7 @@ pub use error::{
 pub use node::{Admin, Node};
 pub use state_machine::{DecodeError, SnapshotError, StateMachine};
 pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
-pub use storage::{MemStorage, Storage, StorageWrite, StoredState};
+pub use storage::{DiskError, DiskStorage, MemStorage, Storage, StorageWrite, StoredState};
 pub use transport::{LocalNetwork, LocalTransport, Transport};
 pub use yggr_core as core;
 pub use yggr_core::{

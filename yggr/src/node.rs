@@ -427,10 +427,11 @@ impl<S: StateMachine> Node<S> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(driver) = driver {
-            if driver.await.is_err() && outcome.is_ok() {
-                return Err(ShutdownError::DriverDead);
-            }
+        if let Some(driver) = driver
+            && driver.await.is_err()
+            && outcome.is_ok()
+        {
+            return Err(ShutdownError::DriverDead);
         }
         outcome
     }

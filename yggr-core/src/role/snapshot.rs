@@ -108,11 +108,10 @@ impl<C: Clone> Engine<C> {
         // A zero threshold disables the band hint; checked_div yields None for it.
         if let Some(band) =
             applied_past_floor.checked_div(self.config.snapshot_hint_threshold_entries)
+            && band > self.hinted_band
         {
-            if band > self.hinted_band {
-                self.hinted_band = band;
-                hint = true;
-            }
+            self.hinted_band = band;
+            hint = true;
         }
         let max_log = self.config.max_log_entries;
         if max_log > 0 && self.log.len() > max_log && !self.hinted_log_growth {

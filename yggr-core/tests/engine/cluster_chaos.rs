@@ -51,10 +51,10 @@ fn check_safety(
             // Find the highest index where both agree on the term; all before must agree too.
             while index > LogIndex::ZERO {
                 let (x, y) = (first.entry(index), second.entry(index));
-                if let (Some(x), Some(y)) = (x, y) {
-                    if x.term == y.term {
-                        break;
-                    }
+                if let (Some(x), Some(y)) = (x, y)
+                    && x.term == y.term
+                {
+                    break;
                 }
                 index = index.prev();
             }

@@ -2,6 +2,7 @@
 //!
 //! - [`memory`]: [`MemStorage`], a store in memory whose clones share one state: a disk that
 //!   never loses a write, for tests and examples.
+//! - [`disk`]: [`DiskStorage`], checksummed files in a directory, crash-safe, for production.
 //!
 //! # The contract
 //!
@@ -24,6 +25,7 @@
 //! [`Storage::bootstrap`] is called once, on a node's first start, with its founding
 //! configuration (empty for a node joining a running cluster); `load` returns it ever after.
 
+pub mod disk;
 pub mod memory;
 
 use std::future::Future;
@@ -31,6 +33,7 @@ use std::future::Future;
 use bytes::Bytes;
 use yggr_core::{LogEntry, Membership, NodeId, RecoveredSnapshot, Term};
 
+pub use disk::{DiskError, DiskStorage};
 pub use memory::MemStorage;
 
 /// Everything a node stored, as [`Storage::load`] returns it.

@@ -102,10 +102,10 @@ impl LocalNetwork {
     /// almost always two nodes given the same id).
     pub fn transport(&self, id: NodeId) -> LocalTransport {
         let (sender, inbound) = mpsc::channel(INBOUND_CAPACITY);
-        if let Some(previous) = self.lock().endpoints.insert(id, sender) {
-            if !previous.is_closed() {
-                tracing::warn!(target: "yggr::node", node_id = id.get(), "a new endpoint replaces one still in use: the node holding it stops");
-            }
+        if let Some(previous) = self.lock().endpoints.insert(id, sender)
+            && !previous.is_closed()
+        {
+            tracing::warn!(target: "yggr::node", node_id = id.get(), "a new endpoint replaces one still in use: the node holding it stops");
         }
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
         LocalTransport {

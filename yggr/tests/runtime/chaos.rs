@@ -125,7 +125,7 @@ impl Run {
     /// A writer: sends its own commands one at a time until told to stop, retrying each
     /// through redirects, elections and restarts until it is acknowledged.
     fn spawn_writer(&self, writer: u64, seed: u64) -> tokio::task::JoinHandle<()> {
-        let impatient = writer % 2 == 0;
+        let impatient = writer.is_multiple_of(2);
         let directory = Arc::clone(&self.directory);
         let history = Arc::clone(&self.history);
         let clock = Arc::clone(&self.clock);

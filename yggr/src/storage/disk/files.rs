@@ -1,0 +1,61 @@
+//! File operations with the durability rules spelt out: a replaced file is written under a
+//! temporary name, synced, renamed over the old one, and its directory synced, so a crash
+//! leaves either the old file or the new one, never a mix; a created or removed file is
+//! durable only once its directory is synced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Files being replaced carry this suffix until they are renamed into place.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// Replaces `dir/name` with `bytes`, durably and atomically.
+pub(crate) fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Makes the directory's entries (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The contents of `path`, or `None` when it does not exist.
+pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes temporary files a crash left behind in `dir`; returns the paths removed.
+pub(crate) fn sweep_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_temp = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.ends_with(TEMP_SUFFIX));
+        if is_temp && path.is_file() {
+            fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,518 @@
+//! [`DiskStorage`]: durable, checksummed storage in one directory.
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/
+//!   LOCK                     held (flock) while a DiskStorage has the directory open
+//!   meta                     format version and founding configuration, written at bootstrap
+//!   hard_state               current term and vote
+//!   snapshot                 the latest snapshot: index, term, configuration, state bytes
+//!   log/
+//!     00000000000000000001.seg    segment files, each named by its first index
+//!     00000000000000004097.seg
+//! ```
+//!
+//! The byte layout of each file is in [`format`]. `meta`, `hard_state` and `snapshot` are
+//! replaced atomically (temporary file, fsync, rename, fsync of the directory). Segments are
+//! append-only: a batch of entries is one write and one `fdatasync` of the last segment; once
+//! a segment reaches the size limit (64 MiB by default) the next batch starts a new one.
+//! Truncating a conflicting suffix cuts one file in place and removes whole later ones. After
+//! a snapshot, whole segments it covers are deleted.
+//!
+//! # Recovery
+//!
+//! [`DiskStorage::open`] reads everything once, sequentially, and checks every checksum.
+//! Leftover temporary files are removed. A record cut short at the very end of the last
+//! segment is what a crash in the middle of an append leaves: it is cut off (logged at `warn`)
+//! and the open succeeds. Any other mismatch, anywhere, is an error naming the file and the
+//! byte offset: truncating the log there could silently drop committed entries.
+//!
+//! # Failures
+//!
+//! The first failed write or sync poisons the storage: every later [`Storage::persist`]
+//! fails, and the node stops. Retrying an `fsync` that failed is not safe: the kernel may
+//! have dropped the dirty pages and report success the second time.
+//!
+//! All file I/O runs on tokio's blocking pool, never on the runtime's worker threads.
+
+mod files;
+pub(crate) mod format;
+mod segment;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tracing::warn;
+use yggr_core::{LogEntry, LogIndex, Membership, RecoveredSnapshot};
+
+use self::files::{read_if_exists, replace_atomically, sweep_temp_files};
+use self::format::{
+    decode_hard_state, decode_meta, decode_snapshot, encode_hard_state, encode_meta,
+    encode_snapshot,
+};
+use self::segment::SegmentedLog;
+use super::{Storage, StorageWrite, StoredState};
+
+const META_FILE: &str = "meta";
+const HARD_STATE_FILE: &str = "hard_state";
+const SNAPSHOT_FILE: &str = "snapshot";
+const LOG_DIR: &str = "log";
+const LOCK_FILE: &str = "LOCK";
+
+/// The default size at which a segment stops taking appends.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// What went wrong with the files of a [`DiskStorage`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiskError {
+    /// An operating-system call on `path` failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file's contents do not check out: a checksum, a length, a magic number or an index
+    /// is wrong.
+    #[error("{}: corrupt at byte {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where in the file the bad bytes start.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier write failed; this storage refuses every write since.
+    #[error("storage refuses writes after an earlier failure: {reason}")]
+    Poisoned {
+        /// The first failure.
+        reason: String,
+    },
+    /// A write the storage contract does not allow (entries that leave a gap in the log).
+    #[error("write refused: {0}")]
+    Refused(String),
+}
+
+impl DiskError {
+    fn into_io(self) -> io::Error {
+        match self {
+            DiskError::Io { ref source, .. } => io::Error::new(source.kind(), self),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+pub(crate) fn io_error(path: &Path, source: io::Error) -> DiskError {
+    DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> DiskError {
+    DiskError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Durable storage in a directory: checksummed, crash-safe, appends in O(entry). See the
+/// [module documentation](self) for the layout and the recovery rules.
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// let storage = yggr::DiskStorage::open("/var/lib/my-service/raft").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DiskStorage {
+    path: PathBuf,
+    /// `None` while a blocking task holds it, and for good if that task panicked.
+    inner: Option<Box<DiskInner>>,
+    /// What `open` recovered, handed out by the first `load`.
+    recovered: Option<Option<StoredState>>,
+}
+
+#[derive(Debug)]
+struct DiskInner {
+    dir: PathBuf,
+    /// Held for as long as the storage is open: a second process opening the directory is
+    /// refused rather than allowed to interleave writes.
+    _lock: File,
+    log: SegmentedLog,
+    /// The snapshot's last index (zero without one): entries at or below it are not stored.
+    floor: LogIndex,
+    bootstrapped: bool,
+    poisoned: Option<String>,
+}
+
+impl DiskStorage {
+    /// Opens (creating if needed) the storage in directory `path`, recovering what it holds.
+    ///
+    /// # Errors
+    /// An I/O error; `InvalidData` (wrapping a [`DiskError::Corrupt`] that names the file and
+    /// offset) when the stored state does not check out; `WouldBlock` when another process
+    /// has the directory open.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<DiskStorage> {
+        let path = path.as_ref().to_path_buf();
+        let opened = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || DiskInner::open(&path, DEFAULT_SEGMENT_BYTES))
+                .await
+                .map_err(io::Error::other)?
+        };
+        let (inner, recovered) = opened.map_err(DiskError::into_io)?;
+        Ok(DiskStorage {
+            path,
+            inner: Some(Box::new(inner)),
+            recovered: Some(recovered),
+        })
+    }
+
+    /// Sets the size at which a segment stops taking appends (default
+    /// [`DEFAULT_SEGMENT_BYTES`]); at least one batch always goes into each segment.
+    pub fn with_segment_bytes(mut self, bytes: u64) -> DiskStorage {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.log.set_segment_bytes_limit(bytes.max(1));
+        }
+        self
+    }
+
+    /// The directory this storage lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The number of segment files the log occupies.
+    pub fn segment_count(&self) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |inner| inner.log.segment_count())
+    }
+
+    /// Runs `work` on the blocking pool with the storage's state.
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut DiskInner) -> Result<T, DiskError> + Send + 'static,
+    ) -> Result<T, DiskError> {
+        let Some(mut inner) = self.inner.take() else {
+            return Err(DiskError::Poisoned {
+                reason: "an earlier storage task panicked".to_string(),
+            });
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = work(&mut inner);
+            (inner, result)
+        })
+        .await;
+        match joined {
+            Ok((inner, result)) => {
+                self.inner = Some(inner);
+                result
+            }
+            Err(error) => Err(DiskError::Poisoned {
+                reason: format!("a storage task failed: {error}"),
+            }),
+        }
+    }
+}
+
+impl Storage for DiskStorage {
+    type Error = DiskError;
+
+    async fn load(&mut self) -> Result<Option<StoredState>, DiskError> {
+        if let Some(recovered) = self.recovered.take() {
+            return Ok(recovered);
+        }
+        // Asked again: read it all back from disk.
+        let path = self.path.clone();
+        let limit = self.inner.as_ref().map_or(DEFAULT_SEGMENT_BYTES, |inner| {
+            inner.log.segment_bytes_limit()
+        });
+        self.inner = None;
+        let (inner, recovered) = tokio::task::spawn_blocking(move || DiskInner::open(&path, limit))
+            .await
+            .map_err(|error| DiskError::Poisoned {
+                reason: format!("a storage task failed: {error}"),
+            })??;
+        self.inner = Some(Box::new(inner));
+        Ok(recovered)
+    }
+
+    async fn bootstrap(&mut self, founding: &Membership) -> Result<(), DiskError> {
+        let founding = founding.clone();
+        self.blocking(move |inner| inner.bootstrap(&founding)).await
+    }
+
+    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
+        self.blocking(move |inner| inner.persist(writes)).await
+    }
+}
+
+impl DiskInner {
+    fn open(dir: &Path, segment_bytes: u64) -> Result<(DiskInner, Option<StoredState>), DiskError> {
+        let log_dir = dir.join(LOG_DIR);
+        fs::create_dir_all(&log_dir).map_err(|error| io_error(&log_dir, error))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| io_error(&lock_path, error))?;
+        lock.try_lock().map_err(|error| match error {
+            fs::TryLockError::WouldBlock => io_error(
+                &lock_path,
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another process has this storage open",
+                ),
+            ),
+            fs::TryLockError::Error(error) => io_error(&lock_path, error),
+        })?;
+        for swept in sweep_temp_files(dir)
+            .map_err(|error| io_error(dir, error))?
+            .into_iter()
+            .chain(sweep_temp_files(&log_dir).map_err(|error| io_error(&log_dir, error))?)
+        {
+            warn!(target: "yggr::node", path = %swept.display(), "removed a temporary file a crash left behind");
+        }
+        let read = |name: &str| {
+            let path = dir.join(name);
+            read_if_exists(&path).map_err(|error| io_error(&path, error))
+        };
+        let decode_error = |name: &str, error: format::FormatError| {
+            corrupt(&dir.join(name), error.offset, error.reason)
+        };
+        let founding = read(META_FILE)?
+            .map(|bytes| decode_meta(&bytes).map_err(|error| decode_error(META_FILE, error)))
+            .transpose()?;
+        let hard_state = read(HARD_STATE_FILE)?
+            .map(|bytes| {
+                decode_hard_state(&bytes).map_err(|error| decode_error(HARD_STATE_FILE, error))
+            })
+            .transpose()?;
+        let snapshot = read(SNAPSHOT_FILE)?
+            .map(|bytes| {
+                decode_snapshot(&bytes).map_err(|error| decode_error(SNAPSHOT_FILE, error))
+            })
+            .transpose()?;
+        let (mut log, mut entries) = SegmentedLog::recover(&log_dir, segment_bytes)?;
+        let Some(founding) = founding else {
+            if hard_state.is_some() || snapshot.is_some() || !entries.is_empty() {
+                return Err(corrupt(
+                    &dir.join(META_FILE),
+                    0,
+                    "the meta file is missing but the directory holds raft state",
+                ));
+            }
+            let inner = DiskInner {
+                dir: dir.to_path_buf(),
+                _lock: lock,
+                log,
+                floor: LogIndex::ZERO,
+                bootstrapped: false,
+                poisoned: None,
+            };
+            return Ok((inner, None));
+        };
+        let floor = snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |snapshot| snapshot.last_included_index);
+        reconcile_log_with_snapshot(dir, &mut log, &mut entries, snapshot.as_ref())?;
+        let (current_term, voted_for) = hard_state.unwrap_or_default();
+        let stored = StoredState {
+            founding,
+            current_term,
+            voted_for,
+            snapshot,
+            log: entries,
+        };
+        let inner = DiskInner {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            log,
+            floor,
+            bootstrapped: true,
+            poisoned: None,
+        };
+        Ok((inner, Some(stored)))
+    }
+
+    fn bootstrap(&mut self, founding: &Membership) -> Result<(), DiskError> {
+        if self.bootstrapped {
+            return Ok(());
+        }
+        self.guarded(|inner| {
+            replace_atomically(&inner.dir, META_FILE, &encode_meta(founding))
+                .map_err(|error| io_error(&inner.dir.join(META_FILE), error))
+        })?;
+        self.bootstrapped = true;
+        Ok(())
+    }
+
+    fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
+        let mut writes = writes.into_iter().peekable();
+        while let Some(write) = writes.next() {
+            match write {
+                StorageWrite::HardState {
+                    current_term,
+                    voted_for,
+                } => self.guarded(|inner| {
+                    let bytes = encode_hard_state(current_term, voted_for);
+                    replace_atomically(&inner.dir, HARD_STATE_FILE, &bytes)
+                        .map_err(|error| io_error(&inner.dir.join(HARD_STATE_FILE), error))
+                })?,
+                StorageWrite::Entries(mut entries) => {
+                    // Consecutive entry writes become one append: one write, one fdatasync.
+                    while let Some(StorageWrite::Entries(_)) = writes.peek() {
+                        let Some(StorageWrite::Entries(more)) = writes.next() else {
+                            unreachable!("peeked an entries write");
+                        };
+                        merge_entries(&mut entries, more);
+                    }
+                    self.guarded(|inner| inner.store_entries(entries))?;
+                }
+                StorageWrite::Snapshot(snapshot) => {
+                    self.guarded(|inner| inner.store_snapshot(&snapshot))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a write unless poisoned; a failure poisons.
+    fn guarded(
+        &mut self,
+        write: impl FnOnce(&mut DiskInner) -> Result<(), DiskError>,
+    ) -> Result<(), DiskError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(DiskError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        let result = write(self);
+        if let Err(error) = &result {
+            self.poisoned = Some(error.to_string());
+        }
+        result
+    }
+
+    fn store_entries(&mut self, mut entries: Vec<LogEntry<Bytes>>) -> Result<(), DiskError> {
+        let floor = self.floor;
+        entries.retain(|entry| entry.index > floor);
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let next = self.log.next();
+        if first.index > next {
+            return Err(DiskError::Refused(format!(
+                "entries start at {} but the log ends before {}",
+                first.index.get(),
+                next.get()
+            )));
+        }
+        self.log.truncate_from(first.index)?;
+        self.log.append(&entries)
+    }
+
+    fn store_snapshot(&mut self, snapshot: &RecoveredSnapshot) -> Result<(), DiskError> {
+        let index = snapshot.last_included_index;
+        // The snapshot is durable before any log it covers is removed: a crash in between
+        // recovers the new snapshot over the old log, and recovery trims the log the same way.
+        replace_atomically(&self.dir, SNAPSHOT_FILE, &encode_snapshot(snapshot))
+            .map_err(|error| io_error(&self.dir.join(SNAPSHOT_FILE), error))?;
+        let continues = self.log.term_at(index)? == Some(snapshot.last_included_term);
+        if continues {
+            self.log.remove_through(index)?;
+        } else {
+            self.log.clear(LogIndex::new(index.get() + 1))?;
+        }
+        self.log.set_next_if_empty(LogIndex::new(index.get() + 1));
+        self.floor = index;
+        Ok(())
+    }
+}
+
+/// Merges a later entries write into an earlier one of the same batch: the later one
+/// replaces everything from its first index on.
+fn merge_entries(entries: &mut Vec<LogEntry<Bytes>>, more: Vec<LogEntry<Bytes>>) {
+    let Some(next_first) = more.first().map(|entry| entry.index) else {
+        return;
+    };
+    match entries.first().map(|entry| entry.index) {
+        Some(first) if next_first > first => {
+            let keep = (next_first.get() - first.get()) as usize;
+            entries.truncate(keep);
+            entries.extend(more);
+        }
+        _ => *entries = more,
+    }
+}
+
+/// Applies the snapshot rule to a recovered log, as [`DiskInner::store_snapshot`] does on the
+/// way in: entries the snapshot covers are dropped, and the rest kept only if the log holds
+/// the snapshot's last entry with its term (or starts right after it). A crash between
+/// writing a snapshot and trimming the log leaves exactly this to finish.
+fn reconcile_log_with_snapshot(
+    dir: &Path,
+    log: &mut SegmentedLog,
+    entries: &mut Vec<LogEntry<Bytes>>,
+    snapshot: Option<&RecoveredSnapshot>,
+) -> Result<(), DiskError> {
+    let log_dir = dir.join(LOG_DIR);
+    let Some(snapshot) = snapshot else {
+        if let Some(first) = entries.first()
+            && first.index != LogIndex::new(1)
+        {
+            return Err(corrupt(
+                &log_dir,
+                0,
+                format!(
+                    "the log starts at index {} with no snapshot before it",
+                    first.index.get()
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    let floor = snapshot.last_included_index;
+    let after = LogIndex::new(floor.get() + 1);
+    let Some(first) = entries.first().map(|entry| entry.index) else {
+        log.set_next_if_empty(after);
+        return Ok(());
+    };
+    if first > after {
+        return Err(corrupt(
+            &log_dir,
+            0,
+            format!(
+                "the log starts at index {} but the snapshot ends at {}",
+                first.get(),
+                floor.get()
+            ),
+        ));
+    }
+    let at_floor = entries
+        .iter()
+        .find(|entry| entry.index == floor)
+        .map(|entry| entry.term);
+    let continues = first == after || at_floor == Some(snapshot.last_included_term);
+    if continues {
+        entries.retain(|entry| entry.index > floor);
+        log.remove_through(floor)?;
+    } else {
+        warn!(target: "yggr::node", "discarding a log that does not continue the snapshot (a crash interrupted its install)");
+        entries.clear();
+        log.clear(after)?;
+    }
+    Ok(())
+}

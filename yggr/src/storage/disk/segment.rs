@@ -1,0 +1,469 @@
+//! The log as append-only segment files under `log/`, each named by the index of its first
+//! entry (see [`format`](super::format) for the bytes).
+//!
+//! Invariants, kept by every operation:
+//! - segments are sorted and contiguous: each one's first index is the previous one's last
+//!   index + 1;
+//! - only the last segment is ever written to; appending costs O(bytes appended), and
+//!   truncating a suffix is an `ftruncate` of one file and the removal of whole later ones;
+//! - `next` is the index the next append must start at: one past the last stored entry, or
+//!   wherever [`SegmentedLog::clear`] put it.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tracing::warn;
+use yggr_core::{LogEntry, LogIndex, Term};
+
+use super::files::sync_dir;
+use super::format::{
+    RECORD_HEADER_BYTES, Record, SEGMENT_HEADER_BYTES, decode_record, decode_segment_header,
+    encode_record, encode_segment_header,
+};
+use super::{DiskError, corrupt, io_error};
+
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    first: LogIndex,
+    path: PathBuf,
+    /// The byte offset of each record: record `i` holds index `first + i`.
+    offsets: Vec<u64>,
+    /// Bytes in the file: the header and every record.
+    length: u64,
+}
+
+impl Segment {
+    /// The index one past the last record.
+    fn end(&self) -> LogIndex {
+        LogIndex::new(self.first.get() + self.offsets.len() as u64)
+    }
+
+    fn contains(&self, index: LogIndex) -> bool {
+        index >= self.first && index < self.end()
+    }
+
+    fn offset_of(&self, index: LogIndex) -> u64 {
+        self.offsets[(index.get() - self.first.get()) as usize]
+    }
+}
+
+/// The log's segment files.
+#[derive(Debug)]
+pub(crate) struct SegmentedLog {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// The last segment, open for appending.
+    active: Option<File>,
+    next: LogIndex,
+    /// A segment at least this long gets no more appends: the next batch starts a new one.
+    segment_bytes_limit: u64,
+}
+
+fn segment_name(first: LogIndex) -> String {
+    format!("{:020}{SEGMENT_SUFFIX}", first.get())
+}
+
+/// The first index a segment file's name gives, or `None` for any other file.
+fn parse_segment_name(path: &Path) -> Option<LogIndex> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(LogIndex::new)
+}
+
+/// How a segment's bytes ended.
+enum Ending {
+    /// Every byte belongs to a whole record.
+    Clean,
+    /// The bytes from this offset on are an interrupted append.
+    TornAt(u64),
+}
+
+impl SegmentedLog {
+    /// Reads every segment under `dir` once, in order, and returns the log with every stored
+    /// entry. A torn record at the very end of the last segment (a crash in the middle of an
+    /// append) is cut off; anything else that does not check out is an error naming the file
+    /// and the offset.
+    pub(crate) fn recover(
+        dir: &Path,
+        segment_bytes_limit: u64,
+    ) -> Result<(SegmentedLog, Vec<LogEntry<Bytes>>), DiskError> {
+        let mut paths = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
+            let path = entry.map_err(|error| io_error(dir, error))?.path();
+            if let Some(first) = parse_segment_name(&path) {
+                paths.push((first, path));
+            }
+        }
+        paths.sort();
+        let mut log = SegmentedLog {
+            dir: dir.to_path_buf(),
+            segments: Vec::with_capacity(paths.len()),
+            active: None,
+            next: LogIndex::new(1),
+            segment_bytes_limit,
+        };
+        let mut entries = Vec::new();
+        let count = paths.len();
+        for (position, (first, path)) in paths.into_iter().enumerate() {
+            let last = position + 1 == count;
+            if let Some(previous) = log.segments.last()
+                && previous.end() != first
+            {
+                return Err(corrupt(
+                    &path,
+                    0,
+                    format!(
+                        "the log has a gap: the previous segment ends before index {}, this one starts at {}",
+                        previous.end().get(),
+                        first.get()
+                    ),
+                ));
+            }
+            let bytes = fs::read(&path).map_err(|error| io_error(&path, error))?;
+            if last && torn_header(&bytes) {
+                warn!(target: "yggr::node", path = %path.display(), "removing a segment whose creation a crash interrupted");
+                fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
+                sync_dir(dir).map_err(|error| io_error(dir, error))?;
+                continue;
+            }
+            let (segment, ending) = read_segment(first, &path, &bytes, &mut entries, last)?;
+            if let Ending::TornAt(offset) = ending {
+                warn!(target: "yggr::node", path = %path.display(), offset, dropped = bytes.len() as u64 - offset, "cutting off a torn record at the end of the log");
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|error| io_error(&path, error))?;
+                file.set_len(offset)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|error| io_error(&path, error))?;
+            }
+            log.segments.push(segment);
+        }
+        if let Some(last) = log.segments.last() {
+            log.next = last.end();
+        }
+        Ok((log, entries))
+    }
+
+    /// The index the next append must start at.
+    pub(crate) fn next(&self) -> LogIndex {
+        self.next
+    }
+
+    /// The size at which a segment stops taking appends.
+    pub(crate) fn segment_bytes_limit(&self) -> u64 {
+        self.segment_bytes_limit
+    }
+
+    pub(crate) fn set_segment_bytes_limit(&mut self, bytes: u64) {
+        self.segment_bytes_limit = bytes;
+    }
+
+    /// The number of segment files.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The term of the stored entry at `index`, read back from its record.
+    pub(crate) fn term_at(&self, index: LogIndex) -> Result<Option<Term>, DiskError> {
+        let Some(segment) = self.segments.iter().find(|segment| segment.contains(index)) else {
+            return Ok(None);
+        };
+        let position = (index.get() - segment.first.get()) as usize;
+        let start = segment.offsets[position];
+        let end = segment
+            .offsets
+            .get(position + 1)
+            .copied()
+            .unwrap_or(segment.length);
+        let file = File::open(&segment.path).map_err(|error| io_error(&segment.path, error))?;
+        let mut bytes = vec![0; (end - start) as usize];
+        file.read_exact_at(&mut bytes, start)
+            .map_err(|error| io_error(&segment.path, error))?;
+        match decode_record(&bytes) {
+            Record::Entry(entry, _) if entry.index == index => Ok(Some(entry.term)),
+            Record::Entry(entry, _) => Err(corrupt(
+                &segment.path,
+                start,
+                format!(
+                    "record holds index {}, expected {}",
+                    entry.index.get(),
+                    index.get()
+                ),
+            )),
+            Record::Incomplete => Err(corrupt(&segment.path, start, "record is truncated")),
+            Record::Bad(reason) => Err(corrupt(&segment.path, start, reason)),
+        }
+    }
+
+    /// Appends `entries`, which must start at [`next`](Self::next) and be consecutive, with
+    /// one write and one `fdatasync` (plus a directory sync when a segment is created).
+    pub(crate) fn append(&mut self, entries: &[LogEntry<Bytes>]) -> Result<(), DiskError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        assert_eq!(
+            first.index, self.next,
+            "invariant: appends start where the log ends"
+        );
+        let full = self
+            .segments
+            .last()
+            .is_none_or(|segment| segment.length >= self.segment_bytes_limit);
+        let mut bytes = Vec::new();
+        if full {
+            bytes.extend_from_slice(&encode_segment_header(first.index));
+        }
+        let base = if full {
+            0
+        } else {
+            self.segments.last().map_or(0, |segment| segment.length)
+        };
+        let mut offsets = Vec::with_capacity(entries.len());
+        for (position, entry) in entries.iter().enumerate() {
+            assert_eq!(
+                entry.index.get(),
+                first.index.get() + position as u64,
+                "invariant: appended entries are consecutive"
+            );
+            offsets.push(base + bytes.len() as u64);
+            encode_record(entry, &mut bytes);
+        }
+        if full {
+            let path = self.dir.join(segment_name(first.index));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|error| io_error(&path, error))?;
+            self.segments.push(Segment {
+                first: first.index,
+                path,
+                offsets: Vec::new(),
+                length: 0,
+            });
+            self.active = Some(file);
+        } else if self.active.is_none() {
+            self.reopen_active()?;
+        }
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a segment was just ensured");
+        let file = self.active.as_ref().expect("the active segment is open");
+        file.write_all_at(&bytes, segment.length)
+            .and_then(|()| file.sync_data())
+            .map_err(|error| io_error(&segment.path, error))?;
+        if full {
+            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        }
+        segment.offsets.extend(offsets);
+        segment.length += bytes.len() as u64;
+        self.next = segment.end();
+        Ok(())
+    }
+
+    /// Removes every stored entry at or past `index`, in place.
+    pub(crate) fn truncate_from(&mut self, index: LogIndex) -> Result<(), DiskError> {
+        if index >= self.next {
+            return Ok(());
+        }
+        let mut removed_files = false;
+        while self
+            .segments
+            .last()
+            .is_some_and(|segment| segment.first >= index)
+        {
+            let segment = self.segments.pop().expect("checked above");
+            self.active = None;
+            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
+            removed_files = true;
+        }
+        if removed_files {
+            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        }
+        if let Some(segment) = self.segments.last_mut()
+            && segment.contains(index)
+        {
+            let offset = segment.offset_of(index);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&segment.path)
+                .map_err(|error| io_error(&segment.path, error))?;
+            file.set_len(offset)
+                .and_then(|()| file.sync_data())
+                .map_err(|error| io_error(&segment.path, error))?;
+            segment
+                .offsets
+                .truncate((index.get() - segment.first.get()) as usize);
+            segment.length = offset;
+            self.active = Some(file);
+        }
+        self.next = index;
+        Ok(())
+    }
+
+    /// Removes every segment all of whose entries are at or below `index` (a snapshot now
+    /// covers them). Entries at or below `index` in a segment that also holds later ones stay
+    /// on disk and are skipped on recovery.
+    pub(crate) fn remove_through(&mut self, index: LogIndex) -> Result<(), DiskError> {
+        let whole = self
+            .segments
+            .iter()
+            .take_while(|segment| segment.end() <= LogIndex::new(index.get() + 1))
+            .count();
+        if whole == 0 {
+            return Ok(());
+        }
+        if whole == self.segments.len() {
+            self.active = None;
+        }
+        for segment in self.segments.drain(..whole) {
+            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
+        }
+        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        if self.segments.is_empty() && self.next <= index {
+            self.next = LogIndex::new(index.get() + 1);
+        }
+        Ok(())
+    }
+
+    /// Removes every segment; the next append starts at `next`.
+    pub(crate) fn clear(&mut self, next: LogIndex) -> Result<(), DiskError> {
+        self.active = None;
+        let had_files = !self.segments.is_empty();
+        for segment in self.segments.drain(..) {
+            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
+        }
+        if had_files {
+            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        }
+        self.next = next;
+        Ok(())
+    }
+
+    /// Sets where the next append starts when nothing is stored (after a snapshot past the
+    /// end of the log, say).
+    pub(crate) fn set_next_if_empty(&mut self, next: LogIndex) {
+        if self.segments.is_empty() {
+            self.next = next;
+        }
+    }
+
+    fn reopen_active(&mut self) -> Result<(), DiskError> {
+        let Some(segment) = self.segments.last() else {
+            return Ok(());
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment.path)
+            .map_err(|error| io_error(&segment.path, error))?;
+        self.active = Some(file);
+        Ok(())
+    }
+}
+
+/// Whether the bytes of the last segment are a header a crash interrupted: shorter than a
+/// header, or nothing but zeros (a file whose size reached the disk before its data).
+fn torn_header(bytes: &[u8]) -> bool {
+    bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|byte| *byte == 0)
+}
+
+/// Parses one segment, appending its entries to `entries`.
+fn read_segment(
+    first: LogIndex,
+    path: &Path,
+    bytes: &[u8],
+    entries: &mut Vec<LogEntry<Bytes>>,
+    last: bool,
+) -> Result<(Segment, Ending), DiskError> {
+    let named =
+        decode_segment_header(bytes).map_err(|error| corrupt(path, error.offset, error.reason))?;
+    if named != first {
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "the header names first index {}, the file name {}",
+                named.get(),
+                first.get()
+            ),
+        ));
+    }
+    let mut segment = Segment {
+        first,
+        path: path.to_path_buf(),
+        offsets: Vec::new(),
+        length: SEGMENT_HEADER_BYTES as u64,
+    };
+    let mut at = SEGMENT_HEADER_BYTES;
+    while at < bytes.len() {
+        let expected = LogIndex::new(first.get() + segment.offsets.len() as u64);
+        match decode_record(&bytes[at..]) {
+            Record::Entry(entry, length) => {
+                if entry.index != expected {
+                    return Err(corrupt(
+                        path,
+                        at as u64,
+                        format!(
+                            "record holds index {}, expected {}",
+                            entry.index.get(),
+                            expected.get()
+                        ),
+                    ));
+                }
+                segment.offsets.push(at as u64);
+                entries.push(entry);
+                at += length;
+            }
+            bad => {
+                if last && is_torn_tail(&bytes[at..], &bad) {
+                    segment.length = at as u64;
+                    return Ok((segment, Ending::TornAt(at as u64)));
+                }
+                let reason = match bad {
+                    Record::Bad(reason) => reason,
+                    _ => "record is truncated".to_string(),
+                };
+                return Err(corrupt(path, at as u64, reason));
+            }
+        }
+    }
+    segment.length = at as u64;
+    Ok((segment, Ending::Clean))
+}
+
+/// Whether a record that did not check out at the end of the last segment is an interrupted
+/// append rather than corruption: it runs past the end of the file, or it reaches exactly to
+/// the end (its last bytes never made it), or everything from it on is zeros (the file's
+/// size reached the disk before its data). A bad record with other data after it is
+/// corruption: cutting there could drop entries that were acknowledged.
+fn is_torn_tail(rest: &[u8], record: &Record) -> bool {
+    match record {
+        Record::Incomplete => true,
+        Record::Bad(_) => {
+            if rest.iter().all(|byte| *byte == 0) {
+                return true;
+            }
+            if rest.len() < RECORD_HEADER_BYTES {
+                return true;
+            }
+            let mut raw = [0; 4];
+            raw.copy_from_slice(&rest[..4]);
+            let claimed = u32::from_le_bytes(raw) as usize;
+            RECORD_HEADER_BYTES.saturating_add(claimed) == rest.len()
+        }
+        Record::Entry(..) => false,
+    }
+}
