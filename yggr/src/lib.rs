@@ -57,7 +57,7 @@
 //! - [`config`]: [`Config`] and [`Bootstrap`]; [`error`]: every error type; [`status`]:
 //!   [`Status`] and [`NodeMetrics`].
 //! - [`storage`]: the [`Storage`] trait, [`MemStorage`] and [`DiskStorage`]; [`transport`]: the
-//!   [`Transport`] trait and [`LocalNetwork`].
+//!   [`Transport`] trait, [`LocalNetwork`] and [`TcpTransport`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
 
 pub mod config;
@@ -80,7 +80,9 @@ pub use node::{Admin, Node};
 pub use state_machine::{DecodeError, SnapshotError, StateMachine};
 pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
 pub use storage::{DiskError, DiskStorage, MemStorage, Storage, StorageWrite, StoredState};
-pub use transport::{LocalNetwork, LocalTransport, Transport};
+pub use transport::{
+    LocalNetwork, LocalTransport, TcpHandle, TcpOptions, TcpStats, TcpTransport, Transport,
+};
 pub use yggr_core as core;
 pub use yggr_core::{
     Bytes, ConfigChange, EngineMetrics, EntryPayload, LogEntry, LogIndex, Membership, NodeId,

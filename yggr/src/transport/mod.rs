@@ -1,6 +1,7 @@
 //! How nodes reach each other, behind the [`Transport`] trait.
 //!
 //! - [`local`]: [`LocalNetwork`], nodes in one process, with faults for tests.
+//! - [`tcp`]: [`TcpTransport`], nodes over TCP, for production.
 //!
 //! # The contract
 //!
@@ -21,6 +22,7 @@
 //! [`yggr_core::wire`].
 
 pub mod local;
+pub mod tcp;
 
 use std::future::Future;
 
@@ -28,6 +30,7 @@ use bytes::Bytes;
 use yggr_core::{Message, NodeId};
 
 pub use local::{LocalNetwork, LocalTransport};
+pub use tcp::{TcpHandle, TcpOptions, TcpStats, TcpTransport};
 
 /// One node's connection to its peers. See the [module documentation](self) for the contract.
 pub trait Transport: Send + 'static {

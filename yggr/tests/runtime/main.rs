@@ -8,6 +8,7 @@ mod apply_failures;
 mod bootstrap;
 mod chaos;
 mod config_limits;
+mod disk_and_tcp;
 mod disk_storage;
 mod failures;
 mod fatal_stop;

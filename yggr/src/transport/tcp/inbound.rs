@@ -1,0 +1,132 @@
+//! The acceptor and one reader task per inbound connection. Every byte a peer sends is
+//! untrusted: anything wrong closes that connection alone, and is counted.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tracing::{debug, warn};
+use yggr_core::{Message, NodeId};
+
+use super::frame::{FrameError, HANDSHAKE_BYTES, decode_frame, decode_handshake};
+use super::{Shared, bump};
+
+/// Accepts connections until the transport is dropped (which aborts this task and, with its
+/// `JoinSet`, every reader).
+pub(super) async fn accept(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    inbound: mpsc::Sender<Message<Bytes>>,
+) {
+    let slots = Arc::new(Semaphore::new(
+        shared.options.max_inbound_connections.max(1),
+    ));
+    let mut readers = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        readers.spawn(read_from(shared.clone(), stream, inbound.clone(), slot));
+                    }
+                    Err(_) => bump(&shared.counters.connections_rejected, 1),
+                },
+                Err(error) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    warn!(target: "yggr::node", %error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = readers.join_next() => {}
+        }
+    }
+}
+
+/// Reads one connection: the handshake, then frames until it closes or misbehaves.
+async fn read_from(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    inbound: mpsc::Sender<Message<Bytes>>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let counters = &shared.counters;
+    let Some(sender) = handshake(&shared, &mut stream).await else {
+        bump(&counters.connections_rejected, 1);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    bump(&counters.connections_accepted, 1);
+    let limit = shared.options.max_frame_bytes;
+    let mut buffer = BytesMut::with_capacity(64 << 10);
+    loop {
+        loop {
+            match decode_frame(&mut buffer, limit) {
+                Ok(Some(message)) => {
+                    if message.from != sender {
+                        warn!(target: "yggr::node", peer = sender.get(), claimed = message.from.get(), "closing a connection whose messages claim another sender");
+                        bump(&counters.malformed_frames, 1);
+                        return;
+                    }
+                    bump(&counters.frames_received, 1);
+                    if inbound.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(target: "yggr::node", peer = sender.get(), %error, "closing a connection");
+                    match error {
+                        FrameError::Oversized { .. } => bump(&counters.oversized_frames, 1),
+                        _ => bump(&counters.malformed_frames, 1),
+                    }
+                    return;
+                }
+            }
+        }
+        match stream.read_buf(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        // A peer taken out of the address book is cut off, connections already open included.
+        if shared.address(sender).is_none() {
+            debug!(target: "yggr::node", peer = sender.get(), "closing the connection of a peer no longer in the address book");
+            return;
+        }
+    }
+}
+
+/// The sender a valid, timely handshake names, if it is in the address book.
+async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Option<NodeId> {
+    let mut bytes = [0; HANDSHAKE_BYTES];
+    match timeout(
+        shared.options.handshake_timeout,
+        stream.read_exact(&mut bytes),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            debug!(target: "yggr::node", %error, "connection closed before its handshake");
+            return None;
+        }
+        Err(_) => {
+            debug!(target: "yggr::node", "no handshake in time; closing");
+            return None;
+        }
+    }
+    match decode_handshake(&bytes) {
+        Ok(sender) if shared.address(sender).is_some() => Some(sender),
+        Ok(sender) => {
+            warn!(target: "yggr::node", claimed = sender.get(), "refusing a connection from a node outside the address book");
+            None
+        }
+        Err(error) => {
+            warn!(target: "yggr::node", %error, "refusing a connection");
+            None
+        }
+    }
+}

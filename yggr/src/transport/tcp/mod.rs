@@ -1,0 +1,319 @@
+//! [`TcpTransport`]: nodes talking over TCP.
+//!
+//! # Design
+//!
+//! - **Outbound**: one connection and one writer task per peer, fed by a bounded queue
+//!   ([`TcpOptions::outbound_queue`] messages). [`Transport::send`] never waits: when the
+//!   queue is full the message is dropped (and counted), which Raft recovers from by
+//!   retransmitting. The writer takes everything queued at once and writes all of it as
+//!   frames in one `write` call. A broken connection is re-established with exponential
+//!   backoff and jitter; messages queued while it is down are dropped rather than sent stale.
+//! - **Inbound**: one acceptor task, one reader task per accepted connection. A connection
+//!   starts with a handshake naming the protocol version and the sender's id; a sender
+//!   outside the address book, a bad handshake, a handshake that does not arrive in time, a
+//!   frame over [`TcpOptions::max_frame_bytes`], bytes that do not decode, or a message whose
+//!   sender differs from the handshake's closes that connection alone and is counted in
+//!   [`TcpStats`]. Nothing a peer sends can panic or stall the node.
+//! - **Address book**: the peers this node may talk to, by id. It may name nodes that are
+//!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
+//!   can be added to the cluster later.
+//!
+//! The wire format is in [`frame`]: a fixed handshake, then length-prefixed protobuf frames
+//! (the `yggr_core::wire` encoding).
+
+mod frame;
+mod inbound;
+mod outbound;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use yggr_core::{Message, NodeId};
+
+use super::Transport;
+
+/// Limits and timings of a [`TcpTransport`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TcpOptions {
+    /// The largest frame accepted from a peer; a longer one closes the connection. Default
+    /// 64 MiB (a snapshot chunk or a batch of entries must fit).
+    pub max_frame_bytes: usize,
+    /// Messages queued per peer before further ones are dropped. Default 4096.
+    pub outbound_queue: usize,
+    /// Messages received and not yet taken by the node before readers wait. Default 8192.
+    pub inbound_queue: usize,
+    /// Inbound connections open at once; more are closed at once. Default 1024.
+    pub max_inbound_connections: usize,
+    /// How long an inbound connection may take to send its handshake. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// How long a connect or a write may take before the connection counts as broken.
+    /// Default 5 s.
+    pub io_timeout: Duration,
+    /// The first wait before reconnecting; it doubles up to `reconnect_backoff_max`.
+    /// Default 50 ms.
+    pub reconnect_backoff_min: Duration,
+    /// The longest wait before reconnecting. Default 2 s.
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for TcpOptions {
+    fn default() -> TcpOptions {
+        TcpOptions {
+            max_frame_bytes: 64 << 20,
+            outbound_queue: 4096,
+            inbound_queue: 8192,
+            max_inbound_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            reconnect_backoff_min: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters of what a [`TcpTransport`] did, as [`TcpHandle::stats`] reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpStats {
+    /// Frames written to peers.
+    pub frames_sent: u64,
+    /// Frames received from peers and handed to the node.
+    pub frames_received: u64,
+    /// Messages dropped: a full queue, or a peer not in the address book or not connected.
+    pub messages_dropped: u64,
+    /// Outbound connections established.
+    pub connections_opened: u64,
+    /// Outbound connects or writes that failed (each followed by a reconnect).
+    pub connection_failures: u64,
+    /// Inbound connections accepted after a valid handshake.
+    pub connections_accepted: u64,
+    /// Inbound connections closed for a bad, late or unknown handshake, or over the limit.
+    pub connections_rejected: u64,
+    /// Inbound connections closed for a frame over the size limit.
+    pub oversized_frames: u64,
+    /// Inbound connections closed for a frame that did not decode, or that named another
+    /// sender than the handshake.
+    pub malformed_frames: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    frames_sent: AtomicU64,
+    frames_received: AtomicU64,
+    messages_dropped: AtomicU64,
+    connections_opened: AtomicU64,
+    connection_failures: AtomicU64,
+    connections_accepted: AtomicU64,
+    connections_rejected: AtomicU64,
+    oversized_frames: AtomicU64,
+    malformed_frames: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// What the transport's tasks share.
+#[derive(Debug)]
+struct Shared {
+    id: NodeId,
+    options: TcpOptions,
+    book: RwLock<HashMap<NodeId, SocketAddr>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn address(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.book
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&peer)
+            .copied()
+    }
+}
+
+/// A cheap, cloneable handle on a running [`TcpTransport`]: its address book and counters,
+/// usable after the transport itself was handed to a `Node`.
+#[derive(Clone, Debug)]
+pub struct TcpHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl TcpHandle {
+    /// Adds or updates the address of `peer`. Messages to it flow from the next send.
+    pub fn add_peer(&self, peer: NodeId, address: SocketAddr) {
+        self.shared
+            .book
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(peer, address);
+    }
+
+    /// Removes `peer`: nothing more is sent to it, and its connections are refused.
+    pub fn remove_peer(&self, peer: NodeId) {
+        self.shared
+            .book
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&peer);
+    }
+
+    /// The address book.
+    pub fn peers(&self) -> HashMap<NodeId, SocketAddr> {
+        self.shared
+            .book
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The address this node listens on (with the port the OS picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// What the transport has done so far.
+    pub fn stats(&self) -> TcpStats {
+        let counters = &self.shared.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TcpStats {
+            frames_sent: read(&counters.frames_sent),
+            frames_received: read(&counters.frames_received),
+            messages_dropped: read(&counters.messages_dropped),
+            connections_opened: read(&counters.connections_opened),
+            connection_failures: read(&counters.connection_failures),
+            connections_accepted: read(&counters.connections_accepted),
+            connections_rejected: read(&counters.connections_rejected),
+            oversized_frames: read(&counters.oversized_frames),
+            malformed_frames: read(&counters.malformed_frames),
+        }
+    }
+}
+
+/// A [`Transport`] over TCP. See the [module documentation](self) for the design.
+///
+/// ```no_run
+/// # async fn example() -> std::io::Result<()> {
+/// use yggr::{NodeId, TcpTransport};
+/// let me = NodeId::new(1).unwrap();
+/// let peers = [
+///     (NodeId::new(2).unwrap(), "10.0.0.2:7000".parse().unwrap()),
+///     (NodeId::new(3).unwrap(), "10.0.0.3:7000".parse().unwrap()),
+/// ];
+/// let transport = TcpTransport::start(me, "0.0.0.0:7000".parse().unwrap(), peers).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TcpTransport {
+    handle: TcpHandle,
+    inbound: mpsc::Receiver<Message<Bytes>>,
+    /// Each connected peer's writer queue.
+    writers: HashMap<NodeId, mpsc::Sender<Message<Bytes>>>,
+    /// The acceptor and the writers; dropping the transport stops them all.
+    tasks: JoinSet<()>,
+}
+
+impl TcpTransport {
+    /// Listens on `listen` and knows `peers` by address. Connections to peers are made on
+    /// the first message to each.
+    ///
+    /// # Errors
+    /// When `listen` cannot be bound.
+    pub async fn start(
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> io::Result<TcpTransport> {
+        TcpTransport::start_with(node_id, listen, peers, TcpOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with other limits and timings.
+    ///
+    /// # Errors
+    /// When `listen` cannot be bound.
+    pub async fn start_with(
+        node_id: NodeId,
+        listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        options: TcpOptions,
+    ) -> io::Result<TcpTransport> {
+        let listener = TcpListener::bind(listen).await?;
+        let local_addr = listener.local_addr()?;
+        let inbound_queue = options.inbound_queue.max(1);
+        let shared = Arc::new(Shared {
+            id: node_id,
+            options,
+            book: RwLock::new(peers.into_iter().filter(|(id, _)| *id != node_id).collect()),
+            counters: Counters::default(),
+        });
+        let (sender, inbound) = mpsc::channel(inbound_queue);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(inbound::accept(shared.clone(), listener, sender));
+        Ok(TcpTransport {
+            handle: TcpHandle { shared, local_addr },
+            inbound,
+            writers: HashMap::new(),
+            tasks,
+        })
+    }
+
+    /// A handle on the address book and counters, which outlives handing the transport to a
+    /// node.
+    pub fn handle(&self) -> TcpHandle {
+        self.handle.clone()
+    }
+
+    /// The address this node listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr
+    }
+
+    fn dropped(&self) {
+        bump(&self.handle.shared.counters.messages_dropped, 1);
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, to: NodeId, message: Message<Bytes>) {
+        if let Some(writer) = self.writers.get(&to) {
+            match writer.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => return self.dropped(),
+                // The writer stopped (its peer left the address book): start over below.
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    self.writers.remove(&to);
+                    return self.send(to, returned);
+                }
+            }
+        }
+        let shared = &self.handle.shared;
+        if to == shared.id || shared.address(to).is_none() {
+            return self.dropped();
+        }
+        // Reap writers that stopped, so the set does not grow with peers that came and went.
+        while self.tasks.try_join_next().is_some() {}
+        let (queue, receiver) = mpsc::channel(shared.options.outbound_queue.max(1));
+        let _ = queue.try_send(message);
+        self.tasks
+            .spawn(outbound::write_to_peer(shared.clone(), to, receiver));
+        self.writers.insert(to, queue);
+    }
+
+    async fn recv(&mut self) -> Option<Message<Bytes>> {
+        self.inbound.recv().await
+    }
+
+    fn try_recv(&mut self) -> Option<Message<Bytes>> {
+        self.inbound.try_recv().ok()
+    }
+}

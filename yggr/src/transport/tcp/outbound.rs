@@ -1,0 +1,91 @@
+//! One writer task per peer: connect, handshake, then write whatever is queued as frames in
+//! one go; on any failure, back off (with jitter) and connect again.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tracing::debug;
+use yggr_core::{Message, NodeId};
+
+use super::frame::{encode_frame, encode_handshake};
+use super::{Shared, bump};
+
+/// The most messages written in one `write` call.
+const MAX_BATCH: usize = 1024;
+
+/// Runs until the transport is dropped or `peer` leaves the address book.
+pub(super) async fn write_to_peer(
+    shared: Arc<Shared>,
+    peer: NodeId,
+    mut queue: mpsc::Receiver<Message<Bytes>>,
+) {
+    let options = &shared.options;
+    // Jitter from a seed of the two ids: reconnect storms spread out, and a test run
+    // repeats the same schedule.
+    let mut rng = ChaCha8Rng::seed_from_u64(shared.id.get() ^ peer.get().rotate_left(32));
+    let mut backoff = options.reconnect_backoff_min;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut buffer = BytesMut::with_capacity(64 << 10);
+    loop {
+        let Some(address) = shared.address(peer) else {
+            return;
+        };
+        let connected = timeout(options.io_timeout, connect(&shared, address)).await;
+        let mut stream = match connected {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                if let Ok(Err(error)) = failed {
+                    debug!(target: "yggr::node", peer = peer.get(), %address, %error, "connect failed");
+                }
+                bump(&shared.counters.connection_failures, 1);
+                // What was queued meanwhile would be stale by the time it arrived.
+                let mut stale = 0;
+                while queue.try_recv().is_ok() {
+                    stale += 1;
+                }
+                bump(&shared.counters.messages_dropped, stale);
+                let jitter = rng.random_range(0.5..1.5);
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(options.reconnect_backoff_max);
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        bump(&shared.counters.connections_opened, 1);
+        backoff = options.reconnect_backoff_min;
+        loop {
+            let received = queue.recv_many(&mut batch, MAX_BATCH).await;
+            if received == 0 {
+                return;
+            }
+            buffer.clear();
+            for message in batch.drain(..) {
+                encode_frame(&message, &mut buffer);
+            }
+            match timeout(options.io_timeout, stream.write_all(&buffer)).await {
+                Ok(Ok(())) => bump(&shared.counters.frames_sent, received as u64),
+                _ => {
+                    debug!(target: "yggr::node", peer = peer.get(), "connection lost; reconnecting");
+                    bump(&shared.counters.connection_failures, 1);
+                    bump(&shared.counters.messages_dropped, received as u64);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn connect(shared: &Shared, address: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    stream.write_all(&encode_handshake(shared.id)).await?;
+    Ok(stream)
+}
