@@ -438,7 +438,16 @@ impl<S: StateMachine> Applier<S> {
 
     /// Decodes and applies one command.
     fn apply_one(&mut self, bytes: &Bytes) -> Result<S::Response, String> {
-        let command = S::decode_command(bytes).map_err(|error| error.to_string())?;
+        // The application's decoder is user code too: a panic in it is a broken state
+        // machine, answered like one, never a dead apply thread.
+        let command = catch_unwind(AssertUnwindSafe(|| S::decode_command(bytes)))
+            .map_err(|panic| {
+                format!(
+                    "decoding a command panicked: {}",
+                    panic_message(panic.as_ref())
+                )
+            })?
+            .map_err(|error| error.to_string())?;
         let state = &mut self.state;
         catch_unwind(AssertUnwindSafe(|| state.apply(command))).map_err(|panic| {
             format!(

@@ -168,6 +168,9 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
     held: Vec<(Bytes, Waiter<S>)>,
     held_since_tick: u64,
+    /// Writes and reads set aside while the apply backlog is full, in arrival order; other
+    /// requests (status, membership, shutdown) are still served meanwhile.
+    parked: VecDeque<Request<S>>,
     snapshots: Snapshots,
     /// Ticks delivered so far.
     ticks: u64,
@@ -216,6 +219,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             next_read: 1,
             held: Vec::new(),
             held_since_tick: 0,
+            parked: VecDeque::new(),
             snapshots: Snapshots::default(),
             ticks: 0,
             next_tick: Instant::now() + tick_interval,
@@ -237,7 +241,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             tokio::select! {
                 biased;
                 received = self.requests.recv_many(&mut requests, MAX_PER_SOURCE),
-                    if handles_remain =>
+                    if handles_remain && self.parked.len() < MAX_PER_SOURCE =>
                 {
                     if received == 0 {
                         // Every handle is gone: nobody can ask anything any more.
@@ -252,10 +256,12 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     self.step(Event::Incoming(message));
                 }
                 report = self.reports.recv() => {
-                    if let Some(report) = report
-                        && let Some(stop) = self.on_report(report) {
-                            break stop;
-                        }
+                    // The apply task holds the only report sender: `None` means it is gone,
+                    // and nothing can be applied any more.
+                    let Some(report) = report else { break Stop::Fatal };
+                    if let Some(stop) = self.on_report(report) {
+                        break stop;
+                    }
                 }
                 open = has_room(self.apply.as_ref()), if !self.apply_backlog.is_empty() => {
                     // `feed_apply_backlog` below fills the room.
@@ -288,7 +294,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             if let Some(stop) = stopping {
                 break stop;
             }
-            if requests.is_empty() {
+            if requests.is_empty() && self.parked.len() < MAX_PER_SOURCE {
                 while let Ok(request) = self.requests.try_recv() {
                     requests.push(request);
                     if requests.len() >= MAX_PER_SOURCE {
@@ -350,6 +356,23 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     }
 
     fn on_requests(&mut self, requests: &mut Vec<Request<S>>) {
+        if self.apply_backlog_full() && self.draining.is_none() {
+            // Set writes and reads aside until the state machine catches up; serve the rest.
+            let mut others = Vec::new();
+            for request in requests.drain(..) {
+                match request {
+                    Request::ProposeOne { .. } | Request::Propose { .. } | Request::Read(_) => {
+                        self.parked.push_back(request);
+                    }
+                    other => others.push(other),
+                }
+            }
+            *requests = others;
+        } else if !self.parked.is_empty() {
+            let mut resumed: Vec<Request<S>> = self.parked.drain(..).collect();
+            resumed.append(requests);
+            *requests = resumed;
+        }
         let mut commands = Vec::new();
         let mut waiters = Vec::new();
         let mut reads = Vec::new();
@@ -612,8 +635,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 }
                 Action::Apply(entries) => {
                     let waiters = self.take_waiters(&entries);
-                    self.hand_to_apply(ApplyJob::Entries { entries, waiters })
-                        .await?;
+                    self.hand_to_apply(ApplyJob::Entries { entries, waiters })?;
                 }
                 Action::PersistSnapshot {
                     last_included_index,
@@ -624,11 +646,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                         index: snapshot_index,
                         bytes,
                     };
-                    self.hand_to_apply(job).await?;
+                    self.hand_to_apply(job)?;
                 }
                 Action::ReadReady { id } => {
                     if let Some(read) = self.reads.remove(&id) {
-                        self.hand_to_apply(ApplyJob::Read(read)).await?;
+                        self.hand_to_apply(ApplyJob::Read(read))?;
                     }
                 }
                 Action::ReadFailed { id, reason } => {
@@ -648,40 +670,32 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         Ok(())
     }
 
-    /// Queues `job` for the apply task without waiting while its channel is full, unless the
-    /// backlog has grown past its limit.
-    async fn hand_to_apply(&mut self, job: ApplyJob<S>) -> Result<(), Stop> {
+    /// Queues `job` for the apply task without waiting: into its channel, or behind the
+    /// jobs already waiting in the backlog.
+    fn hand_to_apply(&mut self, job: ApplyJob<S>) -> Result<(), Stop> {
         let Some(apply) = &self.apply else {
             return Err(Stop::Fatal);
         };
         if self.apply_backlog.is_empty() {
             match apply.try_send(job) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(job)) => self.apply_backlog.push_back(job),
                 Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Fatal),
             }
         } else {
             self.apply_backlog.push_back(job);
         }
-        if self.apply_backlog.len() > self.apply_backlog_limit() {
-            // The state machine is far behind what the cluster commits: wait for it, as the
-            // last resort against unbounded memory (heartbeats pause while this waits).
-            debug!(target: "yggr::node", node_id = self.id.get(), backlog = self.apply_backlog.len(), "apply backlog full; waiting for the state machine");
-            while self.apply_backlog.len() > self.apply_backlog_limit() / 2 {
-                let Some(job) = self.apply_backlog.pop_front() else {
-                    break;
-                };
-                apply.send(job).await.map_err(|_| Stop::Fatal)?;
-            }
-        }
         Ok(())
     }
 
-    /// How many jobs may wait in the backlog before the driver waits for the state machine:
-    /// 64 channels' worth. On the leader the in-flight limit keeps it far below that; a
-    /// follower whose state machine is slower than the cluster's commits is what reaches it.
-    fn apply_backlog_limit(&self) -> usize {
-        self.config.max_pending_applies.saturating_mul(64)
+    /// Whether the backlog is long enough that the driver sets new writes and reads aside
+    /// until the state machine catches up: 64 channels' worth of jobs. (Once
+    /// `MAX_PER_SOURCE` requests are set aside it stops taking requests at all.) Ticks, replication and elections go on
+    /// regardless, so a slow state machine never costs the node its place in the cluster. A
+    /// follower's backlog grows only with what the leader commits, and its jobs share their
+    /// bytes with the log the engine holds anyway.
+    fn apply_backlog_full(&self) -> bool {
+        self.apply_backlog.len() >= self.config.max_pending_applies.saturating_mul(64)
     }
 
     /// Moves backlogged jobs into the apply channel while it has room.
@@ -839,6 +853,9 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         }
         for (_, waiter) in self.held.drain(..) {
             waiter.fail(error.clone());
+        }
+        for request in self.parked.drain(..) {
+            refuse_when_stopped(request, &self.engine, Some(stop));
         }
         let read_error = match stop {
             Stop::Clean => ReadError::Shutdown,

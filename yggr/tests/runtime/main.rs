@@ -4,10 +4,12 @@
 mod common;
 
 mod apply;
+mod apply_backlog;
 mod apply_failures;
 mod bootstrap;
 mod chaos;
 mod config_limits;
+mod crash_safety;
 mod disk_and_tcp;
 mod disk_storage;
 mod failures;
