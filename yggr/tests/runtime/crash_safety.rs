@@ -88,11 +88,9 @@ async fn stored_commands(dir: &Path) -> Vec<u64> {
         .unwrap()
         .expect("the child bootstrapped");
     assert!(state.snapshot.is_none(), "snapshots are off in the child");
-    let mut expected_index = 1;
     let mut commands = Vec::new();
-    for entry in &state.log {
+    for (expected_index, entry) in (1..).zip(state.log.iter()) {
         assert_eq!(entry.index.get(), expected_index, "the log has no gaps");
-        expected_index += 1;
         if let EntryPayload::Command(bytes) = &entry.payload {
             commands.push(u64::from_le_bytes(bytes[..].try_into().unwrap()));
         }
