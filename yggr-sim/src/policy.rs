@@ -561,7 +561,7 @@ impl Schedule {
 }
 
 /// The membership change to propose at `node`, whose configuration is `membership`: usually
-/// one that applies and keeps 3 to 7 voters, now and then any change at all (it is refused).
+/// one that applies and keeps 1 to 7 voters, now and then any change at all (it is refused).
 fn plan_change(cluster: &mut Cluster, node: NodeId, membership: &Membership) -> ConfigChange {
     let all: BTreeSet<NodeId> = cluster.ids().into_iter().collect();
     let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
@@ -587,7 +587,9 @@ fn plan_change(cluster: &mut Cluster, node: NodeId, membership: &Membership) -> 
             ]);
         }
     }
-    if voters.len() > 3 {
+    // Down to a single voter: from two voters, a leader removing itself leaves the other one
+    // alone (it must count only that voter), and one missed message strands a voter.
+    if voters.len() > 1 {
         options.extend(voters.iter().map(|voter| ConfigChange::RemovePeer(*voter)));
         if membership.is_voter(node) {
             options.push(ConfigChange::RemovePeer(node));

@@ -10,9 +10,12 @@ use crate::types::{NodeId, Role, Term};
 impl<C: Clone> Engine<C> {
     /// The election timer fired without word from a leader.
     pub(crate) fn on_election_timeout(&mut self) {
-        if !self.is_voter() {
-            // Learners and nodes outside their own configuration (a joiner that has not yet
-            // received one) never campaign: that is how a joiner is kept from electing itself.
+        // Learners and nodes outside their configuration (a joiner that has not yet received
+        // one) never campaign: that is how a joiner is kept from electing itself. A voter whose
+        // own removal is in its log but not yet committed still may, counting only the votes
+        // of its latest configuration: its log may be the only one holding the removal, and if
+        // the remaining voters need its vote, only it can lead the removal to commit.
+        if !self.is_voter() && !self.committed_membership().is_voter(self.id) {
             self.reset_election_timer();
             return;
         }
