@@ -305,3 +305,55 @@ fn timeout_now_campaign_still_needs_an_up_to_date_log_for_votes() {
         "the transfer flag lets the term through"
     );
 }
+
+#[test]
+fn a_voter_whose_own_removal_is_uncommitted_still_campaigns_so_the_removal_can_commit() {
+    // Voters {1, 2}. Leader 1 appends its own removal while 1 -> 2 is cut, so only 1 holds it,
+    // and then loses its leadership. Node 2 (config {1, 2}) needs 1's vote but its log is
+    // behind, so 1 refuses it. Only 1 can lead: its latest configuration is {2}, whose one
+    // vote it can win. A node that refused to campaign because its latest configuration
+    // leaves it out would leave the pair without a leader for ever.
+    let mut net = Net::with_membership(
+        &[1, 2],
+        Membership::from_voters([id(1), id(2)]),
+        EngineConfig::default(),
+    );
+    net.elect(1);
+    net.step(1, Event::ClientProposal(7));
+    net.deliver_all();
+    net.cut.insert((id(1), id(2)));
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(1))),
+    );
+    net.deliver_all();
+    assert!(
+        net.engine(1).last_log_index() > net.engine(2).last_log_index(),
+        "only node 1 holds its removal"
+    );
+    // Node 2 hears nothing; node 1 loses check-quorum.
+    for _ in 0..100 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    net.heal();
+    for _ in 0..400 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    assert!(
+        net.engine(2).membership().voters == [id(2)].into()
+            && net.engine(2).commit_index() >= net.engine(1).commit_index(),
+        "the removal reached node 2: commit {:?}, membership {:?}",
+        net.engine(2).commit_index(),
+        net.engine(2).membership()
+    );
+    assert_eq!(
+        net.leaders()
+            .into_iter()
+            .map(|(node, _)| node)
+            .collect::<Vec<_>>(),
+        vec![id(2)],
+        "node 2 leads the one-voter configuration"
+    );
+}
