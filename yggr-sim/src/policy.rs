@@ -265,6 +265,10 @@ pub struct Schedule {
     clock: SimClock,
     /// The step at which the current partition heals.
     heal_at_step: Option<u64>,
+    /// A leader that proposed its own removal, and the step at which it is cut off: a few
+    /// steps after the proposal, so the change often reaches followers while their
+    /// acknowledgements are still on their way back.
+    isolate_at_step: Option<(NodeId, u64)>,
     /// Paused nodes and the step at which each resumes.
     paused: BTreeMap<NodeId, u64>,
     /// Steps taken by read bursts, which do not count against the run's length.
@@ -296,6 +300,7 @@ impl Schedule {
             rates,
             clock,
             heal_at_step: None,
+            isolate_at_step: None,
             paused: BTreeMap::new(),
             burst_steps: 0,
             client_share: time_share(nodes),
@@ -412,6 +417,16 @@ impl Schedule {
         {
             self.heal_at_step = None;
             cluster.heal();
+        }
+        if let Some((leader, at)) = self.isolate_at_step
+            && cluster.step_count >= at
+        {
+            self.isolate_at_step = None;
+            if self.heal_at_step.is_none() {
+                cluster.coverage.leader_isolations += 1;
+                cluster.isolate(leader);
+                self.heal_after(cluster, 1, 3);
+            }
         }
         let now = cluster.step_count;
         let resumed: Vec<NodeId> = self
@@ -542,7 +557,8 @@ impl Schedule {
     }
 
     /// Proposes at `node` (usually one that believes it leads) a membership change that keeps
-    /// between 3 and 7 voters. Promotions are sometimes proposed while the learner is cut off.
+    /// between 1 and 7 voters. Promotions are sometimes proposed while the learner is cut off,
+    /// and a leader removing itself is sometimes cut off a few steps later.
     fn change_membership(&mut self, cluster: &mut Cluster, node: NodeId) -> Result<(), SimError> {
         let membership = cluster
             .engine(node)
@@ -555,6 +571,14 @@ impl Schedule {
         {
             cluster.isolate(learner);
             self.heal_after(cluster, 1, 3);
+        }
+        if change == ConfigChange::RemovePeer(node)
+            && self.heal_at_step.is_none()
+            && self.isolate_at_step.is_none()
+            && cluster.rng.random_bool(0.5)
+        {
+            let delay = cluster.rng.random_range(1..=12);
+            self.isolate_at_step = Some((node, cluster.step_count + delay));
         }
         cluster.step_node(node, Event::ProposeConfigChange(change))
     }
@@ -571,6 +595,12 @@ fn plan_change(cluster: &mut Cluster, node: NodeId, membership: &Membership) -> 
         .copied()
         .filter(|id| !membership.contains(*id))
         .collect();
+    // A leader of two voters removing itself is the shape where the remaining voter alone
+    // makes a majority of the new configuration and the old leader must not count itself:
+    // make it common.
+    if voters.len() == 2 && membership.is_voter(node) && cluster.rng.random_bool(0.5) {
+        return ConfigChange::RemovePeer(node);
+    }
     let mut options: Vec<ConfigChange> = Vec::new();
     if voters.len() < 7 {
         for outsider in &outsiders {
