@@ -25,8 +25,8 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use yggr::core::{EntryPayload, LogEntry, LogIndex, Term};
 use yggr::{
-    Bootstrap, Config, DecodeError, DiskStorage, Node, NodeId, StateMachine, Storage,
-    StorageWrite, TcpTransport,
+    Bootstrap, Config, DecodeError, DiskStorage, Node, NodeId, StateMachine, Storage, StorageWrite,
+    TcpTransport,
 };
 
 #[derive(Parser)]
@@ -268,7 +268,11 @@ async fn fill(storage: &mut DiskStorage, count: u64, batch: u64, command_bytes: 
     while next <= count {
         let size = batch.min(count - next + 1);
         storage
-            .persist(vec![StorageWrite::Entries(entries(next, size, command_bytes))])
+            .persist(vec![StorageWrite::Entries(entries(
+                next,
+                size,
+                command_bytes,
+            ))])
             .await
             .unwrap();
         next += size;
@@ -374,11 +378,7 @@ async fn main() {
             seconds,
             command_bytes,
         } => cluster(&dir, &writers, seconds, command_bytes).await,
-        Bench::Append {
-            dir,
-            long,
-            appends,
-        } => append(&dir, long, appends).await,
+        Bench::Append { dir, long, appends } => append(&dir, long, appends).await,
         Bench::Restart { dir, mebibytes } => restart(&dir, mebibytes).await,
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use yggr::{Config, DiskStorage, Node, NodeId, TcpHandle, TcpTransport};
+use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, TcpHandle, TcpTransport};
 
 use crate::common::{Recorder, eventually, id};
 
@@ -82,6 +82,33 @@ impl RealCluster {
         )
         .await
         .unwrap();
+        self.nodes.insert(me, node);
+    }
+
+    /// Starts `me` as a joiner on a fresh directory and port, known to every running node's
+    /// address book (but not a member until a leader adds it).
+    async fn launch_joiner(&mut self, me: NodeId) {
+        let address = free_addresses(1)[0];
+        self.addresses.insert(me, address);
+        self.dirs
+            .insert(me, self._root.path().join(format!("node-{me}")));
+        for handle in self.handles.values() {
+            handle.add_peer(me, address);
+        }
+        let storage = DiskStorage::open(&self.dirs[&me]).await.unwrap();
+        let peers: Vec<(NodeId, SocketAddr)> = self
+            .addresses
+            .iter()
+            .filter(|(other, _)| **other != me)
+            .map(|(other, address)| (*other, *address))
+            .collect();
+        let transport = TcpTransport::start(me, address, peers).await.unwrap();
+        self.handles.insert(me, transport.handle());
+        let mut config = config(me, []);
+        config.bootstrap = Bootstrap::Join;
+        let node = Node::start(config, Recorder::default(), storage, transport)
+            .await
+            .unwrap();
         self.nodes.insert(me, node);
     }
 
@@ -279,5 +306,57 @@ async fn hostile_connections_are_closed_and_counted_while_the_cluster_serves() {
         cluster.write(command).await;
     }
     applied_everywhere(&cluster, &(1..=5).collect::<Vec<_>>()).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_added_after_compaction_catches_up_by_snapshot_and_is_promoted() {
+    let mut cluster = RealCluster::start(3).await;
+    for command in 1..=30 {
+        cluster.write(command).await;
+    }
+    // Compact every log, so the newcomer can only catch up from a snapshot.
+    for node in cluster.nodes.values() {
+        node.admin().trigger_snapshot().await.unwrap();
+    }
+    let leader = cluster.leader().await;
+    let metrics = leader.node_metrics().await.unwrap();
+    assert!(
+        metrics.engine.log_len < 30,
+        "the leader compacted: {metrics:?}"
+    );
+    let newcomer = id(4);
+    cluster.launch_joiner(newcomer).await;
+    leader.admin().add_learner(newcomer).await.unwrap();
+    let caught_up = eventually(PATIENCE, || async {
+        let status = cluster.nodes[&newcomer].status().await.ok()?;
+        (status.last_applied.get() >= 30).then_some(status)
+    })
+    .await;
+    assert!(caught_up.is_some(), "the learner caught up");
+    let installed = cluster.nodes[&newcomer]
+        .metrics()
+        .await
+        .unwrap()
+        .snapshots_installed;
+    assert!(installed >= 1, "the learner installed a snapshot");
+    cluster
+        .leader()
+        .await
+        .admin()
+        .promote_learner(newcomer)
+        .await
+        .unwrap();
+    cluster.write(31).await;
+    let voters = cluster
+        .leader()
+        .await
+        .status()
+        .await
+        .unwrap()
+        .membership
+        .voters;
+    assert!(voters.contains(&newcomer), "{voters:?}");
+    applied_everywhere(&cluster, &(1..=31).collect::<Vec<_>>()).await;
     cluster.shutdown().await;
 }
