@@ -29,8 +29,9 @@
 //! - [`runner`]: [`run`] and [`replay`].
 //! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
 //! - [`conformance`]: one follower driven by every request a succession of correct leaders
-//!   may send it, and [`leader_conformance`]: one leader answered by scripted followers, for
-//!   the corners cluster runs reach only by luck.
+//!   may send it, [`leader_conformance`]: one leader answered by scripted followers, and
+//!   [`vote_conformance`]: one voter asked by scripted candidates, for the corners cluster
+//!   runs reach only by luck.
 //! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
@@ -65,6 +66,7 @@ pub mod runner;
 pub mod state_machine;
 pub mod suite;
 pub mod trace;
+pub mod vote_conformance;
 
 #[cfg(test)]
 mod tests;

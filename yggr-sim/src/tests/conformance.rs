@@ -5,6 +5,7 @@
 use crate::conformance::ConformanceSuite;
 use crate::leader_conformance::LeaderSuite;
 use crate::suite::{base_seed, budget};
+use crate::vote_conformance::VoteSuite;
 
 #[test]
 fn follower_conformance_suite_holds_every_answer_to_what_leaders_rely_on() {
@@ -17,6 +18,14 @@ fn follower_conformance_suite_holds_every_answer_to_what_leaders_rely_on() {
 #[test]
 fn leader_conformance_suite_commits_only_by_the_rules() {
     match LeaderSuite::default().run(base_seed(), budget()) {
+        Ok(report) => eprintln!("{report}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+#[test]
+fn vote_conformance_suite_grants_votes_only_by_the_rules() {
+    match VoteSuite::default().run(base_seed(), budget()) {
         Ok(report) => eprintln!("{report}"),
         Err(failure) => panic!("{failure}"),
     }
