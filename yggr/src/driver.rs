@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info};
 use yggr_core::{
     Action, ConfigChange, ConfigChangeRejection, Engine, Event, LogIndex, MembershipChangeError,
-    NodeId, ReadFailure, RecoveredSnapshot, Role, Term,
+    NodeId, ReadFailure, RecoveredSnapshot, Role, Rpc, Term,
 };
 
 use crate::apply::{ApplyJob, ApplyReport, ReadJob, Waiter};
@@ -615,6 +615,35 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 other => actions.push(other),
             }
         }
+        let mut sent = false;
+        if self.engine.role() == Role::Leader
+            && !writes.is_empty()
+            && writes
+                .iter()
+                .all(|write| matches!(write, StorageWrite::Entries(_)))
+        {
+            // A leader's own log write may overlap replicating it (thesis §10.2.1): its
+            // AppendEntries go out before its fsync. Safe because the acknowledgements that
+            // could commit these entries are only read in a later iteration, after the write
+            // below is durable, so the leader never counts itself before its disk does. Only
+            // entries: a new term or vote must be durable before any message carries it.
+            let mut rest = Vec::with_capacity(actions.len());
+            for action in actions {
+                match action {
+                    Action::Send { to, message }
+                        if matches!(message.rpc, Rpc::AppendEntries(_)) =>
+                    {
+                        self.transport.send(to, message);
+                        sent = true;
+                    }
+                    other => rest.push(other),
+                }
+            }
+            actions = rest;
+            if sent {
+                self.transport.flush();
+            }
+        }
         if !writes.is_empty()
             && let Err(error) = self.storage.persist(writes).await
         {
@@ -625,7 +654,6 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         for waiter in self.snapshots.taken.drain(..) {
             let _ = waiter.send(Ok(()));
         }
-        let mut sent = false;
         let mut snapshot_index = LogIndex::ZERO;
         for action in actions {
             match action {

@@ -14,6 +14,7 @@ mod disk_and_tcp;
 mod disk_storage;
 mod failures;
 mod fatal_stop;
+mod leader_write_overlap;
 mod membership;
 mod operations;
 mod reads;
