@@ -65,10 +65,20 @@ pub fn encode_message<C>(
 /// [`WireError`] for anything that is not a well-formed message.
 pub fn decode_message<C, E: Display>(
     bytes: &[u8],
-    decode_command: impl FnMut(&[u8]) -> Result<C, E>,
+    mut decode_command: impl FnMut(&[u8]) -> Result<C, E>,
 ) -> Result<Message<C>, WireError> {
     let envelope = proto::Envelope::decode(bytes)?;
-    message_from_proto(envelope, decode_command)
+    message_from_proto(envelope, |command: Bytes| decode_command(&command))
+}
+
+/// Decodes a message whose commands stay as bytes, without copying them: each command is a
+/// slice of `bytes`. What a network transport that passes commands on opaque uses.
+///
+/// # Errors
+/// [`WireError`] for anything that is not a well-formed message.
+pub fn decode_message_bytes(bytes: Bytes) -> Result<Message<Bytes>, WireError> {
+    let envelope = proto::Envelope::decode(bytes)?;
+    message_from_proto(envelope, Ok::<Bytes, std::convert::Infallible>)
 }
 
 /// Encodes one log entry (the same layout AppendEntries uses), for storage.
@@ -87,7 +97,21 @@ pub fn decode_entry<C, E: Display>(
     bytes: &[u8],
     mut decode_command: impl FnMut(&[u8]) -> Result<C, E>,
 ) -> Result<LogEntry<C>, WireError> {
-    entry_from_proto(proto::Entry::decode(bytes)?, &mut decode_command)
+    entry_from_proto(proto::Entry::decode(bytes)?, &mut |command: Bytes| {
+        decode_command(&command)
+    })
+}
+
+/// Decodes one log entry whose command stays as bytes, without copying it: the command is a
+/// slice of `bytes`. What storage that keeps commands opaque uses.
+///
+/// # Errors
+/// [`WireError`] for anything that is not a well-formed entry.
+pub fn decode_entry_bytes(bytes: Bytes) -> Result<LogEntry<Bytes>, WireError> {
+    entry_from_proto(
+        proto::Entry::decode(bytes)?,
+        &mut Ok::<Bytes, std::convert::Infallible>,
+    )
 }
 
 /// Encodes a configuration, for storage next to a snapshot.
@@ -237,7 +261,7 @@ fn node_id(raw: u64, field: &'static str) -> Result<NodeId, WireError> {
 
 fn message_from_proto<C, E: Display>(
     envelope: proto::Envelope,
-    mut decode_command: impl FnMut(&[u8]) -> Result<C, E>,
+    mut decode_command: impl FnMut(Bytes) -> Result<C, E>,
 ) -> Result<Message<C>, WireError> {
     use proto::envelope::Rpc as P;
     let from = node_id(envelope.from, "from")?;
@@ -333,7 +357,7 @@ fn append_response_from_proto(
 
 fn entry_from_proto<C, E: Display>(
     entry: proto::Entry,
-    decode_command: &mut impl FnMut(&[u8]) -> Result<C, E>,
+    decode_command: &mut impl FnMut(Bytes) -> Result<C, E>,
 ) -> Result<LogEntry<C>, WireError> {
     use proto::entry::Payload;
     let payload = match entry
@@ -342,7 +366,7 @@ fn entry_from_proto<C, E: Display>(
     {
         Payload::Noop(_) => EntryPayload::Noop,
         Payload::Command(bytes) => {
-            EntryPayload::Command(decode_command(&bytes).map_err(|error| WireError::Command {
+            EntryPayload::Command(decode_command(bytes).map_err(|error| WireError::Command {
                 index: entry.index,
                 reason: error.to_string(),
             })?)

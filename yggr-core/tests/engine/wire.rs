@@ -236,3 +236,43 @@ fn overlapping_voter_and_learner_is_rejected() {
     let error = yggr_core::wire::decode_membership(&raw.encode_to_vec()).unwrap_err();
     assert!(matches!(error, WireError::OverlappingMembership(3)));
 }
+
+#[test]
+fn byte_commands_decode_without_copying_and_match_the_copying_decoders() {
+    use yggr_core::wire::{decode_entry_bytes, decode_message_bytes};
+    let command = Bytes::from(vec![7u8; 64]);
+    let entry = LogEntry {
+        index: idx(3),
+        term: term(2),
+        payload: EntryPayload::Command(command.clone()),
+    };
+    let encoded = Bytes::from(encode_entry(&entry, |bytes: &Bytes| bytes.to_vec()));
+    let decoded = decode_entry_bytes(encoded.clone()).unwrap();
+    assert_eq!(decoded, entry);
+    let EntryPayload::Command(inner) = &decoded.payload else {
+        panic!("a command entry");
+    };
+    let range = encoded.as_ptr() as usize..encoded.as_ptr() as usize + encoded.len();
+    assert!(
+        range.contains(&(inner.as_ptr() as usize)),
+        "the command is a slice of the input"
+    );
+    let message = Message {
+        from: id(2),
+        term: term(2),
+        rpc: Rpc::AppendEntries(AppendEntries {
+            prev_log_index: idx(2),
+            prev_log_term: term(1),
+            entries: vec![entry],
+            leader_commit: idx(1),
+            round: 4,
+        }),
+    };
+    let encoded = Bytes::from(encode_message(&message, |bytes: &Bytes| bytes.to_vec()));
+    let copied = decode_message(&encoded, |bytes| {
+        Ok::<_, String>(Bytes::copy_from_slice(bytes))
+    })
+    .unwrap();
+    assert_eq!(decode_message_bytes(encoded).unwrap(), copied);
+    assert!(decode_entry_bytes(Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
+}

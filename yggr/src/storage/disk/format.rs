@@ -33,10 +33,8 @@
 //! An entry is the protobuf `Entry` of the wire format (`yggr_core::wire::encode_entry`),
 //! the same bytes AppendEntries carries.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
-use yggr_core::wire::{decode_entry, decode_membership, encode_entry, encode_membership};
+use yggr_core::wire::{decode_entry_bytes, decode_membership, encode_entry, encode_membership};
 use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term};
 
 /// The version this code writes and reads.
@@ -261,8 +259,9 @@ pub(crate) enum Record {
     Bad(String),
 }
 
-/// Reads the record at the start of `bytes`.
-pub(crate) fn decode_record(bytes: &[u8]) -> Record {
+/// Reads the record at the start of `bytes`. The entry's command is a slice of `bytes`, not
+/// a copy.
+pub(crate) fn decode_record(bytes: &Bytes) -> Record {
     if bytes.len() < RECORD_HEADER_BYTES {
         return Record::Incomplete;
     }
@@ -279,9 +278,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Record {
     if crc != u32_at(bytes, 4) {
         return Record::Bad("record checksum mismatch".to_string());
     }
-    match decode_entry(&bytes[RECORD_HEADER_BYTES..end], |command| {
-        Ok::<_, Infallible>(Bytes::copy_from_slice(command))
-    }) {
+    match decode_entry_bytes(bytes.slice(RECORD_HEADER_BYTES..end)) {
         Ok(entry) => Record::Entry(entry, end),
         Err(error) => Record::Bad(format!("record does not decode: {error}")),
     }
@@ -330,7 +327,7 @@ mod tests {
         assert_eq!(decode_segment_header(&header).unwrap(), LogIndex::new(42));
         let mut bytes = Vec::new();
         encode_record(&entry(5, 2, b"abc"), &mut bytes);
-        match decode_record(&bytes) {
+        match decode_record(&Bytes::from(bytes.clone())) {
             Record::Entry(decoded, length) => {
                 assert_eq!(decoded, entry(5, 2, b"abc"));
                 assert_eq!(length, bytes.len());
@@ -379,17 +376,20 @@ mod tests {
             let mut broken = bytes.clone();
             broken[byte] ^= 0x10;
             assert!(
-                !matches!(decode_record(&broken), Record::Entry(..)),
+                !matches!(decode_record(&Bytes::from(broken)), Record::Entry(..)),
                 "byte {byte} went unnoticed"
             );
         }
         for cut in 0..bytes.len() {
-            assert!(matches!(decode_record(&bytes[..cut]), Record::Incomplete));
+            assert!(matches!(
+                decode_record(&Bytes::copy_from_slice(&bytes[..cut])),
+                Record::Incomplete
+            ));
         }
         // A huge length is refused before anything is allocated for it.
         let mut huge = bytes.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_record(&huge), Record::Bad(_)));
+        assert!(matches!(decode_record(&Bytes::from(huge)), Record::Bad(_)));
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl SegmentedLog {
                     ),
                 ));
             }
-            let bytes = fs::read(&path).map_err(|error| io_error(&path, error))?;
+            let bytes = Bytes::from(fs::read(&path).map_err(|error| io_error(&path, error))?);
             if last && torn_header(&bytes) {
                 warn!(target: "yggr::node", path = %path.display(), "removing a segment whose creation a crash interrupted");
                 fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
@@ -188,7 +188,7 @@ impl SegmentedLog {
         let mut bytes = vec![0; (end - start) as usize];
         file.read_exact_at(&mut bytes, start)
             .map_err(|error| io_error(&segment.path, error))?;
-        match decode_record(&bytes) {
+        match decode_record(&Bytes::from(bytes)) {
             Record::Entry(entry, _) if entry.index == index => Ok(Some(entry.term)),
             Record::Entry(entry, _) => Err(corrupt(
                 &segment.path,
@@ -384,7 +384,7 @@ fn torn_header(bytes: &[u8]) -> bool {
 fn read_segment(
     first: LogIndex,
     path: &Path,
-    bytes: &[u8],
+    bytes: &Bytes,
     entries: &mut Vec<LogEntry<Bytes>>,
     last: bool,
 ) -> Result<(Segment, Ending), DiskError> {
@@ -410,7 +410,7 @@ fn read_segment(
     let mut at = SEGMENT_HEADER_BYTES;
     while at < bytes.len() {
         let expected = LogIndex::new(first.get() + segment.offsets.len() as u64);
-        match decode_record(&bytes[at..]) {
+        match decode_record(&bytes.slice(at..)) {
             Record::Entry(entry, length) => {
                 if entry.index != expected {
                     return Err(corrupt(
