@@ -616,11 +616,23 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             }
         }
         let mut sent = false;
+        // The first index this iteration writes: everything before it is durable already.
+        let first_written = writes
+            .iter()
+            .filter_map(|write| match write {
+                StorageWrite::Entries(entries) => entries.first().map(|entry| entry.index),
+                _ => None,
+            })
+            .min();
         if self.engine.role() == Role::Leader
             && !writes.is_empty()
             && writes
                 .iter()
                 .all(|write| matches!(write, StorageWrite::Entries(_)))
+            // Not when the commit index already covers what is being written (a lone voter
+            // commits on its own append): the requests would carry a commit index that no
+            // disk backs yet, and a learner could apply an entry the leader then loses.
+            && first_written.is_some_and(|first| self.engine.commit_index() < first)
         {
             // A leader's own log write may overlap replicating it (thesis §10.2.1): its
             // AppendEntries go out before its fsync. Safe because the acknowledgements that

@@ -12,6 +12,7 @@ mod config_limits;
 mod crash_safety;
 mod disk_and_tcp;
 mod disk_storage;
+mod disk_tcp_review;
 mod failures;
 mod fatal_stop;
 mod leader_write_overlap;

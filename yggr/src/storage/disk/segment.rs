@@ -214,10 +214,11 @@ impl SegmentedLog {
             first.index, self.next,
             "invariant: appends start where the log ends"
         );
-        let full = self
-            .segments
-            .last()
-            .is_none_or(|segment| segment.length >= self.segment_bytes_limit);
+        // A segment without records is never full: its file already carries the name the
+        // next append's segment would take.
+        let full = self.segments.last().is_none_or(|segment| {
+            segment.length >= self.segment_bytes_limit && !segment.offsets.is_empty()
+        });
         let mut bytes = Vec::new();
         if full {
             bytes.extend_from_slice(&encode_segment_header(first.index));

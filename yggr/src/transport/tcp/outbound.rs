@@ -45,7 +45,8 @@ pub(super) async fn write_to_peer(
                 }
                 bump(&shared.counters.connection_failures, 1);
                 // What was queued meanwhile would be stale by the time it arrived.
-                let mut stale = 0;
+                let mut stale = batch.len() as u64;
+                batch.clear();
                 while queue.try_recv().is_ok() {
                     stale += 1;
                 }
@@ -62,9 +63,20 @@ pub(super) async fn write_to_peer(
         bump(&shared.counters.connections_opened, 1);
         backoff = options.reconnect_backoff_min;
         loop {
-            let received = queue.recv_many(&mut batch, MAX_BATCH).await;
-            if received == 0 {
+            // A batch carried over from a connection to a peer's old address goes first.
+            if batch.is_empty() && queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
                 return;
+            }
+            let received = batch.len();
+            // The address book may have changed since the connection was made: a removed
+            // peer gets nothing more, a moved one gets this batch over a new connection.
+            match shared.address(peer) {
+                None => {
+                    bump(&shared.counters.messages_dropped, received as u64);
+                    return;
+                }
+                Some(current) if current != address => break,
+                Some(_) => {}
             }
             buffer.clear();
             for message in batch.drain(..) {
