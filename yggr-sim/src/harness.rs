@@ -442,6 +442,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// Nodes receiving a snapshot now, each with the step its first chunk arrived at.
+    pub fn snapshot_transfers(&self) -> &BTreeMap<NodeId, u64> {
+        &self.snapshot_started_at
+    }
+
     /// Crashes `node`. With `partial_flush`, a random prefix of its pending writes reaches the
     /// disk first (an fsync that was under way); everything else in memory is lost.
     pub fn crash(&mut self, node: NodeId, partial_flush: bool) -> Result<(), SimError> {

@@ -269,6 +269,9 @@ pub struct Schedule {
     /// steps after the proposal, so the change often reaches followers while their
     /// acknowledgements are still on their way back.
     isolate_at_step: Option<(NodeId, u64)>,
+    /// The snapshot transfers (receiver, first chunk's step) already considered for a pause
+    /// of a third node.
+    transfers_seen: BTreeSet<(NodeId, u64)>,
     /// Paused nodes and the step at which each resumes.
     paused: BTreeMap<NodeId, u64>,
     /// Steps taken by read bursts, which do not count against the run's length.
@@ -301,6 +304,7 @@ impl Schedule {
             clock,
             heal_at_step: None,
             isolate_at_step: None,
+            transfers_seen: BTreeSet::new(),
             paused: BTreeMap::new(),
             burst_steps: 0,
             client_share: time_share(nodes),
@@ -471,6 +475,9 @@ impl Schedule {
 
     /// Crashes, partitions and leader isolation. `None` when nothing was injected.
     fn maybe_inject_fault(&mut self, cluster: &mut Cluster) -> Option<Result<(), SimError>> {
+        if let Some(result) = self.pause_a_third_node_during_a_transfer(cluster) {
+            return Some(result);
+        }
         let rates = &self.rates;
         if let Some(voter) = cluster.last_vote_granter.take()
             && !self.paused.contains_key(&voter)
@@ -515,6 +522,40 @@ impl Schedule {
             return Some(Ok(()));
         }
         None
+    }
+
+    /// When a snapshot transfer starts in a three-node cluster, now and then pause the node
+    /// that is neither the leader nor the receiver, for long enough that the leader needs the
+    /// receiver for its majority while the transfer runs: a busy, responsive receiver must
+    /// count as alive.
+    fn pause_a_third_node_during_a_transfer(
+        &mut self,
+        cluster: &mut Cluster,
+    ) -> Option<Result<(), SimError>> {
+        let (receiver, started) = cluster
+            .snapshot_transfers()
+            .iter()
+            .map(|(node, step)| (*node, *step))
+            .find(|transfer| !self.transfers_seen.contains(transfer))?;
+        self.transfers_seen.insert((receiver, started));
+        let leader = cluster.leader()?;
+        // Only where one paused node leaves the receiver deciding the majority.
+        if cluster.ids().len() != 3 || !cluster.rng.random_bool(0.3) {
+            return None;
+        }
+        let others: Vec<NodeId> = cluster
+            .ids()
+            .into_iter()
+            .filter(|node| {
+                *node != leader
+                    && *node != receiver
+                    && !self.paused.contains_key(node)
+                    && cluster.nodes[node].is_up()
+            })
+            .collect();
+        let third = *others.get(cluster.rng.random_range(0..others.len().max(1)))?;
+        self.pause(cluster, third, 2, 4);
+        Some(Ok(()))
     }
 
     /// Heals the partition in force after between `min` and `max` election timeouts.
