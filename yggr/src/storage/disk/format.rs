@@ -22,13 +22,28 @@
 //! └────────────┴────────────┴───────────┴─────────┴────────────┴──────────┴──────────┴────────┘
 //!
 //! log/<first index, 20 digits>.seg (append-only)
-//! ┌────────────┬─────────────┬────────┐ ┌──────────┬────────┬───────────────┐
-//! │ "YGGRSEG1" │ first index │ crc32c │ │ len (p)  │ crc32c │ entry         │ ...
-//! │ 8 bytes    │ u64         │ u32    │ │ u32      │ u32    │ p bytes       │
-//! └────────────┴─────────────┴────────┘ └──────────┴────────┴───────────────┘
-//!               segment header (20 bytes)  one record per entry; its checksum covers the
-//!                                          length and the entry, so a corrupt length is caught
+//! ┌────────────┬─────────────┬────────┐
+//! │ "YGGRSEG1" │ first index │ crc32c │   segment header (20 bytes), then batches
+//! │ 8 bytes    │ u64         │ u32    │
+//! └────────────┴─────────────┴────────┘
+//!
+//! one batch per append (everything one fsync made durable)
+//! ┌────────┬──────────┬────────┬──────────────────────────────────────────┐
+//! │ "YBAT" │ len (b)  │ crc32c │ records, b bytes                         │
+//! │ 4 bytes│ u32      │ u32    │                                          │
+//! └────────┴──────────┴────────┴──────────────────────────────────────────┘
+//!   the batch checksum covers its magic, length and records
+//!
+//! one record per entry
+//! ┌──────────┬────────┬───────────────┐
+//! │ len (p)  │ crc32c │ entry         │   the record checksum covers the length and the
+//! │ u32      │ u32    │ p bytes       │   entry, so a corrupt length is caught
+//! └──────────┴────────┴───────────────┘
 //! ```
+//!
+//! Only the last batch of the last segment can be torn by a crash: each append is synced
+//! before the next one is written. So a batch that does not check out is torn when no valid
+//! batch follows it, and corruption when one does.
 //!
 //! An entry is the protobuf `Entry` of the wire format (`yggr_core::wire::encode_entry`),
 //! the same bytes AppendEntries carries.
@@ -55,6 +70,10 @@ pub(crate) const HARD_STATE_BYTES: usize = MAGIC_BYTES + 8 + 8 + CRC_BYTES;
 pub(crate) const SEGMENT_HEADER_BYTES: usize = MAGIC_BYTES + 8 + CRC_BYTES;
 /// A record's length and checksum.
 pub(crate) const RECORD_HEADER_BYTES: usize = 4 + CRC_BYTES;
+pub(crate) const BATCH_MAGIC: &[u8; 4] = b"YBAT";
+/// A batch's magic, length and checksum.
+pub(crate) const BATCH_HEADER_BYTES: usize = 4 + 4 + CRC_BYTES;
+
 /// The largest entry a record may hold. A length read from disk above it is corruption, and
 /// no allocation is ever sized by an unchecked length.
 pub(crate) const MAX_RECORD_BYTES: usize = 256 << 20;
@@ -236,6 +255,59 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<LogIndex, FormatErro
     Ok(LogIndex::new(u64_at(bytes, MAGIC_BYTES)))
 }
 
+/// Starts a batch at the end of `out`; returns where its header is, for [`finish_batch`].
+pub(crate) fn start_batch(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(BATCH_MAGIC);
+    out.extend_from_slice(&[0; 4 + CRC_BYTES]);
+    start
+}
+
+/// Fills in the length and checksum of the batch started at `start`, whose records are
+/// everything after its header.
+pub(crate) fn finish_batch(out: &mut [u8], start: usize) {
+    let length = (out.len() - start - BATCH_HEADER_BYTES) as u32;
+    out[start + 4..start + 8].copy_from_slice(&length.to_le_bytes());
+    let crc = batch_crc(&out[start..start + 8], &out[start + BATCH_HEADER_BYTES..]);
+    out[start + 8..start + BATCH_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The header of a batch holding `records`.
+pub(crate) fn batch_header(records: &[u8]) -> [u8; BATCH_HEADER_BYTES] {
+    let mut header = [0; BATCH_HEADER_BYTES];
+    header[..4].copy_from_slice(BATCH_MAGIC);
+    header[4..8].copy_from_slice(&(records.len() as u32).to_le_bytes());
+    let crc = batch_crc(&header[..8], records);
+    header[8..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn batch_crc(magic_and_length: &[u8], records: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(magic_and_length), records)
+}
+
+/// The length of the records of the whole, checksummed batch at the start of `bytes`, or
+/// `None` when there is none there.
+pub(crate) fn valid_batch(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < BATCH_HEADER_BYTES || &bytes[..4] != BATCH_MAGIC {
+        return None;
+    }
+    let length = u32_at(bytes, 4) as usize;
+    let end = BATCH_HEADER_BYTES.checked_add(length)?;
+    if length == 0 || end > bytes.len() {
+        return None;
+    }
+    (batch_crc(&bytes[..8], &bytes[BATCH_HEADER_BYTES..end]) == u32_at(bytes, 8)).then_some(length)
+}
+
+/// Whether a valid batch starts anywhere in `bytes`.
+pub(crate) fn any_valid_batch(bytes: &[u8]) -> bool {
+    bytes
+        .windows(4)
+        .enumerate()
+        .any(|(at, window)| window == BATCH_MAGIC && valid_batch(&bytes[at..]).is_some())
+}
+
 /// Appends the record of `entry` to `out`.
 pub(crate) fn encode_record(entry: &LogEntry<Bytes>, out: &mut Vec<u8>) {
     let payload = encode_entry(entry, |command: &Bytes| command.to_vec());
@@ -390,6 +462,30 @@ mod tests {
         let mut huge = bytes.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode_record(&Bytes::from(huge)), Record::Bad(_)));
+    }
+
+    #[test]
+    fn a_batch_checks_out_whole_or_not_at_all() {
+        let mut bytes = Vec::new();
+        let start = start_batch(&mut bytes);
+        encode_record(&entry(1, 1, b"one"), &mut bytes);
+        encode_record(&entry(2, 1, b"two"), &mut bytes);
+        finish_batch(&mut bytes, start);
+        assert_eq!(valid_batch(&bytes), Some(bytes.len() - BATCH_HEADER_BYTES));
+        assert_eq!(
+            batch_header(&bytes[BATCH_HEADER_BYTES..])[..],
+            bytes[..BATCH_HEADER_BYTES]
+        );
+        for byte in 0..bytes.len() {
+            let mut broken = bytes.clone();
+            broken[byte] ^= 0x04;
+            assert_eq!(valid_batch(&broken), None, "byte {byte} went unnoticed");
+        }
+        assert_eq!(valid_batch(&bytes[..bytes.len() - 1]), None);
+        let mut after_garbage = vec![0xee; 37];
+        after_garbage.extend_from_slice(&bytes);
+        assert!(any_valid_batch(&after_garbage));
+        assert!(!any_valid_batch(&after_garbage[..after_garbage.len() - 1]));
     }
 
     #[test]

@@ -15,18 +15,22 @@
 //!
 //! The byte layout of each file is in [`format`]. `meta`, `hard_state` and `snapshot` are
 //! replaced atomically (temporary file, fsync, rename, fsync of the directory). Segments are
-//! append-only: a batch of entries is one write and one `fdatasync` of the last segment; once
+//! append-only: a batch of entries is one checksummed batch record, one write and one
+//! `fdatasync` of the last segment; once
 //! a segment reaches the size limit (64 MiB by default) the next batch starts a new one.
-//! Truncating a conflicting suffix cuts one file in place and removes whole later ones. After
+//! Truncating a conflicting suffix cuts one file in place (rewriting the header of the batch
+//! it cuts into first) and removes whole later ones. After
 //! a snapshot, whole segments it covers are deleted.
 //!
 //! # Recovery
 //!
 //! [`DiskStorage::open`] reads everything once, sequentially, and checks every checksum.
-//! Leftover temporary files are removed. A record cut short at the very end of the last
-//! segment is what a crash in the middle of an append leaves: it is cut off (logged at `warn`)
-//! and the open succeeds. Any other mismatch, anywhere, is an error naming the file and the
-//! byte offset: truncating the log there could silently drop committed entries.
+//! Leftover temporary files are removed. Each append is one checksummed batch, synced before
+//! the next is written, so a crash can only tear the last batch of the last segment, in any
+//! way the disk likes (a short file, or pages of it missing): a batch that does not check out
+//! and has no valid batch after it is cut off (logged at `warn`) and the open succeeds. Any
+//! other mismatch, anywhere, is an error naming the file and the byte offset: truncating the
+//! log there could silently drop committed entries.
 //!
 //! # Failures
 //!

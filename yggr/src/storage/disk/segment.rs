@@ -19,8 +19,9 @@ use yggr_core::{LogEntry, LogIndex, Term};
 
 use super::files::sync_dir;
 use super::format::{
-    RECORD_HEADER_BYTES, Record, SEGMENT_HEADER_BYTES, decode_record, decode_segment_header,
-    encode_record, encode_segment_header,
+    BATCH_HEADER_BYTES, Record, SEGMENT_HEADER_BYTES, any_valid_batch, batch_header, decode_record,
+    decode_segment_header, encode_record, encode_segment_header, finish_batch, start_batch,
+    valid_batch,
 };
 use super::{DiskError, corrupt, io_error};
 
@@ -33,7 +34,10 @@ struct Segment {
     path: PathBuf,
     /// The byte offset of each record: record `i` holds index `first + i`.
     offsets: Vec<u64>,
-    /// Bytes in the file: the header and every record.
+    /// Each batch: the offset of its header and the position (in `offsets`) of its first
+    /// record.
+    batches: Vec<(u64, usize)>,
+    /// Bytes in the file: the header and every batch.
     length: u64,
 }
 
@@ -45,10 +49,6 @@ impl Segment {
 
     fn contains(&self, index: LogIndex) -> bool {
         index >= self.first && index < self.end()
-    }
-
-    fn offset_of(&self, index: LogIndex) -> u64 {
-        self.offsets[(index.get() - self.first.get()) as usize]
     }
 }
 
@@ -228,6 +228,8 @@ impl SegmentedLog {
         } else {
             self.segments.last().map_or(0, |segment| segment.length)
         };
+        let batch_start = start_batch(&mut bytes);
+        let batch_offset = base + batch_start as u64;
         let mut offsets = Vec::with_capacity(entries.len());
         for (position, entry) in entries.iter().enumerate() {
             assert_eq!(
@@ -238,6 +240,7 @@ impl SegmentedLog {
             offsets.push(base + bytes.len() as u64);
             encode_record(entry, &mut bytes);
         }
+        finish_batch(&mut bytes, batch_start);
         if full {
             let path = self.dir.join(segment_name(first.index));
             let file = OpenOptions::new()
@@ -250,6 +253,7 @@ impl SegmentedLog {
                 first: first.index,
                 path,
                 offsets: Vec::new(),
+                batches: Vec::new(),
                 length: 0,
             });
             self.active = Some(file);
@@ -267,6 +271,7 @@ impl SegmentedLog {
         if full {
             sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
         }
+        segment.batches.push((batch_offset, segment.offsets.len()));
         segment.offsets.extend(offsets);
         segment.length += bytes.len() as u64;
         self.next = segment.end();
@@ -295,19 +300,12 @@ impl SegmentedLog {
         if let Some(segment) = self.segments.last_mut()
             && segment.contains(index)
         {
-            let offset = segment.offset_of(index);
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&segment.path)
                 .map_err(|error| io_error(&segment.path, error))?;
-            file.set_len(offset)
-                .and_then(|()| file.sync_data())
-                .map_err(|error| io_error(&segment.path, error))?;
-            segment
-                .offsets
-                .truncate((index.get() - segment.first.get()) as usize);
-            segment.length = offset;
+            cut_segment(segment, &file, index).map_err(|error| io_error(&segment.path, error))?;
             self.active = Some(file);
         }
         self.next = index;
@@ -375,6 +373,48 @@ impl SegmentedLog {
     }
 }
 
+/// Cuts `segment` (open as `file`) just before the record of `index`, keeping the batch
+/// framing valid at every moment a crash could strike:
+/// 1. the batches after the one holding `index` go (`ftruncate`, synced);
+/// 2. when `index` is not that batch's first record, the batch's header is rewritten for the
+///    records it keeps (synced): a crash now leaves a valid shorter batch followed by stale
+///    bytes with no valid batch after them, which recovery takes for a torn tail and cuts;
+/// 3. the file is cut at the record (synced).
+fn cut_segment(segment: &mut Segment, file: &File, index: LogIndex) -> std::io::Result<()> {
+    let position = (index.get() - segment.first.get()) as usize;
+    let record = segment.offsets[position];
+    let batch = segment
+        .batches
+        .iter()
+        .rposition(|(_, first_record)| *first_record <= position)
+        .expect("invariant: every record belongs to a batch");
+    let (batch_start, first_record) = segment.batches[batch];
+    let batch_end = segment
+        .batches
+        .get(batch + 1)
+        .map_or(segment.length, |(start, _)| *start);
+    if batch_end < segment.length {
+        file.set_len(batch_end)?;
+        file.sync_data()?;
+    }
+    let cut = if first_record == position {
+        batch_start
+    } else {
+        let records_start = batch_start + BATCH_HEADER_BYTES as u64;
+        let mut kept = vec![0; (record - records_start) as usize];
+        file.read_exact_at(&mut kept, records_start)?;
+        file.write_all_at(&batch_header(&kept), batch_start)?;
+        file.sync_data()?;
+        record
+    };
+    file.set_len(cut)?;
+    file.sync_data()?;
+    segment.offsets.truncate(position);
+    segment.batches.retain(|(start, _)| *start < cut);
+    segment.length = cut;
+    Ok(())
+}
+
 /// Whether the bytes of the last segment are a header a crash interrupted: shorter than a
 /// header, or nothing but zeros (a file whose size reached the disk before its data).
 fn torn_header(bytes: &[u8]) -> bool {
@@ -406,17 +446,35 @@ fn read_segment(
         first,
         path: path.to_path_buf(),
         offsets: Vec::new(),
+        batches: Vec::new(),
         length: SEGMENT_HEADER_BYTES as u64,
     };
     let mut at = SEGMENT_HEADER_BYTES;
     while at < bytes.len() {
-        let expected = LogIndex::new(first.get() + segment.offsets.len() as u64);
-        match decode_record(&bytes.slice(at..)) {
-            Record::Entry(entry, length) => {
-                if entry.index != expected {
+        let Some(length) = valid_batch(&bytes[at..]) else {
+            // Only the last batch ever written can be torn: if a valid one follows, this one
+            // was synced before it and is corrupt.
+            if last && !any_valid_batch(&bytes[at + 1..]) {
+                segment.length = at as u64;
+                return Ok((segment, Ending::TornAt(at as u64)));
+            }
+            return Err(corrupt(path, at as u64, "batch checksum mismatch"));
+        };
+        segment.batches.push((at as u64, segment.offsets.len()));
+        let end = at + BATCH_HEADER_BYTES + length;
+        let mut record_at = at + BATCH_HEADER_BYTES;
+        while record_at < end {
+            let expected = LogIndex::new(first.get() + segment.offsets.len() as u64);
+            match decode_record(&bytes.slice(record_at..end)) {
+                Record::Entry(entry, record_length) if entry.index == expected => {
+                    segment.offsets.push(record_at as u64);
+                    entries.push(entry);
+                    record_at += record_length;
+                }
+                Record::Entry(entry, _) => {
                     return Err(corrupt(
                         path,
-                        at as u64,
+                        record_at as u64,
                         format!(
                             "record holds index {}, expected {}",
                             entry.index.get(),
@@ -424,47 +482,18 @@ fn read_segment(
                         ),
                     ));
                 }
-                segment.offsets.push(at as u64);
-                entries.push(entry);
-                at += length;
-            }
-            bad => {
-                if last && is_torn_tail(&bytes[at..], &bad) {
-                    segment.length = at as u64;
-                    return Ok((segment, Ending::TornAt(at as u64)));
+                Record::Incomplete => {
+                    return Err(corrupt(
+                        path,
+                        record_at as u64,
+                        "record runs past its batch",
+                    ));
                 }
-                let reason = match bad {
-                    Record::Bad(reason) => reason,
-                    _ => "record is truncated".to_string(),
-                };
-                return Err(corrupt(path, at as u64, reason));
+                Record::Bad(reason) => return Err(corrupt(path, record_at as u64, reason)),
             }
         }
+        at = end;
     }
     segment.length = at as u64;
     Ok((segment, Ending::Clean))
-}
-
-/// Whether a record that did not check out at the end of the last segment is an interrupted
-/// append rather than corruption: it runs past the end of the file, or it reaches exactly to
-/// the end (its last bytes never made it), or everything from it on is zeros (the file's
-/// size reached the disk before its data). A bad record with other data after it is
-/// corruption: cutting there could drop entries that were acknowledged.
-fn is_torn_tail(rest: &[u8], record: &Record) -> bool {
-    match record {
-        Record::Incomplete => true,
-        Record::Bad(_) => {
-            if rest.iter().all(|byte| *byte == 0) {
-                return true;
-            }
-            if rest.len() < RECORD_HEADER_BYTES {
-                return true;
-            }
-            let mut raw = [0; 4];
-            raw.copy_from_slice(&rest[..4]);
-            let claimed = u32::from_le_bytes(raw) as usize;
-            RECORD_HEADER_BYTES.saturating_add(claimed) == rest.len()
-        }
-        Record::Entry(..) => false,
-    }
 }
