@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 use yggr_core::{
     ConfigChange, Engine, EngineMetrics, Membership, NodeId, RandomEnv, RecoveredHardState,
 };
@@ -101,6 +101,14 @@ impl<S: StateMachine> Node<S> {
         let (founding, recovered) = match (&config.bootstrap, stored) {
             (Bootstrap::Join, Some(stored)) if !stored.founding.voters.is_empty() => {
                 return Err(NodeStartError::JoinOverFoundingMember);
+            }
+            (Bootstrap::NewCluster { members }, Some(stored))
+                if stored.founding.voters != *members =>
+            {
+                // As etcd does with its initial cluster: the stored state wins on a restart.
+                // Say so, since the configuration asked for something else.
+                warn!(target: "yggr::node", node_id = id.get(), stored = ?stored.founding.voters, asked = ?members, "storage already holds a cluster founded with other members; recovering it and ignoring Bootstrap::NewCluster");
+                (stored.founding.clone(), Some(stored))
             }
             (_, Some(stored)) => (stored.founding.clone(), Some(stored)),
             (Bootstrap::NewCluster { members }, None) => {

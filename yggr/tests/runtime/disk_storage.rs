@@ -459,3 +459,16 @@ mod model {
         }
     }
 }
+
+#[tokio::test]
+async fn a_segment_named_with_an_impossible_index_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut storage = fresh(dir.path()).await;
+        storage.persist(vec![entries(1..=2, 1)]).await.unwrap();
+    }
+    let hostile = dir.path().join("log").join("18446744073709551615.seg");
+    fs::copy(&segments(dir.path())[0], &hostile).unwrap();
+    let (path, _) = corrupt_offset(&DiskStorage::open(dir.path()).await.unwrap_err());
+    assert_eq!(path, hostile);
+}

@@ -163,8 +163,9 @@ impl DiskStorage {
     ///
     /// # Errors
     /// An I/O error; `InvalidData` (wrapping a [`DiskError::Corrupt`] that names the file and
-    /// offset) when the stored state does not check out; `WouldBlock` when another process
-    /// has the directory open.
+    /// offset) when the stored state does not check out; `WouldBlock` when the directory is
+    /// already open, by this process or another (a node holds its storage until it has
+    /// stopped: await `shutdown()` before opening the directory again).
     pub async fn open(path: impl AsRef<Path>) -> io::Result<DiskStorage> {
         let path = path.as_ref().to_path_buf();
         let opened = {
@@ -277,7 +278,9 @@ impl DiskInner {
                 &lock_path,
                 io::Error::new(
                     io::ErrorKind::WouldBlock,
-                    "another process has this storage open",
+                    "this storage directory is already open (a running node, in this process or \
+                     another; a node dropped without `shutdown().await` releases it once its \
+                     tasks stop)",
                 ),
             ),
             fs::TryLockError::Error(error) => io_error(&lock_path, error),

@@ -26,6 +26,8 @@ use super::format::{
 use super::{DiskError, corrupt, io_error};
 
 const SEGMENT_SUFFIX: &str = ".seg";
+/// The largest first index a segment may carry.
+const MAX_FIRST_INDEX: u64 = u64::MAX / 2;
 
 /// One segment file.
 #[derive(Debug)]
@@ -99,6 +101,11 @@ impl SegmentedLog {
         for entry in fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
             let path = entry.map_err(|error| io_error(dir, error))?.path();
             if let Some(first) = parse_segment_name(&path) {
+                // Indexes are sums of a segment's first index and its record count: a name
+                // near u64::MAX cannot come from a real log, and would overflow them.
+                if first.get() == 0 || first.get() > MAX_FIRST_INDEX {
+                    return Err(corrupt(&path, 0, "segment name holds an impossible index"));
+                }
                 paths.push((first, path));
             }
         }

@@ -224,11 +224,12 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    /// Listens on `listen` and knows `peers` by address. Connections to peers are made on
-    /// the first message to each.
+    /// Listens on `listen` and knows `peers` by address (an entry for `node_id` itself is
+    /// ignored, so the same list of every member can be given to each node). Connections to
+    /// peers are made on the first message to each.
     ///
     /// # Errors
-    /// When `listen` cannot be bound.
+    /// When `listen` cannot be bound (the error names the address).
     pub async fn start(
         node_id: NodeId,
         listen: SocketAddr,
@@ -247,7 +248,9 @@ impl TcpTransport {
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         options: TcpOptions,
     ) -> io::Result<TcpTransport> {
-        let listener = TcpListener::bind(listen).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|error| io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;
         let local_addr = listener.local_addr()?;
         let inbound_queue = options.inbound_queue.max(1);
         let shared = Arc::new(Shared {
