@@ -265,7 +265,16 @@ impl Storage for DiskStorage {
 impl DiskInner {
     fn open(dir: &Path, segment_bytes: u64) -> Result<(DiskInner, Option<StoredState>), DiskError> {
         let log_dir = dir.join(LOG_DIR);
+        let created = !log_dir.is_dir();
         fs::create_dir_all(&log_dir).map_err(|error| io_error(&log_dir, error))?;
+        if created {
+            // New directories are durable only once their parents' entries are synced.
+            for synced in [Some(dir), dir.parent()].into_iter().flatten() {
+                if !synced.as_os_str().is_empty() {
+                    files::sync_dir(synced).map_err(|error| io_error(synced, error))?;
+                }
+            }
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
