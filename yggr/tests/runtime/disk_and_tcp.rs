@@ -360,3 +360,43 @@ async fn a_learner_added_after_compaction_catches_up_by_snapshot_and_is_promoted
     applied_everywhere(&cluster, &(1..=31).collect::<Vec<_>>()).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_inbound_connection_is_closed_and_its_slot_freed() {
+    use tokio::io::AsyncReadExt;
+    let mut options = yggr::TcpOptions::default();
+    options.idle_timeout = Duration::from_millis(200);
+    options.max_inbound_connections = 1;
+    let me = id(1);
+    let peer = id(2);
+    let placeholder: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let transport = TcpTransport::start_with(
+        me,
+        "127.0.0.1:0".parse().unwrap(),
+        [(peer, placeholder)],
+        options,
+    )
+    .await
+    .unwrap();
+    let address = transport.local_addr();
+    let mut handshake = b"YGGRNET1".to_vec();
+    handshake.extend_from_slice(&1u32.to_le_bytes());
+    handshake.extend_from_slice(&peer.get().to_le_bytes());
+    // A peer that says hello and then nothing, as one whose machine lost power would.
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    silent.write_all(&handshake).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the idle connection was closed: {closed:?}"
+    );
+    // Its slot is free again: the one allowed connection is accepted.
+    let mut next = TcpStream::connect(address).await.unwrap();
+    next.write_all(&handshake).await.unwrap();
+    let accepted = eventually(PATIENCE, || async {
+        (transport.handle().stats().connections_accepted >= 2).then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "{:?}", transport.handle().stats());
+}

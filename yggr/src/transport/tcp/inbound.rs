@@ -87,9 +87,13 @@ async fn read_from(
                 }
             }
         }
-        match stream.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        match timeout(shared.options.idle_timeout, stream.read_buf(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                debug!(target: "yggr::node", peer = sender.get(), "closing an idle connection");
+                return;
+            }
         }
         // A peer taken out of the address book is cut off, connections already open included.
         if shared.address(sender).is_none() {

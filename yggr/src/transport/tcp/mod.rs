@@ -13,7 +13,9 @@
 //!   outside the address book, a bad handshake, a handshake that does not arrive in time, a
 //!   frame over [`TcpOptions::max_frame_bytes`], bytes that do not decode, or a message whose
 //!   sender differs from the handshake's closes that connection alone and is counted in
-//!   [`TcpStats`]. Nothing a peer sends can panic or stall the node.
+//!   [`TcpStats`]. A connection idle for [`TcpOptions::idle_timeout`] is closed, so a peer
+//!   gone without a goodbye does not hold a slot. Nothing a peer sends can panic or stall
+//!   the node.
 //! - **Address book**: the peers this node may talk to, by id. It may name nodes that are
 //!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
 //!   can be added to the cluster later.
@@ -58,6 +60,10 @@ pub struct TcpOptions {
     /// How long a connect or a write may take before the connection counts as broken.
     /// Default 5 s.
     pub io_timeout: Duration,
+    /// An inbound connection that delivers nothing for this long is closed, so a peer that
+    /// vanished without closing it (a power cut) does not hold a slot for ever; a live peer
+    /// whose writer finds it closed simply reconnects. Default 60 s.
+    pub idle_timeout: Duration,
     /// The first wait before reconnecting; it doubles up to `reconnect_backoff_max`.
     /// Default 50 ms.
     pub reconnect_backoff_min: Duration,
@@ -74,6 +80,7 @@ impl Default for TcpOptions {
             max_inbound_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
         }
