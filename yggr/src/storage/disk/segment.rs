@@ -504,3 +504,69 @@ fn read_segment(
     segment.length = at as u64;
     Ok((segment, Ending::Clean))
 }
+
+#[cfg(test)]
+mod tests {
+    use yggr_core::EntryPayload;
+
+    use super::*;
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<LogEntry<Bytes>> {
+        range
+            .map(|index| LogEntry {
+                index: LogIndex::new(index),
+                term: Term::new(1),
+                payload: EntryPayload::Command(Bytes::from(vec![index as u8; 40])),
+            })
+            .collect()
+    }
+
+    fn indexes(entries: &[LogEntry<Bytes>]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.index.get()).collect()
+    }
+
+    /// The state `cut_segment` leaves if a crash strikes after it rewrote the cut batch's
+    /// header but before the file was cut: recovery keeps the shortened batch and cuts the
+    /// stale bytes after it as a torn tail.
+    #[test]
+    fn a_crash_between_the_header_rewrite_and_the_cut_recovers_the_kept_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(1..=3)).unwrap();
+        log.append(&entries(4..=8)).unwrap();
+        let segment = &log.segments[0];
+        let (batch_start, first_record) = segment.batches[1];
+        assert_eq!(first_record, 3);
+        // Keep 4 and 5 of the second batch: rewrite its header, do not cut.
+        let keep_until = segment.offsets[5];
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment.path)
+            .unwrap();
+        let records_start = batch_start + BATCH_HEADER_BYTES as u64;
+        let mut kept = vec![0; (keep_until - records_start) as usize];
+        file.read_exact_at(&mut kept, records_start).unwrap();
+        file.write_all_at(&batch_header(&kept), batch_start)
+            .unwrap();
+        drop(file);
+        drop(log);
+        let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&recovered), vec![1, 2, 3, 4, 5]);
+        assert_eq!(log.next(), LogIndex::new(6));
+    }
+
+    #[test]
+    fn truncating_inside_a_batch_keeps_the_records_before_it_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        log.append(&entries(1..=3)).unwrap();
+        log.append(&entries(4..=8)).unwrap();
+        log.append(&entries(9..=9)).unwrap();
+        log.truncate_from(LogIndex::new(6)).unwrap();
+        log.append(&entries(6..=7)).unwrap();
+        drop(log);
+        let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&recovered), (1..=7).collect::<Vec<_>>());
+    }
+}
