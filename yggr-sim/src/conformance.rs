@@ -239,6 +239,42 @@ impl fmt::Display for ConformanceFailure {
 
 impl std::error::Error for ConformanceFailure {}
 
+/// What the scripted suites' coverage counters have in common, so one loop runs them all.
+pub(crate) trait ScriptedCoverage: Default + fmt::Display {
+    /// Adds one run's counters.
+    fn add_run(&mut self, other: &Self);
+    /// The counters below `gate`'s, as `name: seen < minimum`.
+    fn shortfalls_against(&self, gate: &Self) -> Vec<String>;
+    /// Every minimum multiplied by `budget`.
+    fn scaled_by(&self, budget: f64) -> Self;
+}
+
+/// Runs `runs × budget` seeds derived from `base_seed` (at least one) through `run_one`,
+/// stopping at the first failure, then holds the summed coverage to `gate` scaled by
+/// `budget`. Returns the coverage.
+pub(crate) fn run_scripted<C: ScriptedCoverage>(
+    base_seed: u64,
+    budget: f64,
+    runs: u64,
+    gate: &C,
+    mut run_one: impl FnMut(u64) -> Result<C, ConformanceFailure>,
+) -> Result<C, ConformanceFailure> {
+    let runs = ((runs as f64 * budget).ceil() as u64).max(1);
+    let mut coverage = C::default();
+    for index in 0..runs {
+        coverage.add_run(&run_one(run_seed(base_seed, index))?);
+    }
+    let shortfalls = coverage.shortfalls_against(&gate.scaled_by(budget));
+    if !shortfalls.is_empty() {
+        return Err(ConformanceFailure::Coverage {
+            base_seed,
+            shortfalls,
+            coverage: coverage.to_string(),
+        });
+    }
+    Ok(coverage)
+}
+
 /// What a passing suite exercised.
 #[derive(Clone, Debug)]
 pub struct ConformanceReport {

@@ -34,8 +34,7 @@ use yggr_core::{
     Term, VoteResponse,
 };
 
-use crate::conformance::ConformanceFailure;
-use crate::suite::run_seed;
+use crate::conformance::{ConformanceFailure, ScriptedCoverage, run_scripted};
 
 /// The leader under test.
 const LEADER: NodeId = node(1);
@@ -204,19 +203,9 @@ impl LeaderSuite {
     /// [`ConformanceFailure`]: the first violation, or the coverage shortfall.
     pub fn run(&self, base_seed: u64, budget: f64) -> Result<LeaderReport, ConformanceFailure> {
         let started = Instant::now();
-        let runs = ((self.runs as f64 * budget).ceil() as u64).max(1);
-        let mut coverage = LeaderCoverage::default();
-        for index in 0..runs {
-            coverage.add(&run_leader(run_seed(base_seed, index), self.steps)?);
-        }
-        let shortfalls = coverage.shortfalls(&self.gate.scaled(budget));
-        if !shortfalls.is_empty() {
-            return Err(ConformanceFailure::Coverage {
-                base_seed,
-                shortfalls,
-                coverage: coverage.to_string(),
-            });
-        }
+        let coverage = run_scripted(base_seed, budget, self.runs, &self.gate, |seed| {
+            run_leader(seed, self.steps)
+        })?;
         Ok(LeaderReport {
             base_seed,
             coverage,
@@ -665,6 +654,18 @@ impl LeaderRun {
                 self.leader.last_log_index()
             ),
         ))
+    }
+}
+
+impl ScriptedCoverage for LeaderCoverage {
+    fn add_run(&mut self, other: &Self) {
+        self.add(other);
+    }
+    fn shortfalls_against(&self, gate: &Self) -> Vec<String> {
+        self.shortfalls(gate)
+    }
+    fn scaled_by(&self, budget: f64) -> Self {
+        self.scaled(budget)
     }
 }
 

@@ -31,8 +31,7 @@ use yggr_core::{
     VoteRequest, VoteResponse,
 };
 
-use crate::conformance::ConformanceFailure;
-use crate::suite::run_seed;
+use crate::conformance::{ConformanceFailure, ScriptedCoverage, run_scripted};
 
 /// The voter under test.
 const VOTER: NodeId = node(1);
@@ -184,19 +183,9 @@ impl VoteSuite {
     /// [`ConformanceFailure`]: the first violation, or the coverage shortfall.
     pub fn run(&self, base_seed: u64, budget: f64) -> Result<VoteReport, ConformanceFailure> {
         let started = Instant::now();
-        let runs = ((self.runs as f64 * budget).ceil() as u64).max(1);
-        let mut coverage = VoteCoverage::default();
-        for index in 0..runs {
-            coverage.add(&run_voter(run_seed(base_seed, index), self.steps)?);
-        }
-        let shortfalls = coverage.shortfalls(&self.gate.scaled(budget));
-        if !shortfalls.is_empty() {
-            return Err(ConformanceFailure::Coverage {
-                base_seed,
-                shortfalls,
-                coverage: coverage.to_string(),
-            });
-        }
+        let coverage = run_scripted(base_seed, budget, self.runs, &self.gate, |seed| {
+            run_voter(seed, self.steps)
+        })?;
         Ok(VoteReport {
             base_seed,
             coverage,
@@ -425,6 +414,18 @@ pub fn run_voter(seed: u64, steps: u64) -> Result<VoteCoverage, ConformanceFailu
         voter.check_invariants();
     }
     Ok(coverage)
+}
+
+impl ScriptedCoverage for VoteCoverage {
+    fn add_run(&mut self, other: &Self) {
+        self.add(other);
+    }
+    fn shortfalls_against(&self, gate: &Self) -> Vec<String> {
+        self.shortfalls(gate)
+    }
+    fn scaled_by(&self, budget: f64) -> Self {
+        self.scaled(budget)
+    }
 }
 
 #[cfg(test)]
