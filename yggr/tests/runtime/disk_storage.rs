@@ -228,7 +228,7 @@ async fn a_flipped_byte_in_the_middle_of_the_log_is_refused_with_file_and_offset
     let (path, offset) = corrupt_offset(&error);
     assert_eq!(path, segment);
     // The offset of the batch holding the flipped byte: right after the segment header.
-    assert_eq!(offset, 20, "{error}");
+    assert_eq!(offset, 32, "{error}");
     assert!(error.to_string().contains(".seg"), "{error}");
 }
 

@@ -22,17 +22,18 @@
 //! └────────────┴────────────┴───────────┴─────────┴────────────┴──────────┴──────────┴────────┘
 //!
 //! log/<first index, 20 digits>.seg (append-only)
-//! ┌────────────┬─────────────┬────────┐
-//! │ "YGGRSEG1" │ first index │ crc32c │   segment header (20 bytes), then batches
-//! │ 8 bytes    │ u64         │ u32    │
-//! └────────────┴─────────────┴────────┘
+//! ┌────────────┬─────────────┬──────────┬─────────┬────────┐
+//! │ "YGGRSEG1" │ first index │ salt     │ zero    │ crc32c │   segment header (32 bytes),
+//! │ 8 bytes    │ u64         │ u64      │ 4 bytes │ u32    │   synced before any batch
+//! └────────────┴─────────────┴──────────┴─────────┴────────┘
 //!
-//! one batch per append (everything one fsync made durable)
-//! ┌────────┬──────────┬────────┬──────────────────────────────────────────┐
-//! │ "YBAT" │ len (b)  │ crc32c │ records, b bytes                         │
-//! │ 4 bytes│ u32      │ u32    │                                          │
-//! └────────┴──────────┴────────┴──────────────────────────────────────────┘
-//!   the batch checksum covers its magic, length and records
+//! one batch per append (everything one fsync made durable), starting at a multiple of 16
+//! ┌────────┬──────────┬─────────────┬────────────┬──────────────────────────────────┐
+//! │ "YBAT" │ len (b)  │ records crc │ header crc │ records, b bytes                 │
+//! │ 4 bytes│ u32      │ u32         │ u32        │                                  │
+//! └────────┴──────────┴─────────────┴────────────┴──────────────────────────────────┘
+//!   the header crc covers the segment's salt, the batch's offset in the file, and the
+//!   twelve header bytes before it; zero padding (up to 15 bytes) separates batches
 //!
 //! one record per entry
 //! ┌──────────┬────────┬───────────────┐
@@ -41,9 +42,19 @@
 //! └──────────┴────────┴───────────────┘
 //! ```
 //!
-//! Only the last batch of the last segment can be torn by a crash: each append is synced
-//! before the next one is written. So a batch that does not check out is torn when no valid
-//! batch follows it, and corruption when one does.
+//! Only the last batch of the last segment can be torn by a crash: a segment's header is
+//! synced before its first batch is written, and each append is synced before the next one
+//! is. So a batch that does not check out is torn when no valid batch follows it, and
+//! corruption when one does. Three details keep that test sound:
+//! - A batch starts at a multiple of 16, so its 16-byte header never straddles a 512-byte
+//!   sector: truncation rewrites a header in place, and a disk writes a sector whole or not
+//!   at all, so that rewrite cannot tear.
+//! - The header checksum covers the batch's offset and the segment's random salt, so a copy
+//!   of a batch inside a command's bytes (an application that stores log files, say) is not
+//!   taken for a batch that a later append wrote.
+//! - The header has its own checksum, so looking for a valid batch after a bad one costs a
+//!   16-byte check at each 16-byte boundary, and a record checksum only where a header
+//!   checks out: linear in the file's size whatever bytes it holds.
 //!
 //! An entry is the protobuf `Entry` of the wire format (`yggr_core::wire::encode_entry`),
 //! the same bytes AppendEntries carries.
@@ -66,13 +77,17 @@ const CRC_BYTES: usize = 4;
 const META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 4;
 /// Magic, term and vote, then the checksum.
 pub(crate) const HARD_STATE_BYTES: usize = MAGIC_BYTES + 8 + 8 + CRC_BYTES;
-/// Magic and first index, then the checksum.
-pub(crate) const SEGMENT_HEADER_BYTES: usize = MAGIC_BYTES + 8 + CRC_BYTES;
+/// Magic, first index, salt and four zero bytes, then the checksum.
+pub(crate) const SEGMENT_HEADER_BYTES: usize = MAGIC_BYTES + 8 + 8 + 4 + CRC_BYTES;
 /// A record's length and checksum.
 pub(crate) const RECORD_HEADER_BYTES: usize = 4 + CRC_BYTES;
 pub(crate) const BATCH_MAGIC: &[u8; 4] = b"YBAT";
-/// A batch's magic, length and checksum.
-pub(crate) const BATCH_HEADER_BYTES: usize = 4 + 4 + CRC_BYTES;
+/// A batch's magic, length, records checksum and header checksum.
+pub(crate) const BATCH_HEADER_BYTES: usize = 4 + 4 + CRC_BYTES + CRC_BYTES;
+/// Every batch starts at a multiple of this.
+pub(crate) const BATCH_ALIGN: u64 = 16;
+/// The unit a disk writes whole or not at all (the smallest in use).
+const SECTOR_BYTES: u64 = 512;
 
 /// The largest entry a record may hold. A length read from disk above it is corruption, and
 /// no allocation is ever sized by an unchecked length.
@@ -81,6 +96,11 @@ pub(crate) const MAX_RECORD_BYTES: usize = 256 << 20;
 const MAX_MEMBERSHIP_BYTES: usize = 16 << 20;
 
 const _: () = assert!(MAX_RECORD_BYTES <= u32::MAX as usize);
+// An aligned batch header lies inside one sector, so rewriting it in place cannot tear.
+const _: () = assert!(SECTOR_BYTES.is_multiple_of(BATCH_ALIGN));
+const _: () = assert!(BATCH_HEADER_BYTES as u64 <= BATCH_ALIGN);
+// The first batch starts right after the segment header.
+const _: () = assert!((SEGMENT_HEADER_BYTES as u64).is_multiple_of(BATCH_ALIGN));
 
 /// Why a file's bytes were refused, with the offset of the first bad byte in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,59 +257,90 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<RecoveredSnapshot, FormatE
     })
 }
 
-pub(crate) fn encode_segment_header(first: LogIndex) -> [u8; SEGMENT_HEADER_BYTES] {
+pub(crate) fn encode_segment_header(first: LogIndex, salt: u64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut header = [0; SEGMENT_HEADER_BYTES];
     header[..MAGIC_BYTES].copy_from_slice(SEGMENT_MAGIC);
     header[MAGIC_BYTES..MAGIC_BYTES + 8].copy_from_slice(&first.get().to_le_bytes());
-    let crc = crc32c::crc32c(&header[..MAGIC_BYTES + 8]);
-    header[MAGIC_BYTES + 8..].copy_from_slice(&crc.to_le_bytes());
+    header[MAGIC_BYTES + 8..MAGIC_BYTES + 16].copy_from_slice(&salt.to_le_bytes());
+    let covered = SEGMENT_HEADER_BYTES - CRC_BYTES;
+    let crc = crc32c::crc32c(&header[..covered]);
+    header[covered..].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-/// The first index a segment header names.
-pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<LogIndex, FormatError> {
+/// The first index and the salt a segment header holds.
+pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<(LogIndex, u64), FormatError> {
     if bytes.len() < SEGMENT_HEADER_BYTES {
         return refused(0, "segment header is truncated");
     }
     check_framing(&bytes[..SEGMENT_HEADER_BYTES], SEGMENT_MAGIC, "segment")?;
-    Ok(LogIndex::new(u64_at(bytes, MAGIC_BYTES)))
+    Ok((
+        LogIndex::new(u64_at(bytes, MAGIC_BYTES)),
+        u64_at(bytes, MAGIC_BYTES + 8),
+    ))
+}
+
+/// Where a batch lies: its segment's salt and its offset in the file. Both are covered by
+/// the batch's header checksum, so the same bytes anywhere else are not a valid batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchPlace {
+    pub(crate) salt: u64,
+    pub(crate) offset: u64,
+}
+
+/// The first offset at or after `offset` where a batch may start.
+pub(crate) fn align_batch(offset: u64) -> u64 {
+    offset.div_ceil(BATCH_ALIGN) * BATCH_ALIGN
 }
 
 /// Starts a batch at the end of `out`; returns where its header is, for [`finish_batch`].
 pub(crate) fn start_batch(out: &mut Vec<u8>) -> usize {
     let start = out.len();
-    out.extend_from_slice(BATCH_MAGIC);
-    out.extend_from_slice(&[0; 4 + CRC_BYTES]);
+    out.extend_from_slice(&[0; BATCH_HEADER_BYTES]);
     start
 }
 
-/// Fills in the length and checksum of the batch started at `start`, whose records are
-/// everything after its header.
-pub(crate) fn finish_batch(out: &mut [u8], start: usize) {
-    let length = (out.len() - start - BATCH_HEADER_BYTES) as u32;
-    out[start + 4..start + 8].copy_from_slice(&length.to_le_bytes());
-    let crc = batch_crc(&out[start..start + 8], &out[start + BATCH_HEADER_BYTES..]);
-    out[start + 8..start + BATCH_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+/// Fills in the header of the batch started at `start`, whose records are everything after
+/// its header.
+pub(crate) fn finish_batch(out: &mut [u8], start: usize, place: BatchPlace) {
+    let header = batch_header(&out[start + BATCH_HEADER_BYTES..], place);
+    out[start..start + BATCH_HEADER_BYTES].copy_from_slice(&header);
 }
 
-/// The header of a batch holding `records`.
-pub(crate) fn batch_header(records: &[u8]) -> [u8; BATCH_HEADER_BYTES] {
+/// The header of a batch holding `records` at `place`.
+pub(crate) fn batch_header(records: &[u8], place: BatchPlace) -> [u8; BATCH_HEADER_BYTES] {
+    assert_eq!(
+        place.offset % BATCH_ALIGN,
+        0,
+        "invariant: batches start at a multiple of BATCH_ALIGN"
+    );
     let mut header = [0; BATCH_HEADER_BYTES];
     header[..4].copy_from_slice(BATCH_MAGIC);
     header[4..8].copy_from_slice(&(records.len() as u32).to_le_bytes());
-    let crc = batch_crc(&header[..8], records);
-    header[8..].copy_from_slice(&crc.to_le_bytes());
+    header[8..12].copy_from_slice(&crc32c::crc32c(records).to_le_bytes());
+    let crc = header_crc(&header[..12], place);
+    header[12..].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
-fn batch_crc(magic_and_length: &[u8], records: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(magic_and_length), records)
+fn header_crc(first_twelve: &[u8], place: BatchPlace) -> u32 {
+    let mut crc = crc32c::crc32c(&place.salt.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &place.offset.to_le_bytes());
+    crc32c::crc32c_append(crc, first_twelve)
 }
 
-/// The length of the records of the whole, checksummed batch at the start of `bytes`, or
-/// `None` when there is none there.
-pub(crate) fn valid_batch(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < BATCH_HEADER_BYTES || &bytes[..4] != BATCH_MAGIC {
+/// Whether the 16 bytes at the start of `bytes` are a batch header written at `place`: its
+/// own checksum checks out. Says nothing about the records.
+fn header_checks_out(bytes: &[u8], place: BatchPlace) -> bool {
+    bytes.len() >= BATCH_HEADER_BYTES
+        && &bytes[..4] == BATCH_MAGIC
+        && header_crc(&bytes[..12], place) == u32_at(bytes, 12)
+}
+
+/// The length of the records of the whole, checksummed batch at the start of `bytes`, which
+/// lie at `place`, or `None` when there is none there.
+pub(crate) fn valid_batch(bytes: &[u8], place: BatchPlace) -> Option<usize> {
+    if !header_checks_out(bytes, place) {
         return None;
     }
     let length = u32_at(bytes, 4) as usize;
@@ -297,15 +348,29 @@ pub(crate) fn valid_batch(bytes: &[u8]) -> Option<usize> {
     if length == 0 || end > bytes.len() {
         return None;
     }
-    (batch_crc(&bytes[..8], &bytes[BATCH_HEADER_BYTES..end]) == u32_at(bytes, 8)).then_some(length)
+    (crc32c::crc32c(&bytes[BATCH_HEADER_BYTES..end]) == u32_at(bytes, 8)).then_some(length)
 }
 
-/// Whether a valid batch starts anywhere in `bytes`.
-pub(crate) fn any_valid_batch(bytes: &[u8]) -> bool {
-    bytes
-        .windows(4)
-        .enumerate()
-        .any(|(at, window)| window == BATCH_MAGIC && valid_batch(&bytes[at..]).is_some())
+/// The batch boundaries at or after `from` in `segment` (the whole file of the segment
+/// salted `salt`) whose header checks out: the only places whose records are worth a
+/// checksum. Costs 16 bytes of checksum per boundary.
+fn checked_headers(segment: &[u8], from: u64, salt: u64) -> impl Iterator<Item = u64> + '_ {
+    (align_batch(from)..segment.len() as u64)
+        .step_by(BATCH_ALIGN as usize)
+        .filter(move |at| {
+            header_checks_out(&segment[*at as usize..], BatchPlace { salt, offset: *at })
+        })
+}
+
+/// Whether a valid batch of the segment salted `salt` starts at any batch boundary at or
+/// after `from` in `segment` (the whole file). Linear in the bytes after `from` for any
+/// bytes not written by this segment's own appends: a record checksum is computed only where
+/// a header checks out.
+pub(crate) fn any_valid_batch(segment: &[u8], from: u64, salt: u64) -> bool {
+    checked_headers(segment, from, salt).any(|at| {
+        let place = BatchPlace { salt, offset: at };
+        valid_batch(&segment[at as usize..], place).is_some()
+    })
 }
 
 /// Appends the record of `entry` to `out`.
@@ -395,8 +460,11 @@ mod tests {
             decode_snapshot(&encode_snapshot(&snapshot)).unwrap(),
             snapshot
         );
-        let header = encode_segment_header(LogIndex::new(42));
-        assert_eq!(decode_segment_header(&header).unwrap(), LogIndex::new(42));
+        let header = encode_segment_header(LogIndex::new(42), 0xfeed);
+        assert_eq!(
+            decode_segment_header(&header).unwrap(),
+            (LogIndex::new(42), 0xfeed)
+        );
         let mut bytes = Vec::new();
         encode_record(&entry(5, 2, b"abc"), &mut bytes);
         match decode_record(&Bytes::from(bytes.clone())) {
@@ -466,26 +534,104 @@ mod tests {
 
     #[test]
     fn a_batch_checks_out_whole_or_not_at_all() {
+        let place = BatchPlace {
+            salt: 7,
+            offset: 48,
+        };
         let mut bytes = Vec::new();
         let start = start_batch(&mut bytes);
         encode_record(&entry(1, 1, b"one"), &mut bytes);
         encode_record(&entry(2, 1, b"two"), &mut bytes);
-        finish_batch(&mut bytes, start);
-        assert_eq!(valid_batch(&bytes), Some(bytes.len() - BATCH_HEADER_BYTES));
+        finish_batch(&mut bytes, start, place);
         assert_eq!(
-            batch_header(&bytes[BATCH_HEADER_BYTES..])[..],
+            valid_batch(&bytes, place),
+            Some(bytes.len() - BATCH_HEADER_BYTES)
+        );
+        assert_eq!(
+            batch_header(&bytes[BATCH_HEADER_BYTES..], place)[..],
             bytes[..BATCH_HEADER_BYTES]
         );
         for byte in 0..bytes.len() {
             let mut broken = bytes.clone();
             broken[byte] ^= 0x04;
-            assert_eq!(valid_batch(&broken), None, "byte {byte} went unnoticed");
+            assert_eq!(
+                valid_batch(&broken, place),
+                None,
+                "byte {byte} went unnoticed"
+            );
         }
-        assert_eq!(valid_batch(&bytes[..bytes.len() - 1]), None);
-        let mut after_garbage = vec![0xee; 37];
-        after_garbage.extend_from_slice(&bytes);
-        assert!(any_valid_batch(&after_garbage));
-        assert!(!any_valid_batch(&after_garbage[..after_garbage.len() - 1]));
+        assert_eq!(valid_batch(&bytes[..bytes.len() - 1], place), None);
+    }
+
+    #[test]
+    fn a_batch_is_valid_only_at_its_own_offset_in_its_own_segment() {
+        let place = BatchPlace {
+            salt: 7,
+            offset: 48,
+        };
+        let mut bytes = Vec::new();
+        let start = start_batch(&mut bytes);
+        encode_record(&entry(1, 1, b"one"), &mut bytes);
+        finish_batch(&mut bytes, start, place);
+        let moved = BatchPlace {
+            offset: 64,
+            ..place
+        };
+        let other_segment = BatchPlace { salt: 8, ..place };
+        assert_eq!(valid_batch(&bytes, moved), None);
+        assert_eq!(valid_batch(&bytes, other_segment), None);
+        // Found by the scan at its own offset, and only there.
+        let mut segment = vec![0xee; 48];
+        segment.extend_from_slice(&bytes);
+        assert!(any_valid_batch(&segment, 0, 7));
+        assert!(any_valid_batch(&segment, 48, 7));
+        assert!(!any_valid_batch(&segment, 49, 7));
+        assert!(!any_valid_batch(&segment, 0, 8));
+        assert!(!any_valid_batch(&segment[..segment.len() - 1], 0, 7));
+        let mut shifted = vec![0xee; 64];
+        shifted.extend_from_slice(&bytes);
+        assert!(!any_valid_batch(&shifted, 0, 7));
+    }
+
+    /// A tail full of batch magic, each claiming to run to the end of the file, would cost
+    /// a checksum over the rest of the file per boundary (quadratic) if the scan trusted the
+    /// magic; the header checksum turns every one of them away for 16 bytes of work.
+    #[test]
+    fn the_scan_for_a_later_batch_checksums_records_only_under_a_valid_header() {
+        let n = 1 << 20;
+        let mut tail = vec![0u8; n];
+        for at in (0..n - BATCH_HEADER_BYTES).step_by(BATCH_ALIGN as usize) {
+            let length = (n - at - BATCH_HEADER_BYTES) as u32;
+            tail[at..at + 4].copy_from_slice(BATCH_MAGIC);
+            tail[at + 4..at + 8].copy_from_slice(&length.to_le_bytes());
+        }
+        assert_eq!(checked_headers(&tail, 0, 7).count(), 0);
+        assert!(!any_valid_batch(&tail, 0, 7));
+        // One real batch among them is found, and it is the only header that checks out.
+        let place = BatchPlace {
+            salt: 7,
+            offset: 4096,
+        };
+        let mut real = Vec::new();
+        let start = start_batch(&mut real);
+        encode_record(&entry(1, 1, b"one"), &mut real);
+        finish_batch(&mut real, start, place);
+        tail[4096..4096 + real.len()].copy_from_slice(&real);
+        assert_eq!(checked_headers(&tail, 0, 7).collect::<Vec<_>>(), vec![4096]);
+        assert!(any_valid_batch(&tail, 0, 7));
+    }
+
+    #[test]
+    fn batches_start_on_sixteen_byte_boundaries_inside_one_sector() {
+        for offset in 0..2048u64 {
+            let aligned = align_batch(offset);
+            assert!(aligned >= offset && aligned - offset < BATCH_ALIGN);
+            assert_eq!(
+                aligned / SECTOR_BYTES,
+                (aligned + BATCH_HEADER_BYTES as u64 - 1) / SECTOR_BYTES,
+                "a header at {aligned} straddles a sector"
+            );
+        }
     }
 
     #[test]

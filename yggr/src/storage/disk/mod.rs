@@ -16,11 +16,12 @@
 //! The byte layout of each file is in [`format`]. `meta`, `hard_state` and `snapshot` are
 //! replaced atomically (temporary file, fsync, rename, fsync of the directory). Segments are
 //! append-only: a batch of entries is one checksummed batch record, one write and one
-//! `fdatasync` of the last segment; once
-//! a segment reaches the size limit (64 MiB by default) the next batch starts a new one.
-//! Truncating a conflicting suffix cuts one file in place (rewriting the header of the batch
-//! it cuts into first) and removes whole later ones. After
-//! a snapshot, whole segments it covers are deleted.
+//! `fdatasync` of the last segment; once a segment reaches the size limit (64 MiB by default)
+//! the next batch starts a new one, whose header is synced (with its directory) before the
+//! batch goes in. Truncating a conflicting suffix cuts one file in place (rewriting the header
+//! of the batch it cuts into first; batch headers never straddle a disk sector, so that rewrite
+//! is whole or absent) and removes whole later ones. After a snapshot, whole segments it
+//! covers are deleted.
 //!
 //! # Recovery
 //!

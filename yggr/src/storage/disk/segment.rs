@@ -19,9 +19,9 @@ use yggr_core::{LogEntry, LogIndex, Term};
 
 use super::files::sync_dir;
 use super::format::{
-    BATCH_HEADER_BYTES, Record, SEGMENT_HEADER_BYTES, any_valid_batch, batch_header, decode_record,
-    decode_segment_header, encode_record, encode_segment_header, finish_batch, start_batch,
-    valid_batch,
+    BATCH_ALIGN, BATCH_HEADER_BYTES, BatchPlace, Record, SEGMENT_HEADER_BYTES, align_batch,
+    any_valid_batch, batch_header, decode_record, decode_segment_header, encode_record,
+    encode_segment_header, finish_batch, start_batch, valid_batch,
 };
 use super::{DiskError, corrupt, io_error};
 
@@ -34,6 +34,8 @@ const MAX_FIRST_INDEX: u64 = u64::MAX / 2;
 struct Segment {
     first: LogIndex,
     path: PathBuf,
+    /// Random, chosen when the segment was created; every batch's header checksum covers it.
+    salt: u64,
     /// The byte offset of each record: record `i` holds index `first + i`.
     offsets: Vec<u64>,
     /// Each batch: the offset of its header and the position (in `offsets`) of its first
@@ -212,7 +214,8 @@ impl SegmentedLog {
     }
 
     /// Appends `entries`, which must start at [`next`](Self::next) and be consecutive, with
-    /// one write and one `fdatasync` (plus a directory sync when a segment is created).
+    /// one write and one `fdatasync` (after creating and syncing a new segment first when the
+    /// last one is full).
     pub(crate) fn append(&mut self, entries: &[LogEntry<Bytes>]) -> Result<(), DiskError> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -226,17 +229,23 @@ impl SegmentedLog {
         let full = self.segments.last().is_none_or(|segment| {
             segment.length >= self.segment_bytes_limit && !segment.offsets.is_empty()
         });
-        let mut bytes = Vec::new();
         if full {
-            bytes.extend_from_slice(&encode_segment_header(first.index));
+            self.create_segment(first.index)?;
+        } else if self.active.is_none() {
+            self.reopen_active()?;
         }
-        let base = if full {
-            0
-        } else {
-            self.segments.last().map_or(0, |segment| segment.length)
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a segment was just ensured");
+        let base = segment.length;
+        let place = BatchPlace {
+            salt: segment.salt,
+            offset: align_batch(base),
         };
+        // Zero padding up to the batch's boundary, then the batch.
+        let mut bytes = vec![0; (place.offset - base) as usize];
         let batch_start = start_batch(&mut bytes);
-        let batch_offset = base + batch_start as u64;
         let mut offsets = Vec::with_capacity(entries.len());
         for (position, entry) in entries.iter().enumerate() {
             assert_eq!(
@@ -247,41 +256,46 @@ impl SegmentedLog {
             offsets.push(base + bytes.len() as u64);
             encode_record(entry, &mut bytes);
         }
-        finish_batch(&mut bytes, batch_start);
-        if full {
-            let path = self.dir.join(segment_name(first.index));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|error| io_error(&path, error))?;
-            self.segments.push(Segment {
-                first: first.index,
-                path,
-                offsets: Vec::new(),
-                batches: Vec::new(),
-                length: 0,
-            });
-            self.active = Some(file);
-        } else if self.active.is_none() {
-            self.reopen_active()?;
-        }
-        let segment = self
-            .segments
-            .last_mut()
-            .expect("a segment was just ensured");
+        finish_batch(&mut bytes, batch_start, place);
         let file = self.active.as_ref().expect("the active segment is open");
-        file.write_all_at(&bytes, segment.length)
+        file.write_all_at(&bytes, base)
             .and_then(|()| file.sync_data())
             .map_err(|error| io_error(&segment.path, error))?;
-        if full {
-            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
-        }
-        segment.batches.push((batch_offset, segment.offsets.len()));
+        segment.batches.push((place.offset, segment.offsets.len()));
         segment.offsets.extend(offsets);
         segment.length += bytes.len() as u64;
         self.next = segment.end();
+        Ok(())
+    }
+
+    /// Creates the segment whose first entry will be `first` and makes it the active one.
+    /// Its header and its directory entry are synced before any batch is written, so that a
+    /// crash in the middle of the first append can tear only that batch: a file whose header
+    /// does not check out then holds nothing but zeros or is shorter than a header.
+    fn create_segment(&mut self, first: LogIndex) -> Result<(), DiskError> {
+        let path = self.dir.join(segment_name(first));
+        // The salt only has to differ between segments; it is not a secret and affects no
+        // behaviour, so it need not come from a seeded generator.
+        let salt = rand::random::<u64>();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|error| io_error(&path, error))?;
+        file.write_all_at(&encode_segment_header(first, salt), 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|error| io_error(&path, error))?;
+        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        self.segments.push(Segment {
+            first,
+            path,
+            salt,
+            offsets: Vec::new(),
+            batches: Vec::new(),
+            length: SEGMENT_HEADER_BYTES as u64,
+        });
+        self.active = Some(file);
         Ok(())
     }
 
@@ -383,9 +397,10 @@ impl SegmentedLog {
 /// Cuts `segment` (open as `file`) just before the record of `index`, keeping the batch
 /// framing valid at every moment a crash could strike:
 /// 1. the batches after the one holding `index` go (`ftruncate`, synced);
-/// 2. when `index` is not that batch's first record, the batch's header is rewritten for the
-///    records it keeps (synced): a crash now leaves a valid shorter batch followed by stale
-///    bytes with no valid batch after them, which recovery takes for a torn tail and cuts;
+/// 2. when `index` is not that batch's first record, the batch's header is rewritten in place
+///    for the records it keeps (synced; the header never straddles a sector, so the write is
+///    whole or absent): a crash now leaves a valid shorter batch followed by stale bytes with
+///    no valid batch after them, which recovery takes for a torn tail and cuts;
 /// 3. the file is cut at the record (synced).
 fn cut_segment(segment: &mut Segment, file: &File, index: LogIndex) -> std::io::Result<()> {
     let position = (index.get() - segment.first.get()) as usize;
@@ -410,7 +425,12 @@ fn cut_segment(segment: &mut Segment, file: &File, index: LogIndex) -> std::io::
         let records_start = batch_start + BATCH_HEADER_BYTES as u64;
         let mut kept = vec![0; (record - records_start) as usize];
         file.read_exact_at(&mut kept, records_start)?;
-        file.write_all_at(&batch_header(&kept), batch_start)?;
+        let place = BatchPlace {
+            salt: segment.salt,
+            offset: batch_start,
+        };
+        // The header lies inside one sector (see `format`), so this write cannot tear.
+        file.write_all_at(&batch_header(&kept, place), batch_start)?;
         file.sync_data()?;
         record
     };
@@ -436,7 +456,7 @@ fn read_segment(
     entries: &mut Vec<LogEntry<Bytes>>,
     last: bool,
 ) -> Result<(Segment, Ending), DiskError> {
-    let named =
+    let (named, salt) =
         decode_segment_header(bytes).map_err(|error| corrupt(path, error.offset, error.reason))?;
     if named != first {
         return Err(corrupt(
@@ -452,57 +472,80 @@ fn read_segment(
     let mut segment = Segment {
         first,
         path: path.to_path_buf(),
+        salt,
         offsets: Vec::new(),
         batches: Vec::new(),
         length: SEGMENT_HEADER_BYTES as u64,
     };
-    let mut at = SEGMENT_HEADER_BYTES;
-    while at < bytes.len() {
-        let Some(length) = valid_batch(&bytes[at..]) else {
+    // Where the last whole batch ends: a torn append is cut back to here, padding and all.
+    let mut written_end = SEGMENT_HEADER_BYTES as u64;
+    let mut at = written_end;
+    while at < bytes.len() as u64 {
+        let place = BatchPlace { salt, offset: at };
+        let Some(length) = valid_batch(&bytes[at as usize..], place) else {
             // Only the last batch ever written can be torn: if a valid one follows, this one
             // was synced before it and is corrupt.
-            if last && !any_valid_batch(&bytes[at + 1..]) {
-                segment.length = at as u64;
-                return Ok((segment, Ending::TornAt(at as u64)));
+            if last && !any_valid_batch(bytes, at + BATCH_ALIGN, salt) {
+                segment.length = written_end;
+                return Ok((segment, Ending::TornAt(written_end)));
             }
-            return Err(corrupt(path, at as u64, "batch checksum mismatch"));
+            return Err(corrupt(path, at, "batch checksum mismatch"));
         };
-        segment.batches.push((at as u64, segment.offsets.len()));
-        let end = at + BATCH_HEADER_BYTES + length;
-        let mut record_at = at + BATCH_HEADER_BYTES;
-        while record_at < end {
-            let expected = LogIndex::new(first.get() + segment.offsets.len() as u64);
-            match decode_record(&bytes.slice(record_at..end)) {
-                Record::Entry(entry, record_length) if entry.index == expected => {
-                    segment.offsets.push(record_at as u64);
-                    entries.push(entry);
-                    record_at += record_length;
-                }
-                Record::Entry(entry, _) => {
-                    return Err(corrupt(
-                        path,
-                        record_at as u64,
-                        format!(
-                            "record holds index {}, expected {}",
-                            entry.index.get(),
-                            expected.get()
-                        ),
-                    ));
-                }
-                Record::Incomplete => {
-                    return Err(corrupt(
-                        path,
-                        record_at as u64,
-                        "record runs past its batch",
-                    ));
-                }
-                Record::Bad(reason) => return Err(corrupt(path, record_at as u64, reason)),
-            }
-        }
-        at = end;
+        segment.batches.push((at, segment.offsets.len()));
+        let end = at as usize + BATCH_HEADER_BYTES + length;
+        read_batch_records(
+            path,
+            bytes,
+            at as usize + BATCH_HEADER_BYTES..end,
+            &mut segment,
+            entries,
+        )?;
+        written_end = end as u64;
+        at = align_batch(written_end);
     }
-    segment.length = at as u64;
+    segment.length = bytes.len() as u64;
     Ok((segment, Ending::Clean))
+}
+
+/// Decodes the records of one valid batch (`range` of `bytes`) into `entries`.
+fn read_batch_records(
+    path: &Path,
+    bytes: &Bytes,
+    range: std::ops::Range<usize>,
+    segment: &mut Segment,
+    entries: &mut Vec<LogEntry<Bytes>>,
+) -> Result<(), DiskError> {
+    let mut record_at = range.start;
+    while record_at < range.end {
+        let expected = LogIndex::new(segment.first.get() + segment.offsets.len() as u64);
+        match decode_record(&bytes.slice(record_at..range.end)) {
+            Record::Entry(entry, record_length) if entry.index == expected => {
+                segment.offsets.push(record_at as u64);
+                entries.push(entry);
+                record_at += record_length;
+            }
+            Record::Entry(entry, _) => {
+                return Err(corrupt(
+                    path,
+                    record_at as u64,
+                    format!(
+                        "record holds index {}, expected {}",
+                        entry.index.get(),
+                        expected.get()
+                    ),
+                ));
+            }
+            Record::Incomplete => {
+                return Err(corrupt(
+                    path,
+                    record_at as u64,
+                    "record runs past its batch",
+                ));
+            }
+            Record::Bad(reason) => return Err(corrupt(path, record_at as u64, reason)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -547,7 +590,11 @@ mod tests {
         let records_start = batch_start + BATCH_HEADER_BYTES as u64;
         let mut kept = vec![0; (keep_until - records_start) as usize];
         file.read_exact_at(&mut kept, records_start).unwrap();
-        file.write_all_at(&batch_header(&kept), batch_start)
+        let place = BatchPlace {
+            salt: segment.salt,
+            offset: batch_start,
+        };
+        file.write_all_at(&batch_header(&kept, place), batch_start)
             .unwrap();
         drop(file);
         drop(log);
@@ -578,61 +625,65 @@ mod tests {
         }
     }
 
-    fn record_len(entry: &LogEntry<Bytes>) -> usize {
-        let mut out = Vec::new();
-        encode_record(entry, &mut out);
-        out.len()
-    }
-
-    /// Review: `cut_segment` rewrites a 12-byte batch header in place. When the header
-    /// straddles a 4 KiB page boundary, a crash can persist one page of the rewrite and not
-    /// the other: the batch then checks out under neither header, nothing valid follows, and
-    /// recovery cuts the whole batch, dropping records that were synced and acknowledged.
+    /// `cut_segment` rewrites a batch header in place, and a disk writes a 512-byte sector
+    /// whole or not at all: a header that straddled two sectors could tear between them,
+    /// leave a batch that checks out under neither header, and lose acknowledged records.
+    /// So no batch header may straddle a sector, whatever the sizes of what came before.
     #[test]
-    #[ignore = "known bug: a batch header rewritten across a sector boundary can tear; batches must not straddle one"]
-    fn a_header_rewrite_torn_across_a_page_keeps_the_acknowledged_records() {
+    fn no_batch_header_straddles_a_sector() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
-        // Size entry 1 so batch 2's header starts 6 bytes before the 4096 boundary.
-        let target = 4096 - 6;
-        let fixed = SEGMENT_HEADER_BYTES + BATCH_HEADER_BYTES;
-        let size = (1..5000)
-            .find(|size| fixed + record_len(&entry_with(1, vec![7; *size])) == target)
-            .unwrap();
-        log.append(&[entry_with(1, vec![7; size])]).unwrap();
-        log.append(&entries(2..=4)).unwrap();
+        for index in 1..=600 {
+            log.append(&[entry_with(index, vec![3; index as usize % 61])])
+                .unwrap();
+        }
         let segment = &log.segments[0];
-        let (batch_start, _) = segment.batches[1];
-        assert_eq!(batch_start, target as u64);
-        // truncate_from(4) would rewrite the header for records 2 and 3. The crash persists
-        // the page holding magic + length, not the page holding the checksum.
-        let records_start = batch_start + BATCH_HEADER_BYTES as u64;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&segment.path)
-            .unwrap();
-        let mut kept = vec![0; (segment.offsets[3] - records_start) as usize];
-        file.read_exact_at(&mut kept, records_start).unwrap();
-        let header = batch_header(&kept);
-        file.write_all_at(&header[..6], batch_start).unwrap();
-        drop(file);
+        for (start, _) in &segment.batches {
+            assert_eq!(
+                start / 512,
+                (start + BATCH_HEADER_BYTES as u64 - 1) / 512,
+                "the batch header at {start} straddles a sector"
+            );
+        }
+        // Truncating inside a batch that follows padding, then appending, reads back.
+        log.append(&entries(601..=603)).unwrap();
+        log.truncate_from(LogIndex::new(602)).unwrap();
+        log.append(&entries(602..=602)).unwrap();
         drop(log);
         let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
-        assert!(
-            indexes(&recovered).starts_with(&[1, 2, 3]),
-            "acknowledged entries 2 and 3 dropped: recovered {:?}",
-            indexes(&recovered)
-        );
+        assert_eq!(indexes(&recovered), (1..=602).collect::<Vec<_>>());
     }
 
-    /// Review: a new segment's header and first batch are synced together. A crash before
-    /// that sync can persist a later page of the file and not the first one: the header is
-    /// zeros, the file is not all zeros, and recovery refuses to open, although nothing in
-    /// the file was ever acknowledged.
+    /// A new segment's header is synced before its first batch is written, so a crash in
+    /// the middle of that first append can lose the batch's first page but not the header:
+    /// recovery cuts the batch as a torn tail and keeps the (empty) segment.
     #[test]
-    #[ignore = "known bug: a new segment's header must be synced before its first batch"]
-    fn a_new_segment_whose_first_page_was_lost_is_not_refused() {
+    fn a_new_segment_whose_first_batch_lost_its_first_page_is_cut_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        log.append(&[entry_with(1, vec![9; 9000])]).unwrap();
+        let path = log.segments[0].path.clone();
+        drop(log);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(
+            &[0; 4096 - SEGMENT_HEADER_BYTES],
+            SEGMENT_HEADER_BYTES as u64,
+        )
+        .unwrap();
+        drop(file);
+        let (mut log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        assert!(recovered.is_empty());
+        assert_eq!(log.next(), LogIndex::new(1));
+        log.append(&entries(1..=2)).unwrap();
+        drop(log);
+        let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&recovered), vec![1, 2]);
+    }
+
+    /// A header that does not check out while later bytes do is not a crash (the header is
+    /// synced before anything follows it): refused, naming the file.
+    #[test]
+    fn a_segment_whose_header_was_zeroed_under_written_data_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         log.append(&[entry_with(1, vec![9; 9000])]).unwrap();
@@ -641,24 +692,27 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(&[0; 4096], 0).unwrap();
         drop(file);
-        let result = SegmentedLog::recover(dir.path(), 1 << 20);
-        assert!(result.is_ok(), "refused: {:?}", result.err());
-        assert!(result.unwrap().1.is_empty());
+        let error = SegmentedLog::recover(dir.path(), 1 << 20).unwrap_err();
+        assert!(
+            error.to_string().contains(&path.display().to_string()),
+            "{error}"
+        );
     }
 
-    /// Review: a torn last batch whose command bytes happen to hold a valid batch (an
-    /// application storing log or segment bytes, say) is taken for corruption, because
-    /// `any_valid_batch` scans the torn batch's own payload.
+    /// A torn last batch whose command bytes hold a whole batch (an application storing log
+    /// or segment bytes, say) is cut as torn: the copy inside the payload is not at its own
+    /// offset, so it does not pass for a batch a later append wrote — even when it carries
+    /// this very segment's salt.
     #[test]
-    #[ignore = "known bug: the torn-tail scan must start after a torn batch's declared end"]
     fn a_torn_batch_whose_payload_holds_a_batch_is_cut_not_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         log.append(&entries(1..=1)).unwrap();
-        let mut inner = vec![0u8; 5000];
+        let salt = log.segments[0].salt;
+        let mut inner = vec![0u8; 5008];
         let start = start_batch(&mut inner);
         encode_record(&entries(1..=1)[0], &mut inner);
-        finish_batch(&mut inner, start);
+        finish_batch(&mut inner, start, BatchPlace { salt, offset: 0 });
         log.append(&[entry_with(2, inner)]).unwrap();
         let segment = &log.segments[0];
         let (batch_start, _) = segment.batches[1];
@@ -675,35 +729,29 @@ mod tests {
         assert_eq!(indexes(&result.unwrap().1), vec![1]);
     }
 
-    /// Review: `any_valid_batch` checksums the full claimed length at every "YBAT" it
-    /// meets, so a tail of n bytes costs O(n^2) CRC work.
+    /// A torn tail full of batch magic, each claiming to run to the end of the file, is cut
+    /// (the scan's cost is checked in `format`).
     #[test]
-    #[ignore = "known bug: the torn-tail scan is quadratic on hostile bytes"]
-    fn scanning_a_hostile_tail_is_not_quadratic() {
+    fn a_tail_of_forged_batch_headers_is_cut_as_torn() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         log.append(&entries(1..=1)).unwrap();
         let path = log.segments[0].path.clone();
         drop(log);
-        let n = 2 << 20;
-        let mut tail = vec![0u8; n];
-        let mut at = 0;
-        while at + BATCH_HEADER_BYTES <= n {
-            tail[at..at + 4].copy_from_slice(b"YBAT");
-            let length = (n - at - BATCH_HEADER_BYTES) as u32;
-            tail[at + 4..at + 8].copy_from_slice(&length.to_le_bytes());
-            at += BATCH_HEADER_BYTES;
-        }
         let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(&tail);
+        bytes.resize(align_batch(bytes.len() as u64) as usize, 0);
+        let start = bytes.len();
+        bytes.resize(start + (64 << 10), 0);
+        let mut at = start;
+        while at + BATCH_HEADER_BYTES <= bytes.len() {
+            let length = (bytes.len() - at - BATCH_HEADER_BYTES) as u32;
+            bytes[at..at + 4].copy_from_slice(b"YBAT");
+            bytes[at + 4..at + 8].copy_from_slice(&length.to_le_bytes());
+            at += BATCH_ALIGN as usize;
+        }
         fs::write(&path, bytes).unwrap();
-        let started = std::time::Instant::now();
-        let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
-        let elapsed = started.elapsed();
+        let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&recovered), vec![1]);
-        assert!(
-            elapsed < std::time::Duration::from_secs(1),
-            "took {elapsed:?}"
-        );
+        assert_eq!(log.next(), LogIndex::new(2));
     }
 }
