@@ -63,8 +63,15 @@ pub struct Config {
     /// Hint a snapshot whenever the live log holds more entries than this. Zero disables.
     /// Default 0.
     pub max_log_entries: u64,
-    /// Most bytes per InstallSnapshot chunk. Default 64 KiB.
+    /// Most bytes per InstallSnapshot chunk. Default 64 KiB. Keep it below the transport's
+    /// largest message ([`TcpOptions::max_frame_bytes`](crate::TcpOptions::max_frame_bytes)).
     pub snapshot_chunk_size_bytes: usize,
+    /// The largest encoded command a write may carry; larger ones get
+    /// [`ProposeError::TooLarge`](crate::ProposeError::TooLarge). Every entry must fit one
+    /// transport message, so keep it below the transport's largest message
+    /// ([`TcpOptions::max_frame_bytes`](crate::TcpOptions::max_frame_bytes), 64 MiB by
+    /// default). At most [`MAX_COMMAND_BYTES`]. Default 16 MiB.
+    pub max_command_bytes: usize,
     /// Probe with pre-votes before campaigning (thesis §9.6). Default true.
     pub pre_vote: bool,
     /// Leader lease for reads (§9): zero disables. Must be below
@@ -107,6 +114,7 @@ impl Config {
             snapshot_hint_threshold_entries: engine.snapshot_hint_threshold_entries,
             max_log_entries: engine.max_log_entries,
             snapshot_chunk_size_bytes: engine.snapshot_chunk_size_bytes,
+            max_command_bytes: 16 << 20,
             pre_vote: engine.pre_vote,
             lease_duration_ticks: engine.lease_duration_ticks,
             bootstrap,
@@ -170,6 +178,17 @@ impl Config {
                 });
             }
         }
+        if self.max_command_bytes == 0 {
+            return Err(ConfigError::ZeroLimit {
+                field: "max_command_bytes",
+            });
+        }
+        if self.max_command_bytes > MAX_COMMAND_BYTES {
+            return Err(ConfigError::TooLarge {
+                field: "max_command_bytes",
+                max: MAX_COMMAND_BYTES.to_string(),
+            });
+        }
         self.engine_config().validate().map_err(ConfigError::from)
     }
 
@@ -193,6 +212,10 @@ impl Config {
 /// `snapshot_chunk_size_bytes` accepted (2³⁰): far above any useful value, and within what
 /// tokio's bounded channels can hold.
 pub const MAX_QUEUE_LIMIT: usize = 1 << 30;
+
+/// The largest `max_command_bytes` accepted (128 MiB): a log entry must fit one record of
+/// [`DiskStorage`](crate::DiskStorage) with room to spare.
+pub const MAX_COMMAND_BYTES: usize = 128 << 20;
 
 /// The longest `tick_interval` accepted: an hour.
 pub const MAX_TICK_INTERVAL: Duration = Duration::from_secs(3600);

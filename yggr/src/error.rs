@@ -22,6 +22,15 @@ pub enum ProposeError {
     /// `max_pending_proposals` proposals are already in flight. Back off and retry.
     #[error("too many proposals in flight")]
     Busy,
+    /// A command encodes to more than `Config::max_command_bytes`; nothing was proposed.
+    /// Split it, or raise the limit.
+    #[error("a command of {bytes} bytes is above the limit of {limit}")]
+    TooLarge {
+        /// The encoded size of the largest command refused.
+        bytes: usize,
+        /// `Config::max_command_bytes`.
+        limit: usize,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Shutdown,

@@ -56,6 +56,7 @@ struct Inner<S: StateMachine> {
     shared: Arc<Shared>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
+    max_command_bytes: usize,
     driver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -169,6 +170,7 @@ impl<S: StateMachine> Node<S> {
         let apply_task = apply::spawn(id, state_machine, applied, apply_receiver, report_sender);
         let shared = Arc::new(Shared::new());
         let max_in_flight = config.max_pending_proposals;
+        let max_command_bytes = config.max_command_bytes;
         let wiring = Wiring {
             requests: request_receiver,
             apply,
@@ -185,6 +187,7 @@ impl<S: StateMachine> Node<S> {
                 shared,
                 in_flight: Arc::new(AtomicUsize::new(0)),
                 max_in_flight,
+                max_command_bytes,
                 driver: std::sync::Mutex::new(Some(driver)),
             }),
         }
@@ -233,14 +236,15 @@ impl<S: StateMachine> Node<S> {
     /// # Errors
     /// [`ProposeError`]: `NotLeader` or `NoLeader` off the leader (and when the leader loses
     /// its role before the command commits: it may still commit), `Busy` above
-    /// `max_pending_proposals`, `Shutdown`, `DriverDead`, `Fatal`.
+    /// `max_pending_proposals`, `TooLarge` above `max_command_bytes`, `Shutdown`,
+    /// `DriverDead`, `Fatal`.
     pub async fn write(&self, command: S::Command) -> Result<S::Response, ProposeError> {
         if let Some(gone) = self.stopping() {
             return Err(propose_error(gone));
         }
+        let bytes = self.encode(&command)?;
         let in_flight = InFlight::acquire(&self.inner.in_flight, 1, self.inner.max_in_flight)
             .ok_or(ProposeError::Busy)?;
-        let bytes = Bytes::from(S::encode_command(&command));
         let (reply, answer) = oneshot::channel();
         let request = Request::ProposeOne {
             command: bytes,
@@ -253,6 +257,18 @@ impl<S: StateMachine> Node<S> {
         answer
             .await
             .unwrap_or_else(|_| Err(propose_error(self.gone())))
+    }
+
+    /// The log bytes of `command`, or `TooLarge`.
+    fn encode(&self, command: &S::Command) -> Result<Bytes, ProposeError> {
+        let bytes = S::encode_command(command);
+        if bytes.len() > self.inner.max_command_bytes {
+            return Err(ProposeError::TooLarge {
+                bytes: bytes.len(),
+                limit: self.inner.max_command_bytes,
+            });
+        }
+        Ok(Bytes::from(bytes))
     }
 
     /// The same as [`Node::write`].
@@ -278,6 +294,10 @@ impl<S: StateMachine> Node<S> {
         if let Some(gone) = self.stopping() {
             return Err(propose_error(gone));
         }
+        let bytes = commands
+            .iter()
+            .map(|command| self.encode(command))
+            .collect::<Result<Vec<_>, _>>()?;
         let in_flight = InFlight::acquire(
             &self.inner.in_flight,
             commands.len(),
@@ -286,10 +306,6 @@ impl<S: StateMachine> Node<S> {
         .ok_or(ProposeError::Busy)?;
         let (reply, answer) = oneshot::channel();
         let batch = BatchCollector::new(commands.len(), reply, in_flight);
-        let bytes = commands
-            .iter()
-            .map(|command| Bytes::from(S::encode_command(command)))
-            .collect();
         let waiters = (0..commands.len())
             .map(|slot| Waiter::BatchItem {
                 batch: Arc::clone(&batch),

@@ -472,3 +472,57 @@ async fn a_segment_named_with_an_impossible_index_is_refused_not_a_panic() {
     let (path, _) = corrupt_offset(&DiskStorage::open(dir.path()).await.unwrap_err());
     assert_eq!(path, hostile);
 }
+
+/// Review: a crash can leave the last segment with a valid header and no batch (its creation
+/// synced the header, then the first append was lost). If the log before it was compacted
+/// away, recovery finds no entries but one (empty) segment, and `reconcile_log_with_snapshot`
+/// calls `set_next_if_empty`, which does nothing while any segment exists. So when a crash
+/// also strikes between writing a snapshot past the log and clearing the log (the state
+/// `store_snapshot` documents as recoverable), the reopened storage keeps `next` at the empty
+/// segment's first index, below the snapshot: the first append after the snapshot is refused
+/// as a gap, which poisons the storage — and every restart lands in the same state, so the
+/// node can never make progress again.
+#[tokio::test]
+async fn an_empty_segment_left_by_a_crash_does_not_block_appends_after_a_snapshot_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut storage = fresh(dir.path()).await;
+        storage.persist(vec![entries(1..=3, 1)]).await.unwrap();
+        // Compaction removes the only segment: the log is empty, the next append at 4.
+        storage.persist(vec![snapshot(3, 1)]).await.unwrap();
+        storage.persist(vec![entries(4..=5, 1)]).await.unwrap();
+    }
+    let all = segments(dir.path());
+    assert_eq!(all.len(), 1);
+    assert!(all[0].ends_with("00000000000000000004.seg"));
+    // Crash one: the new segment's header was synced, its first batch never reached the disk.
+    OpenOptions::new()
+        .write(true)
+        .open(&all[0])
+        .unwrap()
+        .set_len(32)
+        .unwrap();
+    // Crash two, after a reopen: a snapshot at 200 arrives; `store_snapshot` replaced the
+    // snapshot file and crashed before clearing the log. (The snapshot file's bytes are taken
+    // from a storage that stored the same snapshot.)
+    let other = tempfile::tempdir().unwrap();
+    {
+        let mut storage = fresh(other.path()).await;
+        storage.persist(vec![snapshot(200, 2)]).await.unwrap();
+    }
+    fs::copy(other.path().join("snapshot"), dir.path().join("snapshot")).unwrap();
+    let mut storage = DiskStorage::open(dir.path()).await.unwrap();
+    let state = storage.load().await.unwrap().unwrap();
+    assert_eq!(
+        state.snapshot.as_ref().unwrap().last_included_index,
+        LogIndex::new(200)
+    );
+    assert!(state.log.is_empty());
+    // The engine goes on right after the snapshot.
+    storage
+        .persist(vec![entries(201..=202, 2)])
+        .await
+        .expect("the first append after the snapshot is accepted");
+    drop(storage);
+    assert_eq!(indexes(&reopen(dir.path()).await), vec![(201, 2), (202, 2)]);
+}

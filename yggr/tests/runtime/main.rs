@@ -15,6 +15,7 @@ mod disk_storage;
 mod disk_tcp_review;
 mod failures;
 mod fatal_stop;
+mod large_entries;
 mod leader_write_overlap;
 mod membership;
 mod operations;

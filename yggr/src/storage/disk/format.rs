@@ -92,10 +92,14 @@ const SECTOR_BYTES: u64 = 512;
 /// The largest entry a record may hold. A length read from disk above it is corruption, and
 /// no allocation is ever sized by an unchecked length.
 pub(crate) const MAX_RECORD_BYTES: usize = 256 << 20;
+/// The most record bytes one batch holds: its length field is a `u32`. An append larger than
+/// this is written as several batches, each synced before the next is written.
+pub(crate) const MAX_BATCH_BYTES: usize = 1 << 30;
 /// The largest configuration a meta or snapshot file may hold.
 const MAX_MEMBERSHIP_BYTES: usize = 16 << 20;
 
 const _: () = assert!(MAX_RECORD_BYTES <= u32::MAX as usize);
+const _: () = assert!(MAX_BATCH_BYTES + MAX_RECORD_BYTES <= u32::MAX as usize);
 // An aligned batch header lies inside one sector, so rewriting it in place cannot tear.
 const _: () = assert!(SECTOR_BYTES.is_multiple_of(BATCH_ALIGN));
 const _: () = assert!(BATCH_HEADER_BYTES as u64 <= BATCH_ALIGN);
@@ -373,9 +377,18 @@ pub(crate) fn any_valid_batch(segment: &[u8], from: u64, salt: u64) -> bool {
     })
 }
 
-/// Appends the record of `entry` to `out`.
-pub(crate) fn encode_record(entry: &LogEntry<Bytes>, out: &mut Vec<u8>) {
+/// Appends the record of `entry` to `out`, or refuses an entry too large for a record (one
+/// that [`decode_record`] would refuse), leaving `out` as it was.
+pub(crate) fn encode_record(entry: &LogEntry<Bytes>, out: &mut Vec<u8>) -> Result<(), String> {
     let payload = encode_entry(entry, |command: &Bytes| command.to_vec());
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(format!(
+            "entry {} encodes to {} bytes, above the {} a log record may hold",
+            entry.index.get(),
+            payload.len(),
+            MAX_RECORD_BYTES
+        ));
+    }
     let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&[0; CRC_BYTES]);
@@ -383,6 +396,7 @@ pub(crate) fn encode_record(entry: &LogEntry<Bytes>, out: &mut Vec<u8>) {
     let mut crc = crc32c::crc32c(&out[start..start + 4]);
     crc = crc32c::crc32c_append(crc, &payload);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// What the bytes at one record position hold.
@@ -466,7 +480,7 @@ mod tests {
             (LogIndex::new(42), 0xfeed)
         );
         let mut bytes = Vec::new();
-        encode_record(&entry(5, 2, b"abc"), &mut bytes);
+        encode_record(&entry(5, 2, b"abc"), &mut bytes).unwrap();
         match decode_record(&Bytes::from(bytes.clone())) {
             Record::Entry(decoded, length) => {
                 assert_eq!(decoded, entry(5, 2, b"abc"));
@@ -511,7 +525,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_a_record_or_its_length_is_bad_and_a_short_one_incomplete() {
         let mut bytes = Vec::new();
-        encode_record(&entry(1, 1, b"hello"), &mut bytes);
+        encode_record(&entry(1, 1, b"hello"), &mut bytes).unwrap();
         for byte in 0..bytes.len() {
             let mut broken = bytes.clone();
             broken[byte] ^= 0x10;
@@ -540,8 +554,8 @@ mod tests {
         };
         let mut bytes = Vec::new();
         let start = start_batch(&mut bytes);
-        encode_record(&entry(1, 1, b"one"), &mut bytes);
-        encode_record(&entry(2, 1, b"two"), &mut bytes);
+        encode_record(&entry(1, 1, b"one"), &mut bytes).unwrap();
+        encode_record(&entry(2, 1, b"two"), &mut bytes).unwrap();
         finish_batch(&mut bytes, start, place);
         assert_eq!(
             valid_batch(&bytes, place),
@@ -571,7 +585,7 @@ mod tests {
         };
         let mut bytes = Vec::new();
         let start = start_batch(&mut bytes);
-        encode_record(&entry(1, 1, b"one"), &mut bytes);
+        encode_record(&entry(1, 1, b"one"), &mut bytes).unwrap();
         finish_batch(&mut bytes, start, place);
         let moved = BatchPlace {
             offset: 64,
@@ -614,7 +628,7 @@ mod tests {
         };
         let mut real = Vec::new();
         let start = start_batch(&mut real);
-        encode_record(&entry(1, 1, b"one"), &mut real);
+        encode_record(&entry(1, 1, b"one"), &mut real).unwrap();
         finish_batch(&mut real, start, place);
         tail[4096..4096 + real.len()].copy_from_slice(&real);
         assert_eq!(checked_headers(&tail, 0, 7).collect::<Vec<_>>(), vec![4096]);

@@ -19,9 +19,9 @@ use yggr_core::{LogEntry, LogIndex, Term};
 
 use super::files::sync_dir;
 use super::format::{
-    BATCH_ALIGN, BATCH_HEADER_BYTES, BatchPlace, Record, SEGMENT_HEADER_BYTES, align_batch,
-    any_valid_batch, batch_header, decode_record, decode_segment_header, encode_record,
-    encode_segment_header, finish_batch, start_batch, valid_batch,
+    BATCH_ALIGN, BATCH_HEADER_BYTES, BatchPlace, MAX_BATCH_BYTES, Record, SEGMENT_HEADER_BYTES,
+    align_batch, any_valid_batch, batch_header, decode_record, decode_segment_header,
+    encode_record, encode_segment_header, finish_batch, start_batch, valid_batch,
 };
 use super::{DiskError, corrupt, io_error};
 
@@ -66,6 +66,9 @@ pub(crate) struct SegmentedLog {
     next: LogIndex,
     /// A segment at least this long gets no more appends: the next batch starts a new one.
     segment_bytes_limit: u64,
+    /// Once a batch holds this many record bytes, the rest of an append goes into the next
+    /// one ([`MAX_BATCH_BYTES`]; smaller in tests).
+    batch_bytes_limit: usize,
 }
 
 fn segment_name(first: LogIndex) -> String {
@@ -118,6 +121,7 @@ impl SegmentedLog {
             active: None,
             next: LogIndex::new(1),
             segment_bytes_limit,
+            batch_bytes_limit: MAX_BATCH_BYTES,
         };
         let mut entries = Vec::new();
         let count = paths.len();
@@ -153,6 +157,15 @@ impl SegmentedLog {
                 file.set_len(offset)
                     .and_then(|()| file.sync_all())
                     .map_err(|error| io_error(&path, error))?;
+            }
+            if last && segment.offsets.is_empty() {
+                // A crash after the segment's header was synced and before its first batch
+                // was. Keeping it would pin the next append to its name even when a snapshot
+                // has since moved the log's start past it.
+                warn!(target: "yggr::node", path = %path.display(), "removing a segment that holds no entries");
+                fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
+                sync_dir(dir).map_err(|error| io_error(dir, error))?;
+                continue;
             }
             log.segments.push(segment);
         }
@@ -215,8 +228,15 @@ impl SegmentedLog {
 
     /// Appends `entries`, which must start at [`next`](Self::next) and be consecutive, with
     /// one write and one `fdatasync` (after creating and syncing a new segment first when the
-    /// last one is full).
+    /// last one is full). An append of more than [`MAX_BATCH_BYTES`] takes one batch, write and
+    /// `fdatasync` per such share.
+    ///
+    /// An entry too large for a record is refused before its batch is written.
     pub(crate) fn append(&mut self, entries: &[LogEntry<Bytes>]) -> Result<(), DiskError> {
+        assert!(
+            self.batch_bytes_limit <= MAX_BATCH_BYTES,
+            "invariant: a batch's length fits its u32 field"
+        );
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -234,10 +254,22 @@ impl SegmentedLog {
         } else if self.active.is_none() {
             self.reopen_active()?;
         }
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let written = self.append_batch(rest)?;
+            rest = &rest[written..];
+        }
+        Ok(())
+    }
+
+    /// Writes as many of `entries` as one batch holds (at least one) to the end of the active
+    /// segment, with one write and one `fdatasync`; returns how many it wrote.
+    fn append_batch(&mut self, entries: &[LogEntry<Bytes>]) -> Result<usize, DiskError> {
+        let batch_bytes_limit = self.batch_bytes_limit;
         let segment = self
             .segments
             .last_mut()
-            .expect("a segment was just ensured");
+            .expect("invariant: an append has an active segment");
         let base = segment.length;
         let place = BatchPlace {
             salt: segment.salt,
@@ -246,26 +278,31 @@ impl SegmentedLog {
         // Zero padding up to the batch's boundary, then the batch.
         let mut bytes = vec![0; (place.offset - base) as usize];
         let batch_start = start_batch(&mut bytes);
+        let records_start = bytes.len();
         let mut offsets = Vec::with_capacity(entries.len());
-        for (position, entry) in entries.iter().enumerate() {
+        for entry in entries {
+            if !offsets.is_empty() && bytes.len() - records_start >= batch_bytes_limit {
+                break;
+            }
             assert_eq!(
-                entry.index.get(),
-                first.index.get() + position as u64,
+                entry.index,
+                LogIndex::new(segment.end().get() + offsets.len() as u64),
                 "invariant: appended entries are consecutive"
             );
             offsets.push(base + bytes.len() as u64);
-            encode_record(entry, &mut bytes);
+            encode_record(entry, &mut bytes).map_err(DiskError::Refused)?;
         }
         finish_batch(&mut bytes, batch_start, place);
         let file = self.active.as_ref().expect("the active segment is open");
         file.write_all_at(&bytes, base)
             .and_then(|()| file.sync_data())
             .map_err(|error| io_error(&segment.path, error))?;
+        let written = offsets.len();
         segment.batches.push((place.offset, segment.offsets.len()));
         segment.offsets.extend(offsets);
         segment.length += bytes.len() as u64;
         self.next = segment.end();
-        Ok(())
+        Ok(written)
     }
 
     /// Creates the segment whose first entry will be `first` and makes it the active one.
@@ -656,7 +693,7 @@ mod tests {
 
     /// A new segment's header is synced before its first batch is written, so a crash in
     /// the middle of that first append can lose the batch's first page but not the header:
-    /// recovery cuts the batch as a torn tail and keeps the (empty) segment.
+    /// recovery cuts the batch as a torn tail and removes the segment, which holds nothing.
     #[test]
     fn a_new_segment_whose_first_batch_lost_its_first_page_is_cut_not_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -673,6 +710,12 @@ mod tests {
         drop(file);
         let (mut log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert!(recovered.is_empty());
+        assert_eq!(
+            log.segment_count(),
+            0,
+            "a segment with no entries is removed"
+        );
+        log.set_next_if_empty(LogIndex::new(1));
         assert_eq!(log.next(), LogIndex::new(1));
         log.append(&entries(1..=2)).unwrap();
         drop(log);
@@ -711,7 +754,7 @@ mod tests {
         let salt = log.segments[0].salt;
         let mut inner = vec![0u8; 5008];
         let start = start_batch(&mut inner);
-        encode_record(&entries(1..=1)[0], &mut inner);
+        encode_record(&entries(1..=1)[0], &mut inner).unwrap();
         finish_batch(&mut inner, start, BatchPlace { salt, offset: 0 });
         log.append(&[entry_with(2, inner)]).unwrap();
         let segment = &log.segments[0];
@@ -753,5 +796,41 @@ mod tests {
         let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&recovered), vec![1]);
         assert_eq!(log.next(), LogIndex::new(2));
+    }
+
+    /// An append larger than a batch holds goes to disk as several batches, each whole, and
+    /// reads back in order.
+    #[test]
+    fn an_append_larger_than_a_batch_is_split_into_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        log.batch_bytes_limit = 150;
+        log.append(&entries(1..=10)).unwrap();
+        let batches = log.segments[0].batches.len();
+        assert!(batches >= 3, "{batches} batches");
+        log.append(&entries(11..=12)).unwrap();
+        log.truncate_from(LogIndex::new(6)).unwrap();
+        drop(log);
+        let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&recovered), (1..=5).collect::<Vec<_>>());
+    }
+
+    /// The log never takes an entry it could not read back: one too large for a record is
+    /// refused before anything of its batch is written, and what was stored before it reads
+    /// back whole.
+    #[test]
+    fn an_entry_too_large_for_a_record_is_refused_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 30).unwrap();
+        log.append(&entries(1..=1)).unwrap();
+        let length = log.segments[0].length;
+        let huge = entry_with(2, vec![7; super::super::format::MAX_RECORD_BYTES]);
+        let error = log.append(&[huge]).unwrap_err();
+        assert!(matches!(error, DiskError::Refused(_)), "{error}");
+        assert_eq!(log.segments[0].length, length);
+        assert_eq!(fs::metadata(&log.segments[0].path).unwrap().len(), length);
+        drop(log);
+        let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 30).unwrap();
+        assert_eq!(indexes(&recovered), vec![1]);
     }
 }

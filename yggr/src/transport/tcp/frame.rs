@@ -18,7 +18,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use yggr_core::wire::{WireError, decode_message_bytes, encode_message};
-use yggr_core::{Message, NodeId};
+use yggr_core::{AppendEntries, Message, NodeId, Rpc};
 
 const HANDSHAKE_MAGIC: &[u8; 8] = b"YGGRNET1";
 /// The protocol version this build speaks.
@@ -63,12 +63,72 @@ pub(crate) fn decode_handshake(bytes: &[u8; HANDSHAKE_BYTES]) -> Result<NodeId, 
     NodeId::new(raw).ok_or(FrameError::ZeroNodeId)
 }
 
-/// Appends the frame of `message` to `out`.
-pub(crate) fn encode_frame(message: &Message<Bytes>, out: &mut BytesMut) {
-    let payload = encode_message(message, |command: &Bytes| command.to_vec());
+fn put_frame(payload: &[u8], out: &mut BytesMut) {
     out.reserve(LENGTH_BYTES + payload.len());
     out.put_u32_le(payload.len() as u32);
-    out.put_slice(&payload);
+    out.put_slice(payload);
+}
+
+/// Appends `message` to `out` as frames of at most `limit` bytes each (the receiver refuses
+/// larger ones): an AppendEntries too large for one frame goes as several, each carrying
+/// the entries after the one before it, which a follower takes exactly as it would the one
+/// message. Returns how many frames were written, or, for a message that cannot be cut
+/// small enough (one entry, or a snapshot chunk, above the limit), the size of the smallest
+/// piece that did not fit; `out` is then left as it was.
+pub(crate) fn encode_frames(
+    message: &Message<Bytes>,
+    limit: usize,
+    out: &mut BytesMut,
+) -> Result<usize, usize> {
+    let start = out.len();
+    let result = encode_frames_within(message, limit, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn encode_frames_within(
+    message: &Message<Bytes>,
+    limit: usize,
+    out: &mut BytesMut,
+) -> Result<usize, usize> {
+    let payload = encode_message(message, |command: &Bytes| command.to_vec());
+    if payload.len() <= limit {
+        put_frame(&payload, out);
+        return Ok(1);
+    }
+    let Rpc::AppendEntries(append) = &message.rpc else {
+        return Err(payload.len());
+    };
+    if append.entries.len() < 2 {
+        return Err(payload.len());
+    }
+    let (front, back) = append.entries.split_at(append.entries.len() / 2);
+    let last_front = front
+        .last()
+        .expect("split_at of two or more leaves both halves");
+    let first = AppendEntries {
+        prev_log_index: append.prev_log_index,
+        prev_log_term: append.prev_log_term,
+        entries: front.to_vec(),
+        leader_commit: append.leader_commit,
+        round: append.round,
+    };
+    let second = AppendEntries {
+        prev_log_index: last_front.index,
+        prev_log_term: last_front.term,
+        entries: back.to_vec(),
+        leader_commit: append.leader_commit,
+        round: append.round,
+    };
+    let piece = |body| Message {
+        from: message.from,
+        term: message.term,
+        rpc: Rpc::AppendEntries(body),
+    };
+    Ok(encode_frames_within(&piece(first), limit, out)?
+        + encode_frames_within(&piece(second), limit, out)?)
 }
 
 /// Takes one whole frame off the front of `buffer` and decodes it; `Ok(None)` when the
@@ -96,9 +156,82 @@ pub(crate) fn decode_frame(
 
 #[cfg(test)]
 mod tests {
-    use yggr_core::{Rpc, Term, VoteResponse};
+    use yggr_core::{EntryPayload, LogEntry, LogIndex, Term, VoteResponse};
 
     use super::*;
+
+    fn encode_frame(message: &Message<Bytes>, out: &mut BytesMut) {
+        assert_eq!(encode_frames(message, usize::MAX, out), Ok(1));
+    }
+
+    fn append(entries: u64, bytes_each: usize) -> Message<Bytes> {
+        Message {
+            from: id(1),
+            term: Term::new(3),
+            rpc: Rpc::AppendEntries(AppendEntries {
+                prev_log_index: LogIndex::new(10),
+                prev_log_term: Term::new(2),
+                entries: (11..11 + entries)
+                    .map(|index| LogEntry {
+                        index: LogIndex::new(index),
+                        term: Term::new(3),
+                        payload: EntryPayload::Command(Bytes::from(vec![index as u8; bytes_each])),
+                    })
+                    .collect(),
+                leader_commit: LogIndex::new(12),
+                round: 9,
+            }),
+        }
+    }
+
+    fn decode_all(mut encoded: BytesMut, limit: usize) -> Vec<AppendEntries<Bytes>> {
+        let mut pieces = Vec::new();
+        while let Some(message) = decode_frame(&mut encoded, limit).unwrap() {
+            let Rpc::AppendEntries(body) = message.rpc else {
+                panic!("not an AppendEntries: {message:?}");
+            };
+            pieces.push(body);
+        }
+        pieces
+    }
+
+    /// The receiver refuses a frame above its limit and closes the connection, so an
+    /// AppendEntries too large for one frame must go as several that chain: each starts
+    /// where the previous one ended, and together they carry every entry once, in order.
+    #[test]
+    fn an_append_above_the_frame_limit_goes_as_chained_frames_within_it() {
+        let limit = 1000;
+        let message = append(7, 300);
+        let mut encoded = BytesMut::new();
+        let frames = encode_frames(&message, limit, &mut encoded).unwrap();
+        assert!(frames > 1);
+        let pieces = decode_all(encoded, limit);
+        assert_eq!(pieces.len(), frames);
+        let mut prev = (LogIndex::new(10), Term::new(2));
+        let mut carried = Vec::new();
+        for piece in &pieces {
+            assert_eq!((piece.prev_log_index, piece.prev_log_term), prev);
+            assert_eq!((piece.leader_commit, piece.round), (LogIndex::new(12), 9));
+            let last = piece.entries.last().unwrap();
+            prev = (last.index, last.term);
+            carried.extend(piece.entries.iter().cloned());
+        }
+        let Rpc::AppendEntries(original) = message.rpc else {
+            unreachable!()
+        };
+        assert_eq!(carried, original.entries);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_cut_below_the_limit_is_refused_and_writes_nothing() {
+        let mut encoded = BytesMut::from(&b"kept"[..]);
+        // One entry alone above the limit, even after splitting the rest off.
+        assert!(encode_frames(&append(3, 2000), 1000, &mut encoded).is_err());
+        assert_eq!(&encoded[..], b"kept");
+        let vote = message();
+        assert!(encode_frames(&vote, 2, &mut encoded).is_err());
+        assert_eq!(&encoded[..], b"kept");
+    }
 
     fn id(raw: u64) -> NodeId {
         NodeId::new(raw).unwrap()

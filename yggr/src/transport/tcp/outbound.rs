@@ -10,10 +10,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{debug, warn};
 use yggr_core::{Message, NodeId};
 
-use super::frame::{encode_frame, encode_handshake};
+use super::frame::{encode_frames, encode_handshake};
 use super::{Shared, bump};
 
 /// The most messages written in one `write` call.
@@ -79,11 +79,19 @@ pub(super) async fn write_to_peer(
                 Some(_) => {}
             }
             buffer.clear();
+            let mut frames = 0;
             for message in batch.drain(..) {
-                encode_frame(&message, &mut buffer);
+                match encode_frames(&message, options.max_frame_bytes, &mut buffer) {
+                    Ok(written) => frames += written,
+                    Err(bytes) => {
+                        // The peer would refuse it and close the connection: never send it.
+                        warn!(target: "yggr::node", peer = peer.get(), bytes, limit = options.max_frame_bytes, kind = message.rpc.kind(), "dropping a message larger than the frame limit");
+                        bump(&shared.counters.messages_dropped, 1);
+                    }
+                }
             }
             match timeout(options.io_timeout, stream.write_all(&buffer)).await {
-                Ok(Ok(())) => bump(&shared.counters.frames_sent, received as u64),
+                Ok(Ok(())) => bump(&shared.counters.frames_sent, frames as u64),
                 _ => {
                     debug!(target: "yggr::node", peer = peer.get(), "connection lost; reconnecting");
                     bump(&shared.counters.connection_failures, 1);
