@@ -11,11 +11,11 @@ impl<C: Clone> Engine<C> {
     /// The election timer fired without word from a leader.
     pub(crate) fn on_election_timeout(&mut self) {
         // Learners and nodes outside their configuration (a joiner that has not yet received
-        // one) never campaign: that is how a joiner is kept from electing itself. A voter whose
-        // own removal is in its log but not yet committed still may, counting only the votes
-        // of its latest configuration: its log may be the only one holding the removal, and if
-        // the remaining voters need its vote, only it can lead the removal to commit.
-        if !self.is_voter() && !self.committed_membership().is_voter(self.id) {
+        // one) never campaign: that is how a joiner is kept from electing itself. A node whose
+        // own removal is in its log but not known to be committed still may, counting only the
+        // votes of its latest configuration: its log may be the only one holding the removal,
+        // and if the remaining voters need its vote, only it can lead the removal to commit.
+        if !self.may_be_a_committed_voter() {
             self.reset_election_timer();
             return;
         }
@@ -24,6 +24,17 @@ impl<C: Clone> Engine<C> {
         } else {
             self.become_candidate(false);
         }
+    }
+
+    /// Whether this node is a voter in some configuration that is, or may by now be, the
+    /// committed one: the latest one it knows committed, or any in its log past its commit
+    /// index. The commit index is not durable, so after a restart a configuration that was
+    /// committed (a promotion of this node, say) can sit past it.
+    fn may_be_a_committed_voter(&self) -> bool {
+        self.committed_membership().is_voter(self.id)
+            || self.log_memberships.iter().any(|(index, membership)| {
+                *index > self.commit_index && membership.is_voter(self.id)
+            })
     }
 
     /// Thesis §9.6: ask whether an election would succeed before disturbing anyone's term.

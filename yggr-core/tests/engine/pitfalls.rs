@@ -307,6 +307,70 @@ fn timeout_now_campaign_still_needs_an_up_to_date_log_for_votes() {
 }
 
 #[test]
+fn a_restarted_node_campaigns_while_a_configuration_past_its_commit_index_makes_it_a_voter() {
+    // Founding: voter 2, learner 1. Entry 2 promotes 1 (voters {1, 2}) and commits; leader 1
+    // then appends its own removal (entry 3, voters {2}) that only it holds, and restarts. Its
+    // commit index is not durable, so after the restart the configuration it knows to be
+    // committed is the founding one (1 a learner), and its latest one leaves it out. Node 2
+    // (voters {1, 2}, log up to 2) needs 1's vote and 1 refuses it: its log is longer. Only
+    // node 1 can lead (node 2 alone is a majority of its latest configuration), so a node
+    // that is a voter in any configuration it cannot rule out as committed must campaign.
+    let founding = Membership {
+        voters: [id(2)].into(),
+        learners: [id(1)].into(),
+    };
+    let promoted = Membership::from_voters([id(1), id(2)]);
+    let removed = Membership::from_voters([id(2)]);
+    let config_entry = |index: u64, change: ConfigChange, membership: &Membership| LogEntry {
+        index: idx(index),
+        term: term(2),
+        payload: EntryPayload::ConfigChange {
+            change,
+            membership: membership.clone(),
+        },
+    };
+    let promotion = config_entry(2, ConfigChange::PromoteLearner(id(1)), &promoted);
+    let removal = config_entry(3, ConfigChange::RemovePeer(id(1)), &removed);
+    let mut net = Net::with_membership(&[1, 2], founding, EngineConfig::default());
+    let logs = [
+        (1, vec![entry(1, 1, 0), promotion.clone(), removal]),
+        (2, vec![entry(1, 1, 0), promotion]),
+    ];
+    for (node, log) in logs {
+        net.engines
+            .get_mut(&id(node))
+            .unwrap()
+            .recover_from(RecoveredHardState {
+                current_term: term(2),
+                voted_for: Some(id(1)),
+                snapshot: None,
+                log,
+            })
+            .unwrap();
+    }
+    assert!(!net.engine(1).membership().is_voter(id(1)));
+    assert!(!net.engine(1).committed_membership().is_voter(id(1)));
+    for _ in 0..400 {
+        net.tick_all();
+        net.deliver_all();
+    }
+    assert_eq!(
+        net.engine(2).membership(),
+        &removed,
+        "the removal reached node 2"
+    );
+    assert!(net.engine(2).commit_index() >= idx(3), "and committed");
+    assert_eq!(
+        net.leaders()
+            .into_iter()
+            .map(|(node, _)| node)
+            .collect::<Vec<_>>(),
+        vec![id(2)],
+        "node 2 leads the one-voter configuration"
+    );
+}
+
+#[test]
 fn a_voter_whose_own_removal_is_uncommitted_still_campaigns_so_the_removal_can_commit() {
     // Voters {1, 2}. Leader 1 appends its own removal while 1 -> 2 is cut, so only 1 holds it,
     // and then loses its leadership. Node 2 (config {1, 2}) needs 1's vote but its log is
