@@ -50,6 +50,8 @@ pub struct Coverage {
     pub leader_isolations: u64,
     /// Processes paused for a while (mostly leaders).
     pub pauses: u64,
+    /// Liveness phases that first left one node down and required the others to serve.
+    pub minority_down_phases: u64,
     /// Times two nodes believed at once that they lead (a deposed leader still acting).
     pub stale_leader_windows: u64,
     /// Client requests that reached a node believing it leads while a newer leader existed.
@@ -93,6 +95,7 @@ impl AddAssign for Coverage {
             partitions,
             leader_isolations,
             pauses,
+            minority_down_phases,
             stale_leader_windows,
             requests_at_stale_leaders,
             messages_delayed,
@@ -123,6 +126,7 @@ impl AddAssign for Coverage {
         self.partitions += partitions;
         self.leader_isolations += leader_isolations;
         self.pauses += pauses;
+        self.minority_down_phases += minority_down_phases;
         self.stale_leader_windows += stale_leader_windows;
         self.requests_at_stale_leaders += requests_at_stale_leaders;
         self.messages_delayed += messages_delayed;
@@ -145,7 +149,7 @@ impl fmt::Display for Coverage {
              {} crashes ({} bounces), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
              ({} learners added, {} promotions, {} leader removals), {} transfers, \
-             {} liveness ticks",
+             {} liveness ticks ({} with a node down first)",
             self.runs,
             self.empty_runs,
             self.steps,
@@ -175,6 +179,7 @@ impl fmt::Display for Coverage {
             self.leader_removals,
             self.transfers,
             self.liveness_ticks,
+            self.minority_down_phases,
         )
     }
 }

@@ -11,9 +11,18 @@
 //!
 //! and then serve a fresh write (acknowledged, and applied on every member) and a fresh read.
 //! Finally every write ever acknowledged must be in the applied history. A run that does not
-//! get there fails like a safety violation, with its seed and a replay command.
+//! get there fails like a safety violation, with its seed and a replay command, and the state
+//! of every node.
+//!
+//! In half the runs the phase first keeps one node down (the one with the longest log that
+//! every configuration can do without) and requires the rest to do all of the above on their
+//! own, left-out node excepted; then it restarts that node and requires it again of everyone.
+//! Raft promises progress with any majority up, and a majority that needs a slow follower (one
+//! that must install a long snapshot, say) is where a leader that deposes itself too eagerly
+//! stalls the cluster.
 
-use yggr_core::{NodeId, Role};
+use rand::RngExt;
+use yggr_core::{EntryPayload, Membership, NodeId, Role};
 
 use crate::checker::{Invariant, Violation};
 use crate::harness::{Cluster, Command, SimError};
@@ -44,34 +53,113 @@ pub fn heal_and_check(
 ) -> Result<LivenessReport, SimError> {
     schedule.heal(cluster)?;
     heal(cluster)?;
+    let start = schedule.node_ticks();
+    if cluster.rng.random_bool(MINORITY_DOWN_SHARE)
+        && let Some(down) = node_a_majority_can_do_without(cluster)
+    {
+        cluster.coverage.minority_down_phases += 1;
+        cluster.trace.note(
+            cluster.step_count,
+            format!("liveness phase: node {down} stays down until the others serve"),
+        );
+        cluster.crash(down, false)?;
+        recover(cluster, schedule, Some(down))?;
+        cluster.restart(down)?;
+    }
+    let (converged_at, served_at) = recover(cluster, schedule, None)?;
+    let nodes = cluster.nodes.len() as u64;
+    Ok(LivenessReport {
+        ticks_to_converge: (converged_at - start) / nodes,
+        ticks_to_serve: (served_at - start) / nodes,
+    })
+}
+
+/// How often the liveness phase first keeps one node down: a majority must serve on its
+/// own, which is where a follower the majority needs (one that is slow to catch up, say)
+/// must not stall the cluster.
+const MINORITY_DOWN_SHARE: f64 = 0.5;
+
+/// Runs the healed cluster until it converges and serves a fresh write and read, with
+/// `down` (if any) left out of every check. Returns the schedule's node ticks when it had
+/// converged and when it had served.
+fn recover(
+    cluster: &mut Cluster,
+    schedule: &mut Schedule,
+    down: Option<NodeId>,
+) -> Result<(u64, u64), SimError> {
     let nodes = cluster.nodes.len() as u64;
     let bound_ticks =
         LIVENESS_BOUND_ELECTION_TIMEOUTS * cluster.engine_config().election_timeout_max_ticks;
     let start = schedule.node_ticks();
     let elapsed = |schedule: &Schedule| (schedule.node_ticks() - start) / nodes;
-
+    let without = match down {
+        Some(node) => format!(" with node {node} down"),
+        None => String::new(),
+    };
     loop {
-        let reason = match converged(cluster) {
+        let reason = match converged(cluster, down) {
             Ok(leader) => {
-                let ticks_to_converge = elapsed(schedule);
-                serve_fresh_requests(cluster, schedule, leader, |s| elapsed(s) <= bound_ticks)?;
-                let ticks_to_serve = elapsed(schedule);
+                let converged_at = schedule.node_ticks();
+                serve_fresh_requests(cluster, schedule, leader, down, |s| {
+                    elapsed(s) <= bound_ticks
+                })?;
                 check_acknowledged_writes(cluster)?;
-                return Ok(LivenessReport {
-                    ticks_to_converge,
-                    ticks_to_serve,
-                });
+                return Ok((converged_at, schedule.node_ticks()));
             }
             Err(reason) => reason,
         };
         if elapsed(schedule) > bound_ticks {
             return Err(liveness_failure(
                 cluster,
-                format!("the healed cluster did not converge within {bound_ticks} ticks: {reason}"),
+                format!(
+                    "the healed cluster did not converge{without} within {bound_ticks} ticks: {reason}"
+                ),
             ));
         }
         schedule.healed_step(cluster)?;
     }
+}
+
+/// The node to keep down for a majority-only phase: one whose absence leaves a majority of
+/// every configuration any node's log holds (at least three voters wherever it votes), and
+/// among those the one with the longest log, so that the majority left is more likely to
+/// need a follower that is behind.
+fn node_a_majority_can_do_without(cluster: &Cluster) -> Option<NodeId> {
+    let configurations: Vec<Membership> = cluster
+        .ids()
+        .into_iter()
+        .filter_map(|id| cluster.engine(id))
+        .flat_map(|engine| {
+            let logged = engine
+                .log_entries()
+                .filter_map(|entry| match &entry.payload {
+                    EntryPayload::ConfigChange { membership, .. } => Some(membership.clone()),
+                    _ => None,
+                });
+            [
+                engine.membership().clone(),
+                engine.committed_membership().clone(),
+            ]
+            .into_iter()
+            .chain(logged)
+            .collect::<Vec<_>>()
+        })
+        .collect();
+    cluster
+        .ids()
+        .into_iter()
+        .filter(|id| {
+            configurations
+                .iter()
+                .all(|membership| !membership.is_voter(*id) || membership.voters.len() >= 3)
+        })
+        .filter_map(|id| {
+            cluster
+                .engine(id)
+                .map(|engine| (engine.last_log_index(), id))
+        })
+        .max()
+        .map(|(_, id)| id)
 }
 
 /// Heals what the schedule does not own: the network's faults and crashed nodes.
@@ -91,7 +179,7 @@ fn heal(cluster: &mut Cluster) -> Result<(), SimError> {
 }
 
 /// The leader, if the cluster has converged; otherwise what is still missing.
-fn converged(cluster: &Cluster) -> Result<NodeId, String> {
+fn converged(cluster: &Cluster, down: Option<NodeId>) -> Result<NodeId, String> {
     let leaders = cluster.believed_leaders();
     let [leader] = leaders[..] else {
         return Err(format!(
@@ -116,7 +204,7 @@ fn converged(cluster: &Cluster) -> Result<NodeId, String> {
         ));
     }
     let membership = engine.membership().clone();
-    for member in membership.members() {
+    for member in membership.members().filter(|member| Some(*member) != down) {
         let Some(other) = cluster.engine(member) else {
             return Err(format!("member {member} is down"));
         };
@@ -154,6 +242,7 @@ fn serve_fresh_requests(
     cluster: &mut Cluster,
     schedule: &mut Schedule,
     leader: NodeId,
+    down: Option<NodeId>,
     within_bound: impl Fn(&Schedule) -> bool,
 ) -> Result<(), SimError> {
     let mut command = cluster.propose(leader)?;
@@ -176,7 +265,7 @@ fn serve_fresh_requests(
         if answered_without_success && let Some(leader) = cluster.leader() {
             command = cluster.propose(leader)?;
         }
-        if read_served && written_everywhere(cluster, command) {
+        if read_served && written_everywhere(cluster, command, down) {
             return Ok(());
         }
         if !within_bound(schedule) {
@@ -193,9 +282,9 @@ fn serve_fresh_requests(
     }
 }
 
-/// Whether `command` was acknowledged and every member of the leader's configuration applied
-/// it.
-fn written_everywhere(cluster: &Cluster, command: Command) -> bool {
+/// Whether `command` was acknowledged and every member of the leader's configuration (but
+/// `down`) applied it.
+fn written_everywhere(cluster: &Cluster, command: Command, down: Option<NodeId>) -> bool {
     let Some(ProposalOutcome::Acknowledged { index }) = cluster.history.outcome(command) else {
         return false;
     };
@@ -203,10 +292,11 @@ fn written_everywhere(cluster: &Cluster, command: Command) -> bool {
         return false;
     };
     leader.membership().members().all(|member| {
-        cluster
-            .nodes
-            .get(&member)
-            .is_some_and(|node| node.state_machine.last_applied >= index)
+        Some(member) == down
+            || cluster
+                .nodes
+                .get(&member)
+                .is_some_and(|node| node.state_machine.last_applied >= index)
     })
 }
 
@@ -220,9 +310,44 @@ fn check_acknowledged_writes(cluster: &Cluster) -> Result<(), SimError> {
     Ok(())
 }
 
+/// A liveness failure, with every node's state appended: the first thing anyone diagnosing
+/// it needs.
 fn liveness_failure(cluster: &Cluster, detail: String) -> SimError {
+    let mut detail = detail;
+    for id in cluster.ids() {
+        detail.push_str(&format!("\n  {}", node_state(cluster, id)));
+    }
     cluster.violation(Violation {
         invariant: Invariant::Liveness,
         detail,
     })
+}
+
+/// One line describing `id`'s engine: role, term, vote, log, commit and configurations.
+fn node_state(cluster: &Cluster, id: NodeId) -> String {
+    let Some(engine) = cluster.engine(id) else {
+        return format!("n{id}: down");
+    };
+    let ids = |set: &std::collections::BTreeSet<NodeId>| {
+        set.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "n{id}: {:?} term {} voted {:?} last log ({}, {}) commit {} applied {} snapshot {} \
+         voters {{{}}} learners {{{}}} committed voters {{{}}} learners {{{}}}",
+        engine.role(),
+        engine.current_term().get(),
+        engine.voted_for().map(NodeId::get),
+        engine.last_log_index().get(),
+        engine.last_log_term().get(),
+        engine.commit_index().get(),
+        engine.last_applied().get(),
+        engine.snapshot_index().get(),
+        ids(&engine.membership().voters),
+        ids(&engine.membership().learners),
+        ids(&engine.committed_membership().voters),
+        ids(&engine.committed_membership().learners),
+    )
 }
