@@ -725,6 +725,16 @@ impl<C: Clone> Engine<C> {
                 Some(self.id),
                 "invariant: a leader knows it leads"
             );
+            // A leader that is a majority on its own acknowledges its own read rounds: a read
+            // it leaves unconfirmed would wait for an answer no one will send.
+            if self.membership().voters.len() == 1 && self.is_voter() {
+                assert!(
+                    self.pending_reads
+                        .iter()
+                        .all(|read| read.confirmation == crate::role::reads::Confirmation::Confirmed),
+                    "invariant: a leader that alone is a majority leaves no read unconfirmed"
+                );
+            }
             for (peer, progress) in &self.progress {
                 assert!(
                     *peer != self.id,
