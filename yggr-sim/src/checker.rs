@@ -57,6 +57,9 @@ pub enum Invariant {
     /// Progress: once every fault is healed the cluster elects one leader, answers every
     /// pending request, converges, and serves a fresh write and a fresh read within a bound.
     Liveness,
+    /// The engine broke one of its own invariants: `Engine::check_invariants`, or any
+    /// `assert!` inside a step, panicked.
+    EngineInvariant,
 }
 
 impl fmt::Display for Invariant {

@@ -1,6 +1,7 @@
 //! One run from its options: [`run`] checks it, [`replay`] checks it again and shows every
 //! step.
 
+use crate::checker::{Invariant, Violation};
 use crate::coverage::Coverage;
 use crate::harness::{Cluster, ClusterOptions, SimError};
 use crate::liveness::{self, LivenessReport};
@@ -57,7 +58,22 @@ fn run_traced(
     let mut cluster = build(options);
     cluster.trace = trace;
     let mut schedule = Schedule::new(options, &mut cluster);
-    let outcome = drive(&mut cluster, &mut schedule, options, sink);
+    // An engine assertion is a finding like any violation: report it with the seed and the
+    // replay command rather than unwinding out of the suite with neither.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drive(&mut cluster, &mut schedule, options, sink)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        Err(cluster.violation(Violation {
+            invariant: Invariant::EngineInvariant,
+            detail: format!("the engine panicked: {message}"),
+        }))
+    });
     for line in cluster.trace.take_lines() {
         sink(line);
     }
