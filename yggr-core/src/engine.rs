@@ -729,9 +729,9 @@ impl<C: Clone> Engine<C> {
             // it leaves unconfirmed would wait for an answer no one will send.
             if self.membership().voters.len() == 1 && self.is_voter() {
                 assert!(
-                    self.pending_reads
-                        .iter()
-                        .all(|read| read.confirmation == crate::role::reads::Confirmation::Confirmed),
+                    self.pending_reads.iter().all(
+                        |read| read.confirmation == crate::role::reads::Confirmation::Confirmed
+                    ),
                     "invariant: a leader that alone is a majority leaves no read unconfirmed"
                 );
             }

@@ -261,7 +261,7 @@ async fn fresh_storage(dir: &Path) -> DiskStorage {
     storage.load().await.unwrap();
     let me = NodeId::new(1).unwrap();
     storage
-        .bootstrap(&yggr::core::Membership::from_voters([me]))
+        .bootstrap(me, &yggr::core::Membership::from_voters([me]))
         .await
         .unwrap();
     // The entries written below are of term 1: a node must have reached it.

@@ -201,6 +201,15 @@ pub enum NodeStartError<E> {
         "this storage belongs to a founding member of a cluster; restart it with Bootstrap::Recover, not Join"
     )]
     JoinOverFoundingMember,
+    /// The storage was recorded for another node: starting over it would give this node
+    /// that node's vote and log. Check the data directory and the node id.
+    #[error("this storage belongs to node {stored}, not to node {configured}")]
+    WrongNode {
+        /// The id the storage was recorded for.
+        stored: NodeId,
+        /// `Config::node_id`.
+        configured: NodeId,
+    },
     /// The stored state is inconsistent (a gap in the log, a term from the future, ...).
     #[error("stored state is inconsistent: {0}")]
     Recovery(yggr_core::RecoveryError),

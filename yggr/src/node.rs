@@ -99,6 +99,15 @@ impl<S: StateMachine> Node<S> {
         config.validate()?;
         let id = config.node_id;
         let stored = storage.load().await.map_err(NodeStartError::Storage)?;
+        if let Some(stored_id) = stored.as_ref().and_then(|stored| stored.node_id)
+            && stored_id != id
+        {
+            // Another node's vote and log under this id could vote twice in one term.
+            return Err(NodeStartError::WrongNode {
+                stored: stored_id,
+                configured: id,
+            });
+        }
         let (founding, recovered) = match (&config.bootstrap, stored) {
             (Bootstrap::Join, Some(stored)) if !stored.founding.voters.is_empty() => {
                 return Err(NodeStartError::JoinOverFoundingMember);
@@ -115,7 +124,7 @@ impl<S: StateMachine> Node<S> {
             (Bootstrap::NewCluster { members }, None) => {
                 let founding = Membership::from_voters(members.iter().copied());
                 storage
-                    .bootstrap(&founding)
+                    .bootstrap(id, &founding)
                     .await
                     .map_err(NodeStartError::Storage)?;
                 (founding, None)
@@ -123,7 +132,7 @@ impl<S: StateMachine> Node<S> {
             (Bootstrap::Join, None) => {
                 let founding = Membership::empty();
                 storage
-                    .bootstrap(&founding)
+                    .bootstrap(id, &founding)
                     .await
                     .map_err(NodeStartError::Storage)?;
                 (founding, None)

@@ -26,6 +26,7 @@ struct Inner {
 /// The stored state, with the log in a deque so that appends and trims stay O(changed).
 #[derive(Debug, Default)]
 struct Stored {
+    node_id: Option<yggr_core::NodeId>,
     founding: Membership,
     current_term: yggr_core::Term,
     voted_for: Option<yggr_core::NodeId>,
@@ -116,6 +117,7 @@ impl Storage for MemStorage {
     async fn load(&mut self) -> Result<Option<StoredState>, Infallible> {
         let inner = self.lock();
         Ok(inner.state.as_ref().map(|stored| StoredState {
+            node_id: stored.node_id,
             founding: stored.founding.clone(),
             current_term: stored.current_term,
             voted_for: stored.voted_for,
@@ -124,9 +126,14 @@ impl Storage for MemStorage {
         }))
     }
 
-    async fn bootstrap(&mut self, founding: &Membership) -> Result<(), Infallible> {
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr_core::NodeId,
+        founding: &Membership,
+    ) -> Result<(), Infallible> {
         let mut inner = self.lock();
         inner.state.get_or_insert_with(|| Stored {
+            node_id: Some(node_id),
             founding: founding.clone(),
             ..Stored::default()
         });
@@ -178,7 +185,10 @@ mod tests {
         let mut second = first.clone();
         block_on(async {
             assert_eq!(second.load().await.unwrap(), None);
-            first.bootstrap(&Membership::default()).await.unwrap();
+            first
+                .bootstrap(yggr_core::NodeId::new(1).unwrap(), &Membership::default())
+                .await
+                .unwrap();
             first
                 .persist(vec![StorageWrite::Entries(vec![
                     entry(1, 1),
@@ -224,8 +234,14 @@ mod tests {
         let mut storage = MemStorage::new();
         let founders = Membership::from_voters([yggr_core::NodeId::new(1).unwrap()]);
         block_on(async {
-            storage.bootstrap(&founders).await.unwrap();
-            storage.bootstrap(&Membership::default()).await.unwrap();
+            storage
+                .bootstrap(yggr_core::NodeId::new(1).unwrap(), &founders)
+                .await
+                .unwrap();
+            storage
+                .bootstrap(yggr_core::NodeId::new(1).unwrap(), &Membership::default())
+                .await
+                .unwrap();
             assert_eq!(storage.load().await.unwrap().unwrap().founding, founders);
         });
     }

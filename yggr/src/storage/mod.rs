@@ -39,6 +39,9 @@ pub use memory::MemStorage;
 /// Everything a node stored, as [`Storage::load`] returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredState {
+    /// The node this storage belongs to, recorded on its first start; `None` when the storage
+    /// does not record it. A node started over storage recorded for another id is refused.
+    pub node_id: Option<NodeId>,
     /// The configuration the node started with: the founding members, or empty for a node
     /// that joined a running cluster.
     pub founding: Membership,
@@ -79,12 +82,14 @@ pub trait Storage: Send + 'static {
     /// When the stored state cannot be read, or is corrupt.
     fn load(&mut self) -> impl Future<Output = Result<Option<StoredState>, Self::Error>> + Send;
 
-    /// Records, durably, the configuration a node starts with on its first start.
+    /// Records, durably, the id of the node and the configuration it starts with, on its
+    /// first start.
     ///
     /// # Errors
     /// When it cannot be made durable.
     fn bootstrap(
         &mut self,
+        node_id: NodeId,
         founding: &Membership,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 

@@ -118,3 +118,24 @@ async fn a_restarted_node_recovers_its_log_and_state_from_storage() {
     cluster.converged(&[11]).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn storage_recorded_for_another_node_is_refused() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    cluster.write(1).await;
+    let node = cluster.nodes.remove(&id(2)).unwrap();
+    node.shutdown().await.unwrap();
+    // Node 3's id over node 2's storage: node 2's vote and log would speak as node 3's.
+    let storage = cluster.storage[&id(2)].clone();
+    let outcome = Node::start(
+        test_config(id(3), []),
+        Recorder::default(),
+        storage,
+        cluster.network.transport(id(3)),
+    )
+    .await;
+    assert!(matches!(
+        outcome,
+        Err(NodeStartError::WrongNode { stored, configured }) if stored == id(2) && configured == id(3)
+    ));
+}

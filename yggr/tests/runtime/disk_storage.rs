@@ -39,7 +39,10 @@ fn founding() -> Membership {
 async fn fresh(dir: &Path) -> DiskStorage {
     let mut storage = DiskStorage::open(dir).await.unwrap();
     assert_eq!(storage.load().await.unwrap(), None);
-    storage.bootstrap(&founding()).await.unwrap();
+    storage
+        .bootstrap(yggr::NodeId::new(1).unwrap(), &founding())
+        .await
+        .unwrap();
     storage
 }
 
@@ -184,6 +187,16 @@ async fn a_snapshot_that_does_not_continue_the_log_replaces_it() {
         LogIndex::new(50)
     );
     assert_eq!(indexes(&state), vec![(51, 4), (52, 4)]);
+}
+
+#[tokio::test]
+async fn the_node_id_recorded_at_bootstrap_is_loaded_back() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(fresh(dir.path()).await);
+    let mut storage = DiskStorage::open(dir.path()).await.unwrap();
+    let state = storage.load().await.unwrap().unwrap();
+    assert_eq!(state.node_id, Some(yggr::NodeId::new(1).unwrap()));
+    assert_eq!(state.founding, founding());
 }
 
 #[tokio::test]
@@ -435,7 +448,7 @@ mod model {
                 let dir = tempfile::tempdir().unwrap();
                 let mut disk = fresh(dir.path()).await.with_segment_bytes(160);
                 let mut model = MemStorage::new();
-                model.bootstrap(&founding()).await.unwrap();
+                model.bootstrap(yggr::NodeId::new(1).unwrap(), &founding()).await.unwrap();
                 for op in &ops {
                     let expected = model.load().await.unwrap().unwrap();
                     match write_for(op, &expected) {

@@ -43,8 +43,12 @@ impl Storage for CrashableStorage {
         Ok(self.inner.load().await.unwrap())
     }
 
-    async fn bootstrap(&mut self, founding: &Membership) -> Result<(), Self::Error> {
-        self.inner.bootstrap(founding).await.unwrap();
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr::NodeId,
+        founding: &Membership,
+    ) -> Result<(), Self::Error> {
+        self.inner.bootstrap(node_id, founding).await.unwrap();
         Ok(())
     }
 
@@ -369,7 +373,10 @@ async fn a_crash_that_leaves_an_unwritten_page_inside_the_last_batch_still_opens
     {
         let mut storage = DiskStorage::open(dir.path()).await.unwrap();
         storage.load().await.unwrap();
-        storage.bootstrap(&founding()).await.unwrap();
+        storage
+            .bootstrap(yggr::NodeId::new(1).unwrap(), &founding())
+            .await
+            .unwrap();
         storage
             .persist(vec![StorageWrite::Entries(
                 (1..=3).map(|index| entry(index, 1, 100)).collect(),
@@ -410,7 +417,10 @@ async fn an_empty_last_segment_takes_the_next_append_whatever_the_segment_limit(
             .unwrap()
             .with_segment_bytes(16);
         storage.load().await.unwrap();
-        storage.bootstrap(&founding()).await.unwrap();
+        storage
+            .bootstrap(yggr::NodeId::new(1).unwrap(), &founding())
+            .await
+            .unwrap();
         storage
             .persist(vec![StorageWrite::Entries(vec![entry(1, 1, 10)])])
             .await

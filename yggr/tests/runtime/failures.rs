@@ -51,8 +51,12 @@ impl Storage for FaultyStorage {
         Ok(self.inner.load().await.unwrap())
     }
 
-    async fn bootstrap(&mut self, founding: &yggr::Membership) -> Result<(), std::io::Error> {
-        self.inner.bootstrap(founding).await.unwrap();
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr::NodeId,
+        founding: &yggr::Membership,
+    ) -> Result<(), std::io::Error> {
+        self.inner.bootstrap(node_id, founding).await.unwrap();
         Ok(())
     }
 
@@ -213,6 +217,7 @@ async fn a_start_over_inconsistent_stored_state_is_refused() {
     };
     // A log with a hole: entry 2 is missing.
     storage.load_instead = Some(StoredState {
+        node_id: None,
         founding: yggr::Membership::from_voters([id(1), id(2)]),
         current_term: Term::new(1),
         voted_for: None,

@@ -26,8 +26,12 @@ impl Storage for GatedStorage {
         self.inner.load().await
     }
 
-    async fn bootstrap(&mut self, founding: &yggr::Membership) -> Result<(), Self::Error> {
-        self.inner.bootstrap(founding).await
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr::NodeId,
+        founding: &yggr::Membership,
+    ) -> Result<(), Self::Error> {
+        self.inner.bootstrap(node_id, founding).await
     }
 
     async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), Self::Error> {

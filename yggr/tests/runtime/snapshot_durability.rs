@@ -24,8 +24,12 @@ impl Storage for SnapshotRefusingStorage {
         Ok(self.inner.load().await.unwrap())
     }
 
-    async fn bootstrap(&mut self, founding: &yggr::Membership) -> Result<(), std::io::Error> {
-        self.inner.bootstrap(founding).await.unwrap();
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr::NodeId,
+        founding: &yggr::Membership,
+    ) -> Result<(), std::io::Error> {
+        self.inner.bootstrap(node_id, founding).await.unwrap();
         Ok(())
     }
 

@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! meta (written once, at bootstrap)
-//! ┌────────────┬─────────┬──────────┬───────────────────────┬────────┐
-//! │ "YGGRMETA" │ version │ len (n)  │ founding membership   │ crc32c │
-//! │ 8 bytes    │ u32     │ u32      │ n bytes (protobuf)    │ u32    │
-//! └────────────┴─────────┴──────────┴───────────────────────┴────────┘
+//! ┌────────────┬─────────┬─────────┬──────────┬───────────────────────┬────────┐
+//! │ "YGGRMETA" │ version │ node id │ len (n)  │ founding membership   │ crc32c │
+//! │ 8 bytes    │ u32     │ u64     │ u32      │ n bytes (protobuf)    │ u32    │
+//! └────────────┴─────────┴─────────┴──────────┴───────────────────────┴────────┘
 //!
 //! hard_state (replaced atomically)
 //! ┌────────────┬──────────────┬─────────────────────────┬────────┐
@@ -63,8 +63,9 @@ use bytes::Bytes;
 use yggr_core::wire::{decode_entry_bytes, decode_membership, encode_entry, encode_membership};
 use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term};
 
-/// The version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The version this code writes and reads. Version 1 (no node id in `meta`, 20-byte segment
+/// headers) was never released.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META_MAGIC: &[u8; 8] = b"YGGRMETA";
 pub(crate) const HARD_STATE_MAGIC: &[u8; 8] = b"YGGRHARD";
@@ -73,8 +74,8 @@ pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"YGGRSEG1";
 
 const MAGIC_BYTES: usize = 8;
 const CRC_BYTES: usize = 4;
-/// Magic, version and membership length.
-const META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 4;
+/// Magic, version, node id and membership length.
+const META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 8 + 4;
 /// Magic, term and vote, then the checksum.
 pub(crate) const HARD_STATE_BYTES: usize = MAGIC_BYTES + 8 + 8 + CRC_BYTES;
 /// Magic, first index, salt and four zero bytes, then the checksum.
@@ -156,18 +157,20 @@ fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// The meta file: the format version and the founding configuration.
-pub(crate) fn encode_meta(founding: &Membership) -> Vec<u8> {
+/// The meta file: the format version, the node's id and the founding configuration.
+pub(crate) fn encode_meta(node_id: NodeId, founding: &Membership) -> Vec<u8> {
     let membership = encode_membership(founding);
     let mut bytes = Vec::with_capacity(META_FIXED_BYTES + membership.len() + CRC_BYTES);
     bytes.extend_from_slice(META_MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&node_id.get().to_le_bytes());
     bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&membership);
     with_crc(bytes)
 }
 
-pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Membership, FormatError> {
+/// The node id and founding configuration a meta file holds.
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(NodeId, Membership), FormatError> {
     check_framing(bytes, META_MAGIC, "meta")?;
     if bytes.len() < META_FIXED_BYTES + CRC_BYTES {
         return refused(0, "meta file is truncated");
@@ -179,15 +182,19 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Membership, FormatError> {
             format!("format version {version}; this build reads version {FORMAT_VERSION}"),
         );
     }
-    let length = u32_at(bytes, MAGIC_BYTES + 4) as usize;
+    let Some(node_id) = NodeId::new(u64_at(bytes, MAGIC_BYTES + 4)) else {
+        return refused(MAGIC_BYTES + 4, "meta file names node id 0");
+    };
+    let length = u32_at(bytes, MAGIC_BYTES + 12) as usize;
     if length > MAX_MEMBERSHIP_BYTES || META_FIXED_BYTES + length + CRC_BYTES != bytes.len() {
         return refused(
-            MAGIC_BYTES + 4,
+            MAGIC_BYTES + 12,
             "meta file length does not match its contents",
         );
     }
-    decode_membership(&bytes[META_FIXED_BYTES..META_FIXED_BYTES + length])
-        .or_else(|error| refused(META_FIXED_BYTES, format!("founding configuration: {error}")))
+    let founding = decode_membership(&bytes[META_FIXED_BYTES..META_FIXED_BYTES + length])
+        .or_else(|error| refused(META_FIXED_BYTES, format!("founding configuration: {error}")))?;
+    Ok((node_id, founding))
 }
 
 pub(crate) fn encode_hard_state(current_term: Term, voted_for: Option<NodeId>) -> Vec<u8> {
@@ -458,7 +465,10 @@ mod tests {
             voters: [id(1), id(2)].into(),
             learners: [id(3)].into(),
         };
-        assert_eq!(decode_meta(&encode_meta(&membership)).unwrap(), membership);
+        assert_eq!(
+            decode_meta(&encode_meta(id(3), &membership)).unwrap(),
+            (id(3), membership.clone())
+        );
         let hard = encode_hard_state(Term::new(7), Some(id(2)));
         assert_eq!(
             decode_hard_state(&hard).unwrap(),
@@ -494,7 +504,7 @@ mod tests {
     fn any_flipped_bit_in_a_file_is_refused() {
         let membership = Membership::from_voters([id(1)]);
         let files = [
-            encode_meta(&membership),
+            encode_meta(id(1), &membership),
             encode_hard_state(Term::new(4), None),
             encode_snapshot(&RecoveredSnapshot {
                 last_included_index: LogIndex::new(1),
@@ -654,7 +664,7 @@ mod tests {
         assert!(decode_hard_state(&hard[..hard.len() - 1]).is_err());
         assert!(decode_hard_state(b"").is_err());
         assert!(decode_meta(b"garbage garbage garbage").is_err());
-        let meta = encode_meta(&Membership::default());
+        let meta = encode_meta(id(1), &Membership::default());
         assert!(decode_meta(&meta[..meta.len() - 2]).is_err());
         assert!(decode_snapshot(&[0; 64]).is_err());
     }

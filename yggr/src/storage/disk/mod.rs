@@ -5,7 +5,7 @@
 //! ```text
 //! <dir>/
 //!   LOCK                     held (flock) while a DiskStorage has the directory open
-//!   meta                     format version and founding configuration, written at bootstrap
+//!   meta                     format version, node id and founding configuration, written at bootstrap
 //!   hard_state               current term and vote
 //!   snapshot                 the latest snapshot: index, term, configuration, state bytes
 //!   log/
@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tracing::warn;
-use yggr_core::{LogEntry, LogIndex, Membership, RecoveredSnapshot};
+use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot};
 
 use self::files::{read_if_exists, replace_atomically, sweep_temp_files};
 use self::format::{
@@ -253,9 +253,10 @@ impl Storage for DiskStorage {
         Ok(recovered)
     }
 
-    async fn bootstrap(&mut self, founding: &Membership) -> Result<(), DiskError> {
+    async fn bootstrap(&mut self, node_id: NodeId, founding: &Membership) -> Result<(), DiskError> {
         let founding = founding.clone();
-        self.blocking(move |inner| inner.bootstrap(&founding)).await
+        self.blocking(move |inner| inner.bootstrap(node_id, &founding))
+            .await
     }
 
     async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
@@ -309,7 +310,7 @@ impl DiskInner {
         let decode_error = |name: &str, error: format::FormatError| {
             corrupt(&dir.join(name), error.offset, error.reason)
         };
-        let founding = read(META_FILE)?
+        let meta = read(META_FILE)?
             .map(|bytes| decode_meta(&bytes).map_err(|error| decode_error(META_FILE, error)))
             .transpose()?;
         let hard_state = read(HARD_STATE_FILE)?
@@ -323,7 +324,7 @@ impl DiskInner {
             })
             .transpose()?;
         let (mut log, mut entries) = SegmentedLog::recover(&log_dir, segment_bytes)?;
-        let Some(founding) = founding else {
+        let Some((node_id, founding)) = meta else {
             if hard_state.is_some() || snapshot.is_some() || !entries.is_empty() {
                 return Err(corrupt(
                     &dir.join(META_FILE),
@@ -347,6 +348,7 @@ impl DiskInner {
         reconcile_log_with_snapshot(dir, &mut log, &mut entries, snapshot.as_ref())?;
         let (current_term, voted_for) = hard_state.unwrap_or_default();
         let stored = StoredState {
+            node_id: Some(node_id),
             founding,
             current_term,
             voted_for,
@@ -364,12 +366,12 @@ impl DiskInner {
         Ok((inner, Some(stored)))
     }
 
-    fn bootstrap(&mut self, founding: &Membership) -> Result<(), DiskError> {
+    fn bootstrap(&mut self, node_id: NodeId, founding: &Membership) -> Result<(), DiskError> {
         if self.bootstrapped {
             return Ok(());
         }
         self.guarded(|inner| {
-            replace_atomically(&inner.dir, META_FILE, &encode_meta(founding))
+            replace_atomically(&inner.dir, META_FILE, &encode_meta(node_id, founding))
                 .map_err(|error| io_error(&inner.dir.join(META_FILE), error))
         })?;
         self.bootstrapped = true;

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use yggr_core::{Message, NodeId};
 
 use super::frame::{encode_frames, encode_handshake};
@@ -30,6 +30,8 @@ pub(super) async fn write_to_peer(
     // repeats the same schedule.
     let mut rng = ChaCha8Rng::seed_from_u64(shared.id.get() ^ peer.get().rotate_left(32));
     let mut backoff = options.reconnect_backoff_min;
+    // Whether the last attempt to connect failed.
+    let mut failing = false;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut buffer = BytesMut::with_capacity(64 << 10);
     loop {
@@ -40,8 +42,17 @@ pub(super) async fn write_to_peer(
         let mut stream = match connected {
             Ok(Ok(stream)) => stream,
             failed => {
-                if let Ok(Err(error)) = failed {
-                    debug!(target: "yggr::node", peer = peer.get(), %address, %error, "connect failed");
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {:?}", options.io_timeout),
+                };
+                // The first failure of a streak is worth an operator's eye (a wrong address
+                // looks like this, and nothing else would say so); the retries are not.
+                if failing {
+                    debug!(target: "yggr::node", peer = peer.get(), %address, %error, "connect failed again");
+                } else {
+                    warn!(target: "yggr::node", peer = peer.get(), %address, %error, "cannot connect to peer; retrying with backoff");
+                    failing = true;
                 }
                 bump(&shared.counters.connection_failures, 1);
                 // What was queued meanwhile would be stale by the time it arrived.
@@ -61,6 +72,10 @@ pub(super) async fn write_to_peer(
             }
         };
         bump(&shared.counters.connections_opened, 1);
+        if failing {
+            info!(target: "yggr::node", peer = peer.get(), %address, "connected to peer");
+            failing = false;
+        }
         backoff = options.reconnect_backoff_min;
         loop {
             // A batch carried over from a connection to a peer's old address goes first.

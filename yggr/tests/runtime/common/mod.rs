@@ -247,8 +247,12 @@ impl yggr::Storage for CountingStorage {
         self.inner.load().await
     }
 
-    async fn bootstrap(&mut self, founding: &yggr::Membership) -> Result<(), Self::Error> {
-        self.inner.bootstrap(founding).await
+    async fn bootstrap(
+        &mut self,
+        node_id: yggr::NodeId,
+        founding: &yggr::Membership,
+    ) -> Result<(), Self::Error> {
+        self.inner.bootstrap(node_id, founding).await
     }
 
     async fn persist(&mut self, writes: Vec<yggr::StorageWrite>) -> Result<(), Self::Error> {
