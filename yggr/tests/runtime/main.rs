@@ -24,5 +24,6 @@ mod smoke;
 mod snapshot_durability;
 mod snapshot_retry;
 mod snapshot_trigger;
+mod tcp_stats;
 mod tick_clock;
 mod writes;

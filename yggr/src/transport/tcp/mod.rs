@@ -91,11 +91,13 @@ impl Default for TcpOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TcpStats {
-    /// Frames written to peers.
+    /// Messages written to peers (an AppendEntries sent as several frames counts once). Every
+    /// message handed to the transport is counted once, here or in `messages_dropped`.
     pub frames_sent: u64,
     /// Frames received from peers and handed to the node.
     pub frames_received: u64,
-    /// Messages dropped: a full queue, or a peer not in the address book or not connected.
+    /// Messages dropped: a full queue, a peer not in the address book or not connected, a
+    /// message too large for a frame that cannot be split, or a batch whose write failed.
     pub messages_dropped: u64,
     /// Outbound connections established.
     pub connections_opened: u64,
@@ -260,6 +262,9 @@ impl TcpTransport {
             .map_err(|error| io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;
         let local_addr = listener.local_addr()?;
         let inbound_queue = options.inbound_queue.max(1);
+        // A frame's length travels as a u32.
+        let mut options = options;
+        options.max_frame_bytes = options.max_frame_bytes.min(u32::MAX as usize);
         let shared = Arc::new(Shared {
             id: node_id,
             options,

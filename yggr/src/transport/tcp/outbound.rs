@@ -94,10 +94,11 @@ pub(super) async fn write_to_peer(
                 Some(_) => {}
             }
             buffer.clear();
-            let mut frames = 0;
+            // Messages whose frames are in the buffer: sent or dropped together below.
+            let mut encoded = 0u64;
             for message in batch.drain(..) {
                 match encode_frames(&message, options.max_frame_bytes, &mut buffer) {
-                    Ok(written) => frames += written,
+                    Ok(_frames) => encoded += 1,
                     Err(bytes) => {
                         // The peer would refuse it and close the connection: never send it.
                         warn!(target: "yggr::node", peer = peer.get(), bytes, limit = options.max_frame_bytes, kind = message.rpc.kind(), "dropping a message larger than the frame limit");
@@ -106,11 +107,11 @@ pub(super) async fn write_to_peer(
                 }
             }
             match timeout(options.io_timeout, stream.write_all(&buffer)).await {
-                Ok(Ok(())) => bump(&shared.counters.frames_sent, frames as u64),
+                Ok(Ok(())) => bump(&shared.counters.frames_sent, encoded),
                 _ => {
                     debug!(target: "yggr::node", peer = peer.get(), "connection lost; reconnecting");
                     bump(&shared.counters.connection_failures, 1);
-                    bump(&shared.counters.messages_dropped, received as u64);
+                    bump(&shared.counters.messages_dropped, encoded);
                     break;
                 }
             }
