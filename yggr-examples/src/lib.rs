@@ -1,3 +1,8 @@
-//! Examples for yggr. The three-node replicated KV service arrives with the runtime; until
-//! then `in-memory-cluster` shows the engine electing a leader and replicating commands
-//! between three engines wired together in one process.
+//! Examples for yggr.
+//!
+//! - [`kv`] and the `kv` binary: a replicated key-value service that speaks the Redis
+//!   protocol, on `DiskStorage` and `TcpTransport`. `run-three-node.sh` starts three of them.
+//! - The `in-memory-cluster` binary: three engines wired together in one process, electing a
+//!   leader and replicating commands, with no runtime at all.
+
+pub mod kv;

@@ -192,8 +192,10 @@ async fn a_snapshot_that_does_not_continue_the_log_replaces_it() {
 #[tokio::test]
 async fn the_node_id_recorded_at_bootstrap_is_loaded_back() {
     let dir = tempfile::tempdir().unwrap();
+    assert!(!DiskStorage::open(dir.path()).await.unwrap().holds_state());
     drop(fresh(dir.path()).await);
     let mut storage = DiskStorage::open(dir.path()).await.unwrap();
+    assert!(storage.holds_state());
     let state = storage.load().await.unwrap().unwrap();
     assert_eq!(state.node_id, Some(yggr::NodeId::new(1).unwrap()));
     assert_eq!(state.founding, founding());

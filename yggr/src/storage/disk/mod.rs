@@ -197,6 +197,13 @@ impl DiskStorage {
         &self.path
     }
 
+    /// Whether the directory already holds a node's state (a node was bootstrapped over it):
+    /// how a process tells its first start, which needs `Bootstrap::NewCluster` or `Join`,
+    /// from a restart, which needs `Bootstrap::Recover`.
+    pub fn holds_state(&self) -> bool {
+        self.inner.as_ref().is_some_and(|inner| inner.bootstrapped)
+    }
+
     /// The number of segment files the log occupies.
     pub fn segment_count(&self) -> usize {
         self.inner

@@ -1,0 +1,302 @@
+//! `kv`: one node of a replicated key-value service that speaks the Redis protocol.
+//!
+//! ```text
+//! kv --id 1 --data-dir data/1 --raft-addr 127.0.0.1:7001 --client-addr 127.0.0.1:6001 \
+//!    --peer 2=127.0.0.1:7002,127.0.0.1:6002 --peer 3=127.0.0.1:7003,127.0.0.1:6003
+//! ```
+//!
+//! How it starts: a data directory that holds state is recovered; otherwise `--join` starts
+//! a member-to-be that waits for a leader to add it (`RAFT.ADDLEARNER` then `RAFT.PROMOTE`),
+//! and `--peer` (or nothing, for a one-node cluster) founds a new cluster. SIGINT or SIGTERM
+//! stops it cleanly: no new clients, the writes already accepted drain, then exit 0.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, TcpTransport};
+use yggr_examples::kv::commands::Service;
+use yggr_examples::kv::resp::Limits;
+use yggr_examples::kv::server::{ServerOptions, serve};
+use yggr_examples::kv::store::{AddressBook, KvCommand, KvStore, Member};
+
+/// One node of a replicated key-value store that speaks the Redis protocol.
+#[derive(Parser, Debug)]
+#[command(name = "kv", version, about)]
+struct Args {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    id: u64,
+    /// Where this node keeps its log, snapshots and vote.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The address other nodes reach this one at (Raft traffic).
+    #[arg(long)]
+    raft_addr: SocketAddr,
+    /// The address Redis clients connect to.
+    #[arg(long)]
+    client_addr: SocketAddr,
+    /// Another member, as `<id>=<raft_addr>,<client_addr>`: every other founder when founding
+    /// a cluster; the current members when joining one. Repeat for each.
+    #[arg(long = "peer", value_parser = parse_peer)]
+    peers: Vec<(NodeId, Member)>,
+    /// Start as a new member of a running cluster, added by its leader with
+    /// `RAFT.ADDLEARNER` (then `RAFT.PROMOTE`).
+    #[arg(long)]
+    join: bool,
+    /// Milliseconds per tick.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Shortest election timeout, in ticks.
+    #[arg(long, default_value_t = 10)]
+    election_min_ticks: u64,
+    /// Longest election timeout (exclusive), in ticks.
+    #[arg(long, default_value_t = 20)]
+    election_max_ticks: u64,
+    /// Leader heartbeat period, in ticks.
+    #[arg(long, default_value_t = 3)]
+    heartbeat_ticks: u64,
+    /// Hold writes up to this many ticks to batch them (0: send at once).
+    #[arg(long, default_value_t = 0)]
+    batch_delay_ticks: u64,
+    /// Take a snapshot every this many applied entries (0: never).
+    #[arg(long, default_value_t = 1024)]
+    snapshot_threshold: u64,
+    /// Serve reads from a leader lease of this many ticks instead of a ReadIndex round (0:
+    /// off). Only as safe as the bound on clock drift between the nodes.
+    #[arg(long, default_value_t = 0)]
+    lease_ticks: u64,
+    /// The largest key or value a client may send.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_bulk_bytes: usize,
+    /// Client connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+}
+
+fn parse_peer(text: &str) -> Result<(NodeId, Member), String> {
+    let usage = || format!("expected <id>=<raft_addr>,<client_addr>, got {text:?}");
+    let (id, addresses) = text.split_once('=').ok_or_else(usage)?;
+    let (raft, client) = addresses.split_once(',').ok_or_else(usage)?;
+    let id = id
+        .parse::<u64>()
+        .ok()
+        .and_then(NodeId::new)
+        .ok_or_else(|| format!("peer id must be a positive integer, got {id:?}"))?;
+    let raft = raft
+        .parse()
+        .map_err(|error| format!("peer {id} raft address {raft:?}: {error}"))?;
+    let client = client
+        .parse()
+        .map_err(|error| format!("peer {id} client address {client:?}: {error}"))?;
+    Ok((id, Member { raft, client }))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("cannot start the runtime: {error}")),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => fail(reason),
+    }
+}
+
+fn fail(reason: String) -> ExitCode {
+    eprintln!("kv: {reason}");
+    ExitCode::FAILURE
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let me = NodeId::new(args.id).ok_or("--id must be a positive integer")?;
+    if args.peers.iter().any(|(id, _)| *id == me) {
+        return Err(format!("--peer names this node's own id {me}"));
+    }
+    if args.join && args.peers.is_empty() {
+        return Err("--join needs --peer for the cluster's current members".to_string());
+    }
+    // Bind the client port first: a port in use should stop us before the storage is touched.
+    let listener = TcpListener::bind(args.client_addr)
+        .await
+        .map_err(|error| format!("cannot listen for clients on {}: {error}", args.client_addr))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", args.data_dir.display()))?;
+    let storage = DiskStorage::open(&args.data_dir)
+        .await
+        .map_err(|error| format!("cannot open {}: {error}", args.data_dir.display()))?;
+    let bootstrap = if args.join {
+        // Over a founder's state this is refused (JoinOverFoundingMember); over a joiner's
+        // own state it recovers.
+        Bootstrap::Join
+    } else if storage.holds_state() {
+        Bootstrap::Recover
+    } else {
+        let mut members: std::collections::BTreeSet<NodeId> =
+            args.peers.iter().map(|(id, _)| *id).collect();
+        members.insert(me);
+        Bootstrap::NewCluster { members }
+    };
+    info!(target: "kv", node_id = me.get(), ?bootstrap, data_dir = %args.data_dir.display(), "starting");
+    let raft_peers: Vec<(NodeId, SocketAddr)> = args
+        .peers
+        .iter()
+        .map(|(id, member)| (*id, member.raft))
+        .collect();
+    let transport = TcpTransport::start(me, args.raft_addr, raft_peers)
+        .await
+        .map_err(|error| format!("cannot listen for peers on {}: {error}", args.raft_addr))?;
+    let peers_handle = transport.handle();
+    let mut config = Config::new(me, []);
+    config.bootstrap = bootstrap;
+    config.tick_interval = Duration::from_millis(args.tick_ms.max(1));
+    config.election_timeout_min_ticks = args.election_min_ticks;
+    config.election_timeout_max_ticks = args.election_max_ticks;
+    config.heartbeat_interval_ticks = args.heartbeat_ticks;
+    config.max_batch_delay_ticks = args.batch_delay_ticks;
+    config.snapshot_hint_threshold_entries = args.snapshot_threshold;
+    config.lease_duration_ticks = args.lease_ticks;
+    let book = AddressBook::default();
+    let store = KvStore::new(me, book.clone(), Some(peers_handle));
+    let node = Node::start(config, store, storage, transport)
+        .await
+        .map_err(|error| error.to_string())?;
+
+    let (stop, stopped) = watch::channel(false);
+    let options = ServerOptions {
+        limits: Limits {
+            max_bulk_bytes: args.max_bulk_bytes,
+            ..Limits::default()
+        },
+        max_connections: args.max_connections,
+    };
+    let mut known: Vec<(NodeId, Member)> = args.peers.clone();
+    known.push((
+        me,
+        Member {
+            raft: args.raft_addr,
+            client: args.client_addr,
+        },
+    ));
+    let server = tokio::spawn(serve(
+        listener,
+        Service::new(node.clone(), book.clone(), known.iter().copied().collect()),
+        options,
+        stopped.clone(),
+    ));
+    let watcher = tokio::spawn(watch_leadership(
+        node.clone(),
+        book,
+        known,
+        config_tick(args.tick_ms),
+        stopped,
+    ));
+    info!(target: "kv", node_id = me.get(), client_addr = %args.client_addr, raft_addr = %args.raft_addr, "serving");
+
+    wait_for_signal().await;
+    info!(target: "kv", node_id = me.get(), "shutting down");
+    let _ = stop.send(true);
+    let _ = server.await;
+    let _ = watcher.await;
+    match node.shutdown().await {
+        Ok(()) => Ok(()),
+        Err(error) => Err(format!("shutdown: {error}")),
+    }
+}
+
+fn config_tick(tick_ms: u64) -> Duration {
+    Duration::from_millis(tick_ms.max(1))
+}
+
+/// Logs when this node becomes (or stops being) the leader, and as leader makes sure the
+/// replicated address book names every member this node was told about, so that followers
+/// can redirect clients to it.
+async fn watch_leadership(
+    node: Node<KvStore>,
+    book: AddressBook,
+    known: Vec<(NodeId, Member)>,
+    tick: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        let now_leading = node.current_leader() == Some(node.id());
+        if now_leading != leading {
+            leading = now_leading;
+            if leading {
+                let term = node
+                    .status()
+                    .await
+                    .map(|status| status.current_term.get())
+                    .unwrap_or(0);
+                info!(target: "kv", node_id = node.id().get(), term, "this node is now the leader");
+            } else {
+                info!(target: "kv", node_id = node.id().get(), "this node is no longer the leader");
+            }
+        }
+        if !leading {
+            continue;
+        }
+        for (id, member) in &known {
+            let recorded = book
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(id)
+                .copied();
+            if recorded.is_none() {
+                let command = KvCommand::SetMember {
+                    id: *id,
+                    member: *member,
+                };
+                if let Err(error) = node.write(command).await {
+                    warn!(target: "kv", %error, member = id.get(), "could not record a member's addresses yet");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

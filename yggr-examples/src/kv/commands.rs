@@ -1,0 +1,343 @@
+//! What each Redis command does: a write goes through the log (`Node::write`), a read is
+//! linearizable (`Node::read_linearizable`), and the `RAFT.*` commands drive the cluster.
+//! Errors become the replies a Redis cluster client understands: `MOVED` to the leader,
+//! `TRYAGAIN` while there is none.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use yggr::{MembershipError, Node, NodeId, ProposeError, ReadError, Role, TransferLeadershipError};
+
+use super::resp::Reply;
+use super::status;
+use super::store::{AddressBook, KvCommand, KvResponse, KvStore, Member};
+
+/// Runs commands against one node.
+#[derive(Clone)]
+pub struct Service {
+    node: Node<KvStore>,
+    book: AddressBook,
+    /// Addresses this node was told about at start (its `--peer` flags): where to redirect
+    /// before the replicated book has them.
+    configured: Arc<BTreeMap<NodeId, Member>>,
+}
+
+impl Service {
+    /// Commands run on `node`; redirects are looked up in `book`, then in `configured`.
+    pub fn new(
+        node: Node<KvStore>,
+        book: AddressBook,
+        configured: BTreeMap<NodeId, Member>,
+    ) -> Service {
+        Service {
+            node,
+            book,
+            configured: Arc::new(configured),
+        }
+    }
+
+    /// The node behind this service.
+    pub fn node(&self) -> &Node<KvStore> {
+        &self.node
+    }
+
+    /// Runs one command (its name and arguments) and returns the reply.
+    pub async fn execute(&self, arguments: &[Bytes]) -> Reply {
+        let Some((name, arguments)) = arguments.split_first() else {
+            return Reply::error("empty command");
+        };
+        let given = String::from_utf8_lossy(name);
+        let name = given.to_ascii_uppercase();
+        let Some(arity) = arity(&name) else {
+            return Reply::error(format!("unknown command '{given}'"));
+        };
+        if !arity.accepts(arguments.len()) {
+            return Reply::error(format!(
+                "wrong number of arguments for '{}' command",
+                name.to_ascii_lowercase()
+            ));
+        }
+        match name.as_str() {
+            "PING" => match arguments.first() {
+                Some(message) => Reply::Bulk(message.clone()),
+                None => Reply::Simple("PONG"),
+            },
+            "ECHO" => Reply::Bulk(arguments[0].clone()),
+            "QUIT" => Reply::Simple("OK"),
+            "COMMAND" | "CONFIG" | "CLIENT" => Reply::Array(Vec::new()),
+            "SELECT" => match arguments[0].as_ref() {
+                b"0" => Reply::Simple("OK"),
+                _ => Reply::error("DB index is out of range"),
+            },
+            "SET" => {
+                self.write(KvCommand::Set {
+                    key: arguments[0].clone(),
+                    value: arguments[1].clone(),
+                })
+                .await
+            }
+            "DEL" => {
+                self.write(KvCommand::Delete {
+                    keys: arguments.to_vec(),
+                })
+                .await
+            }
+            "INCR" => self.increment(&arguments[0], 1).await,
+            "INCRBY" => match std::str::from_utf8(&arguments[1])
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+            {
+                Some(by) => self.increment(&arguments[0], by).await,
+                None => not_an_integer(),
+            },
+            "CAS" => {
+                self.write(KvCommand::CompareAndSet {
+                    key: arguments[0].clone(),
+                    expected: arguments[1].clone(),
+                    new: arguments[2].clone(),
+                })
+                .await
+            }
+            "GET" => {
+                let key = arguments[0].clone();
+                self.read(move |store| store.get(&key).map_or(Reply::Nil, Reply::Bulk))
+                    .await
+            }
+            "MGET" => {
+                let keys = arguments.to_vec();
+                self.read(move |store| {
+                    Reply::Array(
+                        keys.iter()
+                            .map(|key| store.get(key).map_or(Reply::Nil, Reply::Bulk))
+                            .collect(),
+                    )
+                })
+                .await
+            }
+            "EXISTS" => {
+                let keys = arguments.to_vec();
+                self.read(move |store| {
+                    Reply::Integer(keys.iter().filter(|key| store.contains(key)).count() as i64)
+                })
+                .await
+            }
+            "DBSIZE" => self.read(|store| Reply::Integer(store.len() as i64)).await,
+            "INFO" => status::info(&self.node, &self.book).await,
+            "RAFT.STATUS" => status::raft_status(&self.node, &self.book).await,
+            "RAFT.ADDLEARNER" => self.add_learner(arguments).await,
+            "RAFT.PROMOTE" => match node_id(&arguments[0]) {
+                Ok(id) => self.membership(self.node.admin().promote_learner(id).await),
+                Err(reply) => reply,
+            },
+            "RAFT.REMOVE" => self.remove(&arguments[0]).await,
+            "RAFT.TRANSFER" => match node_id(&arguments[0]) {
+                Ok(id) => match self.node.transfer_leadership_to(id).await {
+                    Ok(()) => Reply::Simple("OK"),
+                    Err(error) => self.transfer_error(error),
+                },
+                Err(reply) => reply,
+            },
+            "RAFT.SNAPSHOT" => match self.node.admin().trigger_snapshot().await {
+                Ok(()) => Reply::Simple("OK"),
+                Err(error) => Reply::error(format!("snapshot failed: {error}")),
+            },
+            _ => unreachable!("every command with an arity is handled above"),
+        }
+    }
+
+    async fn write(&self, command: KvCommand) -> Reply {
+        match self.node.write(command).await {
+            Ok(KvResponse::Ok) => Reply::Simple("OK"),
+            Ok(KvResponse::Integer(value)) => Reply::Integer(value),
+            Ok(KvResponse::NotAnInteger) => not_an_integer(),
+            Ok(KvResponse::Overflow) => Reply::error("increment or decrement would overflow"),
+            Err(error) => self.propose_error(error),
+        }
+    }
+
+    async fn increment(&self, key: &Bytes, by: i64) -> Reply {
+        self.write(KvCommand::IncrementBy {
+            key: key.clone(),
+            by,
+        })
+        .await
+    }
+
+    async fn read<F>(&self, read: F) -> Reply
+    where
+        F: FnOnce(&KvStore) -> Reply + Send + 'static,
+    {
+        match self.node.read_linearizable(read).await {
+            Ok(reply) => reply,
+            Err(ReadError::NotLeader { leader_hint }) => self.moved(leader_hint),
+            Err(ReadError::NoLeader) => try_again("no leader is known"),
+            Err(ReadError::NotReady) => try_again("the leader is not ready"),
+            Err(ReadError::SteppedDown) => try_again("the leader stepped down"),
+            Err(ReadError::Shutdown) => shutting_down(),
+            Err(error) => Reply::error(error),
+        }
+    }
+
+    /// `RAFT.ADDLEARNER id raft_addr client_addr`: records the addresses through the log (so
+    /// every node can reach and redirect to it), then adds the node as a learner.
+    async fn add_learner(&self, arguments: &[Bytes]) -> Reply {
+        let id = match node_id(&arguments[0]) {
+            Ok(id) => id,
+            Err(reply) => return reply,
+        };
+        let (Some(raft), Some(client)) = (address(&arguments[1]), address(&arguments[2])) else {
+            return Reply::error("addresses must be ip:port");
+        };
+        let recorded = self
+            .write(KvCommand::SetMember {
+                id,
+                member: Member { raft, client },
+            })
+            .await;
+        if recorded != Reply::Simple("OK") {
+            return recorded;
+        }
+        self.membership(self.node.admin().add_learner(id).await)
+    }
+
+    async fn remove(&self, argument: &Bytes) -> Reply {
+        let id = match node_id(argument) {
+            Ok(id) => id,
+            Err(reply) => return reply,
+        };
+        let reply = self.membership(self.node.admin().remove_peer(id).await);
+        if reply == Reply::Simple("OK") {
+            // Best effort: a leader that removed itself no longer leads, and a stale entry in
+            // the book only names an address nobody is sent to.
+            let _ = self.node.write(KvCommand::ForgetMember { id }).await;
+        }
+        reply
+    }
+
+    fn membership(&self, outcome: Result<(), MembershipError>) -> Reply {
+        match outcome {
+            Ok(()) => Reply::Simple("OK"),
+            Err(MembershipError::NotLeader { leader_hint }) => self.moved(leader_hint),
+            Err(MembershipError::NoLeader) => try_again("no leader is known"),
+            Err(MembershipError::Busy) => try_again("busy"),
+            Err(MembershipError::ChangeInProgress) => {
+                try_again("another membership change is in progress")
+            }
+            Err(MembershipError::Shutdown) => shutting_down(),
+            Err(error) => Reply::error(error),
+        }
+    }
+
+    fn transfer_error(&self, error: TransferLeadershipError) -> Reply {
+        match error {
+            TransferLeadershipError::NotLeader { leader_hint } => self.moved(leader_hint),
+            TransferLeadershipError::NoLeader => try_again("no leader is known"),
+            TransferLeadershipError::Shutdown => shutting_down(),
+            error => Reply::error(error),
+        }
+    }
+
+    fn propose_error(&self, error: ProposeError) -> Reply {
+        match error {
+            ProposeError::NotLeader { leader_hint } => self.moved(leader_hint),
+            ProposeError::NoLeader => try_again("no leader is known"),
+            ProposeError::Busy => try_again("busy: too many writes in flight"),
+            ProposeError::Shutdown => shutting_down(),
+            error => Reply::error(error),
+        }
+    }
+
+    /// `MOVED 0 <leader's client address>`, which `redis-cli -c` follows; `TRYAGAIN` when
+    /// the book does not know where the leader listens yet.
+    fn moved(&self, leader: NodeId) -> Reply {
+        let address = leader_address(&self.book, leader)
+            .or_else(|| self.configured.get(&leader).map(|member| member.client));
+        match address {
+            Some(address) => Reply::Error(format!("MOVED 0 {address}")),
+            None => try_again(&format!(
+                "the leader is node {leader}, whose address is not known yet"
+            )),
+        }
+    }
+}
+
+/// Where `leader` takes clients, if the book knows.
+pub fn leader_address(book: &AddressBook, leader: NodeId) -> Option<SocketAddr> {
+    book.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&leader)
+        .map(|member| member.client)
+}
+
+/// The role as `RAFT.STATUS` and `INFO` name it.
+pub fn role_name(role: Role, is_learner: bool) -> &'static str {
+    if is_learner {
+        return "learner";
+    }
+    match role {
+        Role::Leader => "leader",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "precandidate",
+        _ => "follower",
+    }
+}
+
+fn try_again(reason: &str) -> Reply {
+    Reply::Error(format!("TRYAGAIN {reason}"))
+}
+
+fn shutting_down() -> Reply {
+    Reply::error("shutting down")
+}
+
+fn not_an_integer() -> Reply {
+    Reply::error("value is not an integer")
+}
+
+fn node_id(argument: &[u8]) -> Result<NodeId, Reply> {
+    std::str::from_utf8(argument)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .and_then(NodeId::new)
+        .ok_or_else(|| Reply::error("node id must be a positive integer"))
+}
+
+fn address(argument: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(argument).ok()?.parse().ok()
+}
+
+/// How many arguments (after the name) a command takes.
+#[derive(Clone, Copy)]
+enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+    Between(usize, usize),
+}
+
+impl Arity {
+    fn accepts(self, count: usize) -> bool {
+        match self {
+            Arity::Exactly(n) => count == n,
+            Arity::AtLeast(n) => count >= n,
+            Arity::Between(low, high) => (low..=high).contains(&count),
+        }
+    }
+}
+
+fn arity(name: &str) -> Option<Arity> {
+    Some(match name {
+        "PING" => Arity::Between(0, 1),
+        "ECHO" | "GET" | "INCR" | "SELECT" | "RAFT.PROMOTE" | "RAFT.REMOVE" | "RAFT.TRANSFER" => {
+            Arity::Exactly(1)
+        }
+        "SET" | "INCRBY" => Arity::Exactly(2),
+        "CAS" | "RAFT.ADDLEARNER" => Arity::Exactly(3),
+        "DEL" | "EXISTS" | "MGET" => Arity::AtLeast(1),
+        "DBSIZE" | "QUIT" | "RAFT.STATUS" | "RAFT.SNAPSHOT" => Arity::Exactly(0),
+        "INFO" => Arity::Between(0, 1),
+        "COMMAND" | "CONFIG" | "CLIENT" => Arity::AtLeast(0),
+        _ => return None,
+    })
+}

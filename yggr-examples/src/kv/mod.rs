@@ -1,0 +1,15 @@
+//! The replicated key-value service behind the `kv` binary: a [`store::KvStore`] state
+//! machine replicated by yggr, served to Redis clients.
+//!
+//! # Layout
+//! - [`resp`]: the Redis protocol, parsed without I/O.
+//! - [`store`]: the state machine (keys and values, and the members' addresses).
+//! - [`commands`]: what each command does, and how errors become redirects.
+//! - [`status`]: `RAFT.STATUS` and `INFO`.
+//! - [`server`]: the client listener.
+
+pub mod commands;
+pub mod resp;
+pub mod server;
+pub mod status;
+pub mod store;

@@ -1,0 +1,111 @@
+//! `RAFT.STATUS` and `INFO`: what a node reports about itself, as `field:value` lines.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use yggr::{Node, NodeId, Role};
+
+use super::commands::{leader_address, role_name};
+use super::resp::Reply;
+use super::store::{AddressBook, KvStore};
+
+fn ids(ids: impl Iterator<Item = NodeId>) -> String {
+    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// `RAFT.STATUS`: id, role, term, commit and applied indexes, leader (id and client
+/// address), voters and learners, and on the leader one `follower_<id>` line per follower.
+pub async fn raft_status(node: &Node<KvStore>, book: &AddressBook) -> Reply {
+    let metrics = match node.node_metrics().await {
+        Ok(metrics) => metrics,
+        Err(error) => return Reply::error(error),
+    };
+    let status = &metrics.status;
+    let is_learner = status.membership.is_learner(status.id);
+    let leader_client = status
+        .leader
+        .and_then(|leader| leader_address(book, leader))
+        .map_or(String::new(), |address| address.to_string());
+    let mut text = String::new();
+    let _ = writeln!(text, "id:{}", status.id);
+    let _ = writeln!(text, "role:{}", role_name(status.role, is_learner));
+    let _ = writeln!(text, "term:{}", status.current_term.get());
+    let _ = writeln!(text, "commit_index:{}", status.commit_index.get());
+    let _ = writeln!(text, "last_applied:{}", status.last_applied.get());
+    let _ = writeln!(text, "leader_id:{}", status.leader.map_or(0, NodeId::get));
+    let _ = writeln!(text, "leader_client_addr:{leader_client}");
+    let _ = writeln!(
+        text,
+        "voters:{}",
+        ids(status.membership.voters.iter().copied())
+    );
+    let _ = writeln!(
+        text,
+        "learners:{}",
+        ids(status.membership.learners.iter().copied())
+    );
+    let _ = writeln!(text, "last_log_index:{}", metrics.last_log_index.get());
+    let _ = writeln!(
+        text,
+        "snapshots_installed:{}",
+        metrics.engine.snapshots_installed
+    );
+    if status.role == Role::Leader {
+        for (id, progress) in &metrics.replication.followers {
+            let _ = writeln!(
+                text,
+                "follower_{id}:matched={},next={}",
+                progress.matched.get(),
+                progress.next_index.get()
+            );
+        }
+    }
+    Reply::Bulk(Bytes::from(text))
+}
+
+/// `INFO [section]`: a `# Server` and a `# Replication` section in Redis's layout (CRLF line
+/// ends), the latter naming this node's role as Redis does (`master` for the leader).
+pub async fn info(node: &Node<KvStore>, book: &AddressBook) -> Reply {
+    let status = match node.status().await {
+        Ok(status) => status,
+        Err(error) => return Reply::error(error),
+    };
+    let is_leader = status.role == Role::Leader;
+    let mut text = String::new();
+    let _ = write!(text, "# Server\r\n");
+    let _ = write!(text, "redis_mode:yggr\r\n");
+    let _ = write!(text, "yggr_version:{}\r\n", env!("CARGO_PKG_VERSION"));
+    let _ = write!(text, "node_id:{}\r\n", status.id);
+    let _ = write!(text, "\r\n# Replication\r\n");
+    let _ = write!(
+        text,
+        "role:{}\r\n",
+        if is_leader { "master" } else { "slave" }
+    );
+    let _ = write!(
+        text,
+        "raft_role:{}\r\n",
+        role_name(status.role, status.membership.is_learner(status.id))
+    );
+    let _ = write!(text, "raft_term:{}\r\n", status.current_term.get());
+    let _ = write!(text, "raft_commit_index:{}\r\n", status.commit_index.get());
+    let _ = write!(text, "raft_last_applied:{}\r\n", status.last_applied.get());
+    if is_leader {
+        let others = status
+            .membership
+            .members()
+            .filter(|id| *id != status.id)
+            .count();
+        let _ = write!(text, "connected_slaves:{others}\r\n");
+    } else if let Some(address) = status
+        .leader
+        .and_then(|leader| leader_address(book, leader))
+    {
+        let _ = write!(text, "master_host:{}\r\n", address.ip());
+        let _ = write!(text, "master_port:{}\r\n", address.port());
+        let _ = write!(text, "master_link_status:up\r\n");
+    } else {
+        let _ = write!(text, "master_link_status:down\r\n");
+    }
+    Reply::Bulk(Bytes::from(text))
+}

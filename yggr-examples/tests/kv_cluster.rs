@@ -1,0 +1,488 @@
+//! The `kv` binary end to end: real processes on loopback ports, real files, a Redis-protocol
+//! client. Waits poll with a deadline: processes, sockets and disks run on real time.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A reply, as the test reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        match self {
+            Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+fn read_reply(reader: &mut BufReader<TcpStream>) -> std::io::Result<Reply> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end_matches("\r\n");
+    let (kind, rest) = line.split_at(1);
+    let number = || rest.parse::<i64>().map_err(std::io::Error::other);
+    Ok(match kind {
+        "+" => Reply::Simple(rest.to_string()),
+        "-" => Reply::Error(rest.to_string()),
+        ":" => Reply::Integer(number()?),
+        "$" if number()? < 0 => Reply::Bulk(None),
+        "$" => {
+            let mut bytes = vec![0; number()? as usize + 2];
+            reader.read_exact(&mut bytes)?;
+            bytes.truncate(bytes.len() - 2);
+            Reply::Bulk(Some(bytes))
+        }
+        "*" => {
+            let count = number()?;
+            let mut items = Vec::new();
+            for _ in 0..count.max(0) {
+                items.push(read_reply(reader)?);
+            }
+            Reply::Array(items)
+        }
+        _ => return Err(std::io::Error::other(format!("not RESP: {line:?}"))),
+    })
+}
+
+fn encode(arguments: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", arguments.len()).into_bytes();
+    for argument in arguments {
+        out.extend_from_slice(format!("${}\r\n{argument}\r\n", argument.len()).as_bytes());
+    }
+    out
+}
+
+/// Sends one command on a fresh connection and reads its reply.
+fn call(address: SocketAddr, arguments: &[&str]) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&encode(arguments))?;
+    read_reply(&mut BufReader::new(stream))
+}
+
+fn status_fields(address: SocketAddr) -> Option<BTreeMap<String, String>> {
+    let Ok(Reply::Bulk(Some(bytes))) = call(address, &["RAFT.STATUS"]) else {
+        return None;
+    };
+    Some(
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+    )
+}
+
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+struct Process {
+    raft: SocketAddr,
+    client: SocketAddr,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    root: tempfile::TempDir,
+    nodes: BTreeMap<u64, Process>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    fn start(size: u64, extra: &[&str]) -> Cluster {
+        let mut cluster = Cluster {
+            root: tempfile::tempdir().unwrap(),
+            nodes: BTreeMap::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=size {
+            let addresses = free_addresses(2);
+            cluster.nodes.insert(
+                id,
+                Process {
+                    raft: addresses[0],
+                    client: addresses[1],
+                    child: None,
+                },
+            );
+        }
+        for id in 1..=size {
+            cluster.launch(id, false);
+        }
+        cluster
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.path().join(format!("node-{id}"))
+    }
+
+    fn launch(&mut self, id: u64, join: bool) {
+        let me = &self.nodes[&id];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join(format!("node-{id}.log")))
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv"));
+        command
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--raft-addr")
+            .arg(me.raft.to_string())
+            .arg("--client-addr")
+            .arg(me.client.to_string())
+            .args(["--tick-ms", "10"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (other, process) in &self.nodes {
+            if *other != id && (process.child.is_some() || !join) {
+                command
+                    .arg("--peer")
+                    .arg(format!("{other}={},{}", process.raft, process.client));
+            }
+        }
+        if join {
+            command.arg("--join");
+        }
+        let child = command.spawn().expect("the kv binary starts");
+        self.nodes.get_mut(&id).unwrap().child = Some(child);
+    }
+
+    fn client(&self, id: u64) -> SocketAddr {
+        self.nodes[&id].client
+    }
+
+    /// Waits until one running node leads and every running node names it.
+    fn leader(&self) -> u64 {
+        eventually("a leader every running node agrees on", || {
+            let running: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|(_, process)| process.child.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            let mut leaders = Vec::new();
+            for id in &running {
+                let fields = status_fields(self.client(*id))?;
+                // A joiner that no leader has added yet knows of no leader: not a member.
+                let me = id.to_string();
+                let member = [fields.get("voters")?, fields.get("learners")?]
+                    .iter()
+                    .any(|ids| ids.split(',').any(|other| other == me));
+                if member {
+                    leaders.push(fields.get("leader_id")?.parse::<u64>().ok()?);
+                }
+            }
+            let first = *leaders.first()?;
+            (first != 0 && leaders.iter().all(|leader| *leader == first)).then_some(first)
+        })
+    }
+
+    fn kill_hard(&mut self, id: u64) {
+        let mut child = self.nodes.get_mut(&id).unwrap().child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and the process must exit 0 after draining.
+    fn stop(&mut self, id: u64) {
+        let mut child = self.nodes.get_mut(&id).unwrap().child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "node {id} exited with {exit} after SIGTERM");
+    }
+
+    /// Retries a write through whichever node leads until it is acknowledged.
+    fn write(&self, arguments: &[&str]) -> Reply {
+        eventually("an acknowledged write", || {
+            let leader = self.leader();
+            match call(self.client(leader), arguments) {
+                Ok(Reply::Error(error))
+                    if error.starts_with("MOVED") || error.starts_with("TRYAGAIN") =>
+                {
+                    None
+                }
+                Ok(reply) => Some(reply),
+                Err(_) => None,
+            }
+        })
+    }
+
+    fn read(&self, key: &str) -> Reply {
+        eventually("a read", || {
+            let leader = self.leader();
+            match call(self.client(leader), &["GET", key]) {
+                Ok(Reply::Error(_)) | Err(_) => None,
+                Ok(reply) => Some(reply),
+            }
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in self.nodes.values_mut() {
+            if let Some(mut child) = process.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_set_through_a_follower_is_moved_and_a_get_after_failover_sees_it() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // A follower knows the founders' client addresses from its flags from the start.
+    let moved = call(cluster.client(follower), &["SET", "hello", "world"]).unwrap();
+    assert_eq!(
+        moved,
+        Reply::Error(format!("MOVED 0 {}", cluster.client(leader)))
+    );
+    assert_eq!(
+        call(cluster.client(leader), &["SET", "hello", "world"]).unwrap(),
+        Reply::Simple("OK".to_string())
+    );
+    cluster.kill_hard(leader);
+    eventually("another leader", || {
+        let next = cluster.leader();
+        (next != leader).then_some(next)
+    });
+    assert_eq!(cluster.read("hello").text(), "world");
+}
+
+#[test]
+fn killing_the_leader_mid_load_elects_another_and_the_restarted_node_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, &["--snapshot-threshold", "20"]);
+    for index in 0..30 {
+        cluster.write(&["SET", &format!("k{index}"), "before"]);
+    }
+    let leader = cluster.leader();
+    cluster.kill_hard(leader);
+    // Writes go on with the two others, far enough to be compacted below the killed node.
+    for index in 0..120 {
+        cluster.write(&["SET", &format!("k{index}"), "after"]);
+    }
+    assert_eq!(cluster.write(&["INCR", "counter"]), Reply::Integer(1));
+    cluster.launch(leader, false);
+    let now = cluster.leader();
+    let target = status_fields(cluster.client(now)).unwrap()["commit_index"]
+        .parse::<u64>()
+        .unwrap();
+    let caught_up = eventually("the restarted node to catch up", || {
+        let fields = status_fields(cluster.client(leader))?;
+        let applied = fields.get("last_applied")?.parse::<u64>().ok()?;
+        (applied >= target).then_some(fields)
+    });
+    assert!(
+        caught_up["snapshots_installed"].parse::<u64>().unwrap() >= 1,
+        "caught up without a snapshot: {caught_up:?}"
+    );
+    // It holds the data: make it lead and read through it.
+    let transferred = call(cluster.client(now), &["RAFT.TRANSFER", &leader.to_string()]).unwrap();
+    assert_eq!(
+        transferred,
+        Reply::Simple("OK".to_string()),
+        "{transferred:?}"
+    );
+    eventually("the restarted node to lead", || {
+        (cluster.leader() == leader).then_some(())
+    });
+    assert_eq!(
+        call(cluster.client(leader), &["GET", "k119"])
+            .unwrap()
+            .text(),
+        "after"
+    );
+}
+
+#[test]
+fn stopping_and_restarting_the_whole_cluster_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(3, &[]);
+    let mut acknowledged = Vec::new();
+    for index in 0..40 {
+        let key = format!("key{index}");
+        assert_eq!(
+            cluster.write(&["SET", &key, &index.to_string()]),
+            Reply::Simple("OK".to_string())
+        );
+        acknowledged.push(key);
+    }
+    for _ in 0..7 {
+        cluster.write(&["INCR", "visits"]);
+    }
+    for id in 1..=3 {
+        cluster.stop(id);
+    }
+    for id in 1..=3 {
+        cluster.launch(id, false);
+    }
+    for (index, key) in acknowledged.iter().enumerate() {
+        assert_eq!(cluster.read(key).text(), index.to_string());
+    }
+    assert_eq!(cluster.read("visits").text(), "7");
+}
+
+#[test]
+fn a_fourth_node_joins_serves_reads_after_catching_up_and_is_removed() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.write(&["SET", "x", "42"]);
+    let addresses = free_addresses(2);
+    cluster.nodes.insert(
+        4,
+        Process {
+            raft: addresses[0],
+            client: addresses[1],
+            child: None,
+        },
+    );
+    cluster.launch(4, true);
+    let leader = cluster.leader();
+    let raft = cluster.nodes[&4].raft.to_string();
+    let client = cluster.client(4).to_string();
+    let added = call(
+        cluster.client(leader),
+        &["RAFT.ADDLEARNER", "4", &raft, &client],
+    )
+    .unwrap();
+    assert_eq!(added, Reply::Simple("OK".to_string()), "{added:?}");
+    eventually("node 4 to catch up as a learner", || {
+        let fields = status_fields(cluster.client(4))?;
+        (fields.get("role")? == "learner" && fields.get("last_applied")?.parse::<u64>().ok()? > 1)
+            .then_some(())
+    });
+    let promoted = call(cluster.client(leader), &["RAFT.PROMOTE", "4"]).unwrap();
+    assert_eq!(promoted, Reply::Simple("OK".to_string()), "{promoted:?}");
+    let transferred = call(cluster.client(leader), &["RAFT.TRANSFER", "4"]).unwrap();
+    assert_eq!(
+        transferred,
+        Reply::Simple("OK".to_string()),
+        "{transferred:?}"
+    );
+    eventually("node 4 to lead", || (cluster.leader() == 4).then_some(()));
+    assert_eq!(call(cluster.client(4), &["GET", "x"]).unwrap().text(), "42");
+    // A follower now redirects to the new node's client address, learned through the log.
+    assert_eq!(
+        call(cluster.client(1), &["GET", "x"]).unwrap(),
+        Reply::Error(format!("MOVED 0 {}", cluster.client(4)))
+    );
+    let removed = call(cluster.client(4), &["RAFT.REMOVE", "4"]).unwrap();
+    assert_eq!(removed, Reply::Simple("OK".to_string()), "{removed:?}");
+    cluster.kill_hard(4);
+    let fields = eventually("a leader among the three left", || {
+        let next = cluster.leader();
+        if next == 4 {
+            return None;
+        }
+        status_fields(cluster.client(next))
+    });
+    assert_eq!(fields["voters"], "1,2,3");
+    assert_eq!(cluster.read("x").text(), "42");
+}
+
+#[test]
+fn hostile_clients_do_not_crash_a_node_or_stop_it_serving_others() {
+    let cluster = Cluster::start(3, &["--max-bulk-bytes", "1024", "--max-connections", "64"]);
+    let leader = cluster.leader();
+    let address = cluster.client(leader);
+    // Garbage framing: an error, then that connection alone closes.
+    for garbage in [
+        &b"*1\r\n$x\r\n"[..],
+        b"*2\r\n$3\r\nGET\r\n+nope\r\n",
+        b"\x00\xff*-\r\n",
+    ] {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.write_all(garbage).unwrap();
+        let mut reader = BufReader::new(stream);
+        let reply = read_reply(&mut reader);
+        assert!(
+            matches!(reply, Ok(Reply::Error(_))),
+            "{garbage:?}: {reply:?}"
+        );
+    }
+    // A bulk above the limit is refused before it is read.
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999\r\n")
+        .unwrap();
+    let reply = read_reply(&mut BufReader::new(stream)).unwrap();
+    assert!(
+        matches!(&reply, Reply::Error(text) if text.contains("limit")),
+        "{reply:?}"
+    );
+    // Half-closed and idle connections, and more connections than the limit.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        if let Ok(stream) = TcpStream::connect(address) {
+            idle.push(stream);
+        }
+    }
+    let half = TcpStream::connect(address);
+    if let Ok(half) = &half {
+        let _ = half.shutdown(std::net::Shutdown::Write);
+    }
+    let mut refused = 0;
+    for stream in idle.iter_mut().rev().take(10) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        if let Ok(read) = stream.read(&mut buffer)
+            && String::from_utf8_lossy(&buffer[..read]).contains("max number of clients")
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "connections past the limit are told so");
+    drop(idle);
+    drop(half);
+    // It keeps serving well-behaved clients.
+    eventually("the node to serve again", || {
+        (call(address, &["PING"]).ok()? == Reply::Simple("PONG".to_string())).then_some(())
+    });
+    assert_eq!(
+        cluster.write(&["SET", "still", "here"]),
+        Reply::Simple("OK".to_string())
+    );
+    assert_eq!(cluster.read("still").text(), "here");
+}
