@@ -66,7 +66,8 @@ impl Service {
             },
             "ECHO" => Reply::Bulk(arguments[0].clone()),
             "QUIT" => Reply::Simple("OK"),
-            "COMMAND" | "CONFIG" | "CLIENT" => Reply::Array(Vec::new()),
+            "COMMAND" | "CLIENT" => Reply::Array(Vec::new()),
+            "CONFIG" => config_get(arguments),
             "SELECT" => match arguments[0].as_ref() {
                 b"0" => Reply::Simple("OK"),
                 _ => Reply::error("DB index is out of range"),
@@ -282,6 +283,26 @@ pub fn role_name(role: Role, is_learner: bool) -> &'static str {
         Role::PreCandidate => "precandidate",
         _ => "follower",
     }
+}
+
+/// `CONFIG GET` for the two settings `redis-benchmark` asks about at start (no RDB saving, no
+/// AOF: durability here is the Raft log's); nothing else is configurable through it.
+fn config_get(arguments: &[Bytes]) -> Reply {
+    let [subcommand, parameter] = arguments else {
+        return Reply::Array(Vec::new());
+    };
+    if !subcommand.eq_ignore_ascii_case(b"GET") {
+        return Reply::error("only CONFIG GET is supported");
+    }
+    let value: &'static [u8] = match parameter.to_ascii_lowercase().as_slice() {
+        b"save" => b"",
+        b"appendonly" => b"no",
+        _ => return Reply::Array(Vec::new()),
+    };
+    Reply::Array(vec![
+        Reply::Bulk(parameter.clone()),
+        Reply::Bulk(Bytes::from_static(value)),
+    ])
 }
 
 fn try_again(reason: &str) -> Reply {

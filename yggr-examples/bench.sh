@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Benchmarks the three-node kv cluster with redis-benchmark: SET and GET against the leader
+# with 1, 16, 64 and 256 clients, 256-byte values, random keys (-r 100000), and prints a
+# table next to the disk's fdatasync rate measured in the same run.
+#
+#   yggr-examples/bench.sh                 # 20000 requests per cell (more for more clients)
+#   REQUESTS=50000 yggr-examples/bench.sh
+#
+# Needs redis-benchmark (Debian/Ubuntu: `apt-get install redis-tools`) and python3 (for the
+# fdatasync reference). Uses ports 6101-6103 and 7101-7103 and a scratch data directory.
+set -euo pipefail
+
+if ! command -v redis-benchmark >/dev/null; then
+  echo "redis-benchmark is missing: install it with 'apt-get install redis-tools' (Debian/Ubuntu)" >&2
+  echo "or 'brew install redis' (macOS), then run this again." >&2
+  exit 1
+fi
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+workspace="$(cd "$script_dir/.." && pwd)"
+requests="${REQUESTS:-20000}"
+data_dir="$(mktemp -d "${TMPDIR:-/var/tmp}/kv-bench.XXXXXX")"
+
+echo "building kv (release)..."
+cargo build --release --quiet --manifest-path "$workspace/Cargo.toml" -p yggr-examples --bin kv
+kv="${CARGO_TARGET_DIR:-$workspace/target}/release/kv"
+
+pids=()
+cleanup() {
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  rm -rf "$data_dir"
+}
+trap cleanup EXIT
+
+echo "fdatasync reference (256-byte append + fdatasync, serial, 3 s, in $data_dir):"
+python3 - "$data_dir/fsync-probe" <<'EOF'
+import os, sys, time
+path = sys.argv[1]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+block = b"x" * 256
+samples = []
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    start = time.monotonic()
+    os.write(fd, block)
+    os.fdatasync(fd)
+    samples.append(time.monotonic() - start)
+os.close(fd)
+os.unlink(path)
+samples.sort()
+print(f"  {len(samples) / 3:.0f} fdatasync/s, p50 {samples[len(samples) // 2] * 1e6:.0f} us, "
+      f"p99 {samples[int(len(samples) * 0.99)] * 1e6:.0f} us")
+EOF
+
+for id in 1 2 3; do
+  peers=()
+  for other in 1 2 3; do
+    [ "$other" = "$id" ] || peers+=(--peer "$other=127.0.0.1:710$other,127.0.0.1:610$other")
+  done
+  "$kv" --id "$id" --data-dir "$data_dir/node-$id" --raft-addr "127.0.0.1:710$id" \
+    --client-addr "127.0.0.1:610$id" --snapshot-threshold 100000 "${peers[@]}" \
+    >"$data_dir/node-$id.log" 2>&1 &
+  pids+=($!)
+done
+
+leader=""
+for _ in $(seq 1 300); do
+  leader=$(grep -l "this node is now the leader" "$data_dir"/node-*.log 2>/dev/null |
+    sed -E 's/.*node-([0-9]+)\.log/\1/' | head -n 1 || true)
+  [ -n "$leader" ] && break
+  sleep 0.1
+done
+[ -n "$leader" ] || { echo "no leader elected; logs in $data_dir" >&2; exit 1; }
+port="610$leader"
+# Wait until the leader answers (its address book and first commit are in).
+for _ in $(seq 1 100); do
+  redis-cli -p "$port" SET warmup 1 >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "leader: node $leader (port $port)"
+echo
+printf '%-5s %8s %12s %10s %10s\n' test clients "requests/s" "p50 ms" "p99 ms"
+for test in set get; do
+  for clients in 1 16 64 256; do
+    count=$((requests * (clients >= 64 ? 2 : 1)))
+    [ "$clients" = 1 ] && count=$((requests / 4))
+    line=$(redis-benchmark -p "$port" -t "$test" -n "$count" -c "$clients" -d 256 -r 100000 --csv 2>/dev/null |
+      grep -i "^\"$test\"" | tail -n 1)
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    rps=$(echo "$line" | cut -d, -f2 | tr -d '"')
+    p50=$(echo "$line" | cut -d, -f5 | tr -d '"')
+    p99=$(echo "$line" | cut -d, -f7 | tr -d '"')
+    printf '%-5s %8s %12s %10s %10s\n' "$test" "$clients" "$rps" "$p50" "$p99"
+  done
+done
