@@ -68,8 +68,8 @@ done
 
 leader=""
 for _ in $(seq 1 300); do
-  leader=$(grep -l "this node is now the leader" "$data_dir"/node-*.log 2>/dev/null |
-    sed -E 's/.*node-([0-9]+)\.log/\1/' | head -n 1 || true)
+  leader=$(grep -h "this node is now the leader" "$data_dir"/node-*.log 2>/dev/null | sort |
+    tail -n 1 | sed -E 's/.*node_id=([0-9]+).*/\1/' || true)
   [ -n "$leader" ] && break
   sleep 0.1
 done

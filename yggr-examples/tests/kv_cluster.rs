@@ -486,3 +486,143 @@ fn hostile_clients_do_not_crash_a_node_or_stop_it_serving_others() {
     );
     assert_eq!(cluster.read("still").text(), "here");
 }
+
+// ---- found by review: memory bounds and refused membership changes ----
+
+/// The peak resident memory of a node's process, in bytes.
+fn peak_memory(cluster: &Cluster, id: u64) -> u64 {
+    let pid = cluster.nodes[&id].child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+fn set_a_one_mebibyte_value(cluster: &Cluster, key: &str) {
+    let value = "x".repeat(1 << 20);
+    assert_eq!(
+        cluster.write(&["SET", key, &value]),
+        Reply::Simple("OK".to_string())
+    );
+}
+
+#[test]
+fn pipelined_reads_of_a_large_value_do_not_pin_memory_in_proportion_to_the_replies() {
+    let cluster = Cluster::start(1, &[]);
+    set_a_one_mebibyte_value(&cluster, "big");
+    let before = peak_memory(&cluster, 1);
+    // 2.7 KB of inline GETs, and a client that does not read its replies (yet).
+    let mut stream = TcpStream::connect(cluster.client(1)).unwrap();
+    stream.write_all(&b"GET big\r\n".repeat(300)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = peak_memory(&cluster, 1).saturating_sub(before);
+    // Scaled up (a 64 KB read holds ~7000 GETs: 7 GB) this is an OOM kill by one client.
+    assert!(
+        grown < 64 << 20,
+        "300 pipelined GETs of a 1 MiB value grew the node by {} MiB",
+        grown >> 20
+    );
+    drop(stream);
+}
+
+#[test]
+fn one_mget_cannot_make_a_node_build_a_reply_hundreds_of_times_the_request() {
+    let cluster = Cluster::start(1, &[]);
+    set_a_one_mebibyte_value(&cluster, "big");
+    let before = peak_memory(&cluster, 1);
+    let mut arguments = vec!["MGET"];
+    arguments.extend(std::iter::repeat_n("big", 300));
+    let mut stream = TcpStream::connect(cluster.client(1)).unwrap();
+    // About 2.7 KB; max_arguments allows 65536 keys, i.e. a 64 GiB reply.
+    stream.write_all(&encode(&arguments)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = peak_memory(&cluster, 1).saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "an MGET of 300 copies of a 1 MiB key grew the node by {} MiB",
+        grown >> 20
+    );
+    drop(stream);
+}
+
+#[test]
+fn a_refused_addlearner_for_a_current_member_leaves_its_client_address_alone() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    cluster.write(&["SET", "x", "1"]);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let bogus_raft = free_addresses(1)[0].to_string();
+    let bogus_client = free_addresses(1)[0].to_string();
+    let refused = call(
+        cluster.client(leader),
+        &[
+            "RAFT.ADDLEARNER",
+            &leader.to_string(),
+            &bogus_raft,
+            &bogus_client,
+        ],
+    )
+    .unwrap();
+    assert!(
+        matches!(&refused, Reply::Error(text) if text.contains("already a member")),
+        "{refused:?}"
+    );
+    // Nothing changed: the leader still leads and a follower still redirects to it. (Had the
+    // followers recorded the bogus addresses, they would either redirect clients there or,
+    // with their transport repointed at the bogus raft address, elect another leader.)
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        call(cluster.client(follower), &["GET", "x"]).unwrap(),
+        Reply::Error(format!("MOVED 0 {}", cluster.client(leader)))
+    );
+}
+
+#[test]
+fn a_refused_addlearner_for_a_voter_does_not_cut_the_cluster_off_from_it() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    cluster.write(&["SET", "x", "1"]);
+    let mut followers = (1..=3).filter(|id| *id != leader);
+    let (victim, other) = (followers.next().unwrap(), followers.next().unwrap());
+    let bogus = free_addresses(2);
+    let refused = call(
+        cluster.client(leader),
+        &[
+            "RAFT.ADDLEARNER",
+            &victim.to_string(),
+            &bogus[0].to_string(),
+            &bogus[1].to_string(),
+        ],
+    )
+    .unwrap();
+    assert!(
+        matches!(&refused, Reply::Error(text) if text.contains("already a member")),
+        "{refused:?}"
+    );
+    // Three voters tolerate one failure: with `other` gone, leader and victim still commit.
+    cluster.kill_hard(other);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let target = if let Some(fields) = status_fields(cluster.client(leader)) {
+            match fields
+                .get("leader_id")
+                .and_then(|id| id.parse::<u64>().ok())
+            {
+                Some(id) if id == leader || id == victim => id,
+                _ => leader,
+            }
+        } else {
+            leader
+        };
+        match call(cluster.client(target), &["SET", "y", "2"]) {
+            Ok(Reply::Simple(ok)) if ok == "OK" => return,
+            outcome => last = Some(outcome),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("two of three voters up, yet no write commits in 20 s: {last:?}");
+}

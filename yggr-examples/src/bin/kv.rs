@@ -131,6 +131,10 @@ async fn run(args: Args) -> Result<(), String> {
     if args.peers.iter().any(|(id, _)| *id == me) {
         return Err(format!("--peer names this node's own id {me}"));
     }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((id, _)) = args.peers.iter().find(|(id, _)| !seen.insert(*id)) {
+        return Err(format!("--peer names node {id} twice"));
+    }
     if args.join && args.peers.is_empty() {
         return Err("--join needs --peer for the cluster's current members".to_string());
     }
@@ -184,6 +188,7 @@ async fn run(args: Args) -> Result<(), String> {
     let options = ServerOptions {
         limits: Limits {
             max_bulk_bytes: args.max_bulk_bytes,
+            max_command_bytes: 2 * args.max_bulk_bytes + (1 << 20),
             ..Limits::default()
         },
         max_connections: args.max_connections,
@@ -214,9 +219,13 @@ async fn run(args: Args) -> Result<(), String> {
     wait_for_signal().await;
     info!(target: "kv", node_id = me.get(), "shutting down");
     let _ = stop.send(true);
-    let _ = server.await;
+    let connections = server.await.unwrap_or_default();
     let _ = watcher.await;
-    match node.shutdown().await {
+    let outcome = node.shutdown().await;
+    // The commands that were running when the signal came have their answers now: let their
+    // connections write them before the runtime goes.
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.join_all()).await;
+    match outcome {
         Ok(()) => Ok(()),
         Err(error) => Err(format!("shutdown: {error}")),
     }
@@ -259,7 +268,14 @@ async fn watch_leadership(
         if !leading {
             continue;
         }
-        for (id, member) in &known {
+        // Only members: a node removed since it was named on the command line stays out.
+        let Ok(status) = node.status().await else {
+            continue;
+        };
+        for (id, member) in known
+            .iter()
+            .filter(|(id, _)| status.membership.contains(*id))
+        {
             let recorded = book
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -12,7 +12,10 @@ use yggr::{MembershipError, Node, NodeId, ProposeError, ReadError, Role, Transfe
 
 use super::resp::Reply;
 use super::status;
-use super::store::{AddressBook, KvCommand, KvResponse, KvStore, Member};
+use super::store::{AddressBook, KvCommand, KvResponse, KvStore, Member, parse_integer};
+
+/// The most value bytes one `MGET` reply may carry.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// Runs commands against one node.
 #[derive(Clone)]
@@ -86,10 +89,7 @@ impl Service {
                 .await
             }
             "INCR" => self.increment(&arguments[0], 1).await,
-            "INCRBY" => match std::str::from_utf8(&arguments[1])
-                .ok()
-                .and_then(|text| text.parse::<i64>().ok())
-            {
+            "INCRBY" => match parse_integer(&arguments[1]) {
                 Some(by) => self.increment(&arguments[0], by).await,
                 None => not_an_integer(),
             },
@@ -109,11 +109,21 @@ impl Service {
             "MGET" => {
                 let keys = arguments.to_vec();
                 self.read(move |store| {
-                    Reply::Array(
-                        keys.iter()
-                            .map(|key| store.get(key).map_or(Reply::Nil, Reply::Bulk))
-                            .collect(),
-                    )
+                    // The reply is built whole before it is written: bound it, or a short
+                    // request naming one large key many times could ask for gigabytes.
+                    let mut bytes = 0usize;
+                    let mut values = Vec::with_capacity(keys.len());
+                    for key in &keys {
+                        let value = store.get(key);
+                        bytes += value.as_ref().map_or(0, Bytes::len);
+                        if bytes > MAX_REPLY_BYTES {
+                            return Reply::error(format!(
+                                "the reply would exceed {MAX_REPLY_BYTES} bytes; ask for fewer keys"
+                            ));
+                        }
+                        values.push(value.map_or(Reply::Nil, Reply::Bulk));
+                    }
+                    Reply::Array(values)
                 })
                 .await
             }
@@ -125,8 +135,8 @@ impl Service {
                 .await
             }
             "DBSIZE" => self.read(|store| Reply::Integer(store.len() as i64)).await,
-            "INFO" => status::info(&self.node, &self.book).await,
-            "RAFT.STATUS" => status::raft_status(&self.node, &self.book).await,
+            "INFO" => status::info(self).await,
+            "RAFT.STATUS" => status::raft_status(self).await,
             "RAFT.ADDLEARNER" => self.add_learner(arguments).await,
             "RAFT.PROMOTE" => match node_id(&arguments[0]) {
                 Ok(id) => self.membership(self.node.admin().promote_learner(id).await),
@@ -191,6 +201,15 @@ impl Service {
         let (Some(raft), Some(client)) = (address(&arguments[1]), address(&arguments[2])) else {
             return Reply::error("addresses must be ip:port");
         };
+        // Refuse before anything goes through the log: recording addresses for a node that
+        // is already a member would repoint every node at them, even though the add fails.
+        match self.node.status().await {
+            Ok(status) if status.membership.contains(id) => {
+                return Reply::error(format!("node {id} is already a member"));
+            }
+            Ok(_) => {}
+            Err(error) => return Reply::error(error),
+        }
         let recorded = self
             .write(KvCommand::SetMember {
                 id,
@@ -252,10 +271,14 @@ impl Service {
 
     /// `MOVED 0 <leader's client address>`, which `redis-cli -c` follows; `TRYAGAIN` when
     /// the book does not know where the leader listens yet.
+    /// Where `id` takes clients: the replicated book, else this node's `--peer` flags.
+    pub fn client_address(&self, id: NodeId) -> Option<SocketAddr> {
+        leader_address(&self.book, id)
+            .or_else(|| self.configured.get(&id).map(|member| member.client))
+    }
+
     fn moved(&self, leader: NodeId) -> Reply {
-        let address = leader_address(&self.book, leader)
-            .or_else(|| self.configured.get(&leader).map(|member| member.client));
-        match address {
+        match self.client_address(leader) {
             Some(address) => Reply::Error(format!("MOVED 0 {address}")),
             None => try_again(&format!(
                 "the leader is node {leader}, whose address is not known yet"

@@ -29,7 +29,8 @@ impl Default for Limits {
             max_bulk_bytes: 1 << 20,
             max_arguments: 1 << 16,
             max_inline_bytes: 64 << 10,
-            max_command_bytes: 8 << 20,
+            // A SET of the largest key and value, with room for many small arguments.
+            max_command_bytes: 3 << 20,
         }
     }
 }
@@ -53,177 +54,223 @@ pub enum ProtocolError {
     },
 }
 
-/// Takes one whole command off the front of `buffer`: `Ok(None)` when the buffer does not
-/// hold a whole one yet (nothing is consumed), `Ok(Some(arguments))` otherwise. An empty
-/// inline line yields an empty command, which the caller skips.
+/// Takes whole commands off the front of a connection's buffer. It remembers how far it got
+/// through a command that has not fully arrived, so a command trickling in over many reads
+/// costs its size once, not once per read.
+#[derive(Debug)]
+pub struct CommandParser {
+    limits: Limits,
+    /// The multi-bulk command at the front of the buffer, as far as it has been checked.
+    partial: Option<Partial>,
+    /// How much of an inline line at the front of the buffer holds no newline.
+    inline_scanned: usize,
+    /// Bytes looked at so far (what the linear-time test counts).
+    examined: usize,
+}
+
+#[derive(Debug)]
+struct Partial {
+    /// Arguments announced.
+    count: usize,
+    /// Where the next argument's `$` is expected.
+    at: usize,
+    /// Each argument checked so far, as a range of the buffer.
+    spans: Vec<(usize, usize)>,
+    /// Their bytes, added up.
+    total: usize,
+}
+
+impl CommandParser {
+    /// A parser holding commands to `limits`.
+    pub fn new(limits: Limits) -> CommandParser {
+        CommandParser {
+            limits,
+            partial: None,
+            inline_scanned: 0,
+            examined: 0,
+        }
+    }
+
+    /// Takes one whole command off the front of `buffer`: `Ok(None)` when the buffer does not
+    /// hold a whole one yet (nothing is consumed; call again with more bytes appended),
+    /// `Ok(Some(arguments))` otherwise. An empty inline line yields an empty command, which
+    /// the caller skips.
+    ///
+    /// # Errors
+    /// [`ProtocolError`] for bytes that are not RESP, or that exceed the limits. The
+    /// connection must then be closed: what follows cannot be trusted to start a command.
+    pub fn parse(&mut self, buffer: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if buffer.is_empty() {
+            return Ok(None);
+        }
+        if self.partial.is_none() && buffer[0] != b'*' {
+            return self.parse_inline(buffer);
+        }
+        self.parse_array(buffer)
+    }
+
+    fn parse_array(&mut self, buffer: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let limits = self.limits;
+        if self.partial.is_none() {
+            let Some((count, next)) = read_number(buffer, 1)? else {
+                return Ok(None);
+            };
+            self.examined += next;
+            if count < 0 {
+                // A null array: nothing to run.
+                buffer.advance(next);
+                return Ok(Some(Vec::new()));
+            }
+            let count = count as usize;
+            if count > limits.max_arguments {
+                return Err(ProtocolError::TooLarge {
+                    what: "an argument count",
+                    size: count,
+                    limit: limits.max_arguments,
+                });
+            }
+            self.partial = Some(Partial {
+                count,
+                at: next,
+                spans: Vec::with_capacity(count.min(64)),
+                total: 0,
+            });
+        }
+        let partial = self.partial.as_mut().expect("set above");
+        while partial.spans.len() < partial.count {
+            let at = partial.at;
+            if at >= buffer.len() {
+                return Ok(None);
+            }
+            if buffer[at] != b'$' {
+                return Err(ProtocolError::Malformed("expected '$' before an argument"));
+            }
+            let Some((length, next)) = read_number(buffer, at + 1)? else {
+                return Ok(None);
+            };
+            if length < 0 {
+                return Err(ProtocolError::Malformed(
+                    "a command argument cannot be null",
+                ));
+            }
+            let length = length as usize;
+            if length > limits.max_bulk_bytes {
+                return Err(ProtocolError::TooLarge {
+                    what: "a bulk string",
+                    size: length,
+                    limit: limits.max_bulk_bytes,
+                });
+            }
+            if partial.total + length > limits.max_command_bytes {
+                return Err(ProtocolError::TooLarge {
+                    what: "a command",
+                    size: partial.total + length,
+                    limit: limits.max_command_bytes,
+                });
+            }
+            let end = next + length;
+            if buffer.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buffer[end..end + 2] != b"\r\n" {
+                return Err(ProtocolError::Malformed("a bulk string must end with CRLF"));
+            }
+            self.examined += end + 2 - at;
+            partial.total += length;
+            partial.spans.push((next, end));
+            partial.at = end + 2;
+        }
+        let partial = self.partial.take().expect("checked above");
+        let frame = buffer.split_to(partial.at).freeze();
+        Ok(Some(
+            partial
+                .spans
+                .into_iter()
+                .map(|(start, end)| frame.slice(start..end))
+                .collect(),
+        ))
+    }
+
+    fn parse_inline(&mut self, buffer: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let limits = self.limits;
+        let from = self.inline_scanned.min(buffer.len());
+        self.examined += buffer.len() - from;
+        let Some(newline) = buffer[from..]
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .map(|position| from + position)
+        else {
+            if buffer.len() > limits.max_inline_bytes {
+                return Err(ProtocolError::TooLarge {
+                    what: "an inline command",
+                    size: buffer.len(),
+                    limit: limits.max_inline_bytes,
+                });
+            }
+            self.inline_scanned = buffer.len();
+            return Ok(None);
+        };
+        self.inline_scanned = 0;
+        if newline > limits.max_inline_bytes {
+            return Err(ProtocolError::TooLarge {
+                what: "an inline command",
+                size: newline,
+                limit: limits.max_inline_bytes,
+            });
+        }
+        let line = buffer.split_to(newline + 1).freeze();
+        let text = line.slice(..newline);
+        let text = match text.last() {
+            Some(b'\r') => text.slice(..text.len() - 1),
+            _ => text,
+        };
+        let arguments: Vec<Bytes> = text
+            .split(|byte| *byte == b' ' || *byte == b'\t')
+            .filter(|word| !word.is_empty())
+            .map(|word| text.slice_ref(word))
+            .collect();
+        if arguments.len() > limits.max_arguments {
+            return Err(ProtocolError::TooLarge {
+                what: "an argument count",
+                size: arguments.len(),
+                limit: limits.max_arguments,
+            });
+        }
+        Ok(Some(arguments))
+    }
+}
+
+/// Parses one command off `buffer` with a fresh parser: for a buffer known to hold whole
+/// commands (tests, one-shot tools). A connection keeps one [`CommandParser`] instead.
 ///
 /// # Errors
-/// [`ProtocolError`] for bytes that are not RESP, or that exceed `limits`.
+/// As [`CommandParser::parse`].
 pub fn parse_command(
     buffer: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    if buffer.is_empty() {
-        return Ok(None);
-    }
-    if buffer[0] == b'*' {
-        parse_array(buffer, limits)
-    } else {
-        parse_inline(buffer, limits)
-    }
-}
-
-fn parse_array(
-    buffer: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    // First check that the whole command is there, then take it: a partial command leaves
-    // the buffer untouched.
-    let mut at = 1;
-    let Some((count, next)) = read_number(buffer, at, limits.max_inline_bytes)? else {
-        return Ok(None);
-    };
-    at = next;
-    if count < 0 {
-        // A null array: nothing to run.
-        buffer.advance(at);
-        return Ok(Some(Vec::new()));
-    }
-    let count = count as usize;
-    if count > limits.max_arguments {
-        return Err(ProtocolError::TooLarge {
-            what: "an argument count",
-            size: count,
-            limit: limits.max_arguments,
-        });
-    }
-    let mut spans = Vec::with_capacity(count.min(64));
-    let mut total = 0usize;
-    for _ in 0..count {
-        if at >= buffer.len() {
-            return Ok(None);
-        }
-        if buffer[at] != b'$' {
-            return Err(ProtocolError::Malformed("expected '$' before an argument"));
-        }
-        let Some((length, next)) = read_number(buffer, at + 1, limits.max_inline_bytes)? else {
-            return Ok(None);
-        };
-        if length < 0 {
-            return Err(ProtocolError::Malformed(
-                "a command argument cannot be null",
-            ));
-        }
-        let length = length as usize;
-        if length > limits.max_bulk_bytes {
-            return Err(ProtocolError::TooLarge {
-                what: "a bulk string",
-                size: length,
-                limit: limits.max_bulk_bytes,
-            });
-        }
-        total += length;
-        if total > limits.max_command_bytes {
-            return Err(ProtocolError::TooLarge {
-                what: "a command",
-                size: total,
-                limit: limits.max_command_bytes,
-            });
-        }
-        let end = next + length;
-        if buffer.len() < end + 2 {
-            return Ok(None);
-        }
-        if &buffer[end..end + 2] != b"\r\n" {
-            return Err(ProtocolError::Malformed("a bulk string must end with CRLF"));
-        }
-        spans.push((next, end));
-        at = end + 2;
-    }
-    let frame = buffer.split_to(at).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(start, end)| frame.slice(start..end))
-            .collect(),
-    ))
+    CommandParser::new(*limits).parse(buffer)
 }
 
 /// Reads `<digits>\r\n` starting at `from`; returns the number and the offset after the CRLF,
 /// or `None` when the line is not complete yet.
-fn read_number(
-    buffer: &[u8],
-    from: usize,
-    max_line: usize,
-) -> Result<Option<(i64, usize)>, ProtocolError> {
-    let Some(line_end) = find_crlf(buffer, from) else {
-        if buffer.len() - from.min(buffer.len()) > 20 {
+fn read_number(buffer: &[u8], from: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // 20 digits and a sign at most: a longer line is not a number.
+    const LONGEST: usize = 21;
+    let window = &buffer[from.min(buffer.len())..buffer.len().min(from + LONGEST + 2)];
+    let Some(position) = window.windows(2).position(|pair| pair == b"\r\n") else {
+        if window.len() >= LONGEST + 2 {
             return Err(ProtocolError::Malformed("a length line is too long"));
         }
         return Ok(None);
     };
-    let digits = &buffer[from..line_end];
-    if digits.is_empty() || digits.len() > 20 || line_end - from > max_line {
-        return Err(ProtocolError::Malformed("invalid length"));
-    }
-    let text =
-        std::str::from_utf8(digits).map_err(|_| ProtocolError::Malformed("invalid length"))?;
-    let number = text
-        .parse::<i64>()
-        .map_err(|_| ProtocolError::Malformed("invalid length"))?;
-    Ok(Some((number, line_end + 2)))
-}
-
-fn find_crlf(buffer: &[u8], from: usize) -> Option<usize> {
-    if from >= buffer.len() {
-        return None;
-    }
-    buffer[from..]
-        .windows(2)
-        .position(|pair| pair == b"\r\n")
-        .map(|position| from + position)
-}
-
-fn parse_inline(
-    buffer: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(newline) = buffer.iter().position(|byte| *byte == b'\n') else {
-        if buffer.len() > limits.max_inline_bytes {
-            return Err(ProtocolError::TooLarge {
-                what: "an inline command",
-                size: buffer.len(),
-                limit: limits.max_inline_bytes,
-            });
-        }
-        return Ok(None);
-    };
-    if newline > limits.max_inline_bytes {
-        return Err(ProtocolError::TooLarge {
-            what: "an inline command",
-            size: newline,
-            limit: limits.max_inline_bytes,
-        });
-    }
-    let line = buffer.split_to(newline + 1).freeze();
-    let text = line.slice(..newline);
-    let text = match text.last() {
-        Some(b'\r') => text.slice(..text.len() - 1),
-        _ => text,
-    };
-    let arguments: Vec<Bytes> = text
-        .split(|byte| *byte == b' ' || *byte == b'\t')
-        .filter(|word| !word.is_empty())
-        .map(|word| text.slice_ref(word))
-        .collect();
-    if arguments.len() > limits.max_arguments {
-        return Err(ProtocolError::TooLarge {
-            what: "an argument count",
-            size: arguments.len(),
-            limit: limits.max_arguments,
-        });
-    }
-    Ok(Some(arguments))
+    let digits = &window[..position];
+    let number = std::str::from_utf8(digits)
+        .ok()
+        .filter(|text| !text.is_empty())
+        .and_then(|text| text.parse::<i64>().ok())
+        .ok_or(ProtocolError::Malformed("invalid length"))?;
+    Ok(Some((number, from + position + 2)))
 }
 
 /// One RESP2 reply.
@@ -405,6 +452,43 @@ mod tests {
         assert_eq!(
             &out[..],
             b"*5\r\n+OK\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n-ERR bad  thing\r\n"
+        );
+    }
+
+    /// A command trickling in one argument per read is checked once, not re-read from its
+    /// start on every read (which made a 65536-argument command cost seconds of CPU).
+    #[test]
+    fn a_large_command_arriving_piece_by_piece_is_examined_once() {
+        let limits = Limits::default();
+        let count = limits.max_arguments;
+        let mut parser = CommandParser::new(limits);
+        let mut buffer = BytesMut::from(format!("*{count}\r\n").as_bytes());
+        let mut fed = buffer.len();
+        let mut parsed = None;
+        for _ in 0..count {
+            buffer.extend_from_slice(b"$1\r\na\r\n");
+            fed += 7;
+            parsed = parser.parse(&mut buffer).unwrap();
+        }
+        assert_eq!(parsed.map(|arguments| arguments.len()), Some(count));
+        assert!(
+            parser.examined <= 2 * fed,
+            "examined {} bytes of a {fed}-byte command",
+            parser.examined
+        );
+        // The same holds for an inline line arriving a byte at a time.
+        let mut parser = CommandParser::new(limits);
+        let mut buffer = BytesMut::new();
+        for _ in 0..60_000 {
+            buffer.extend_from_slice(b"a");
+            assert_eq!(parser.parse(&mut buffer).unwrap(), None);
+        }
+        buffer.extend_from_slice(b"\n");
+        assert!(parser.parse(&mut buffer).unwrap().is_some());
+        assert!(
+            parser.examined <= 2 * 60_001,
+            "examined {}",
+            parser.examined
         );
     }
 }

@@ -8,10 +8,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::commands::Service;
-use super::resp::{Limits, Reply, parse_command};
+use super::resp::{CommandParser, Limits, Reply};
 
 /// Limits of the client listener.
 #[derive(Clone, Copy, Debug)]
@@ -31,19 +32,24 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves clients on `listener` until `stop` turns true. Connections already open are told
-/// `-ERR shutting down` for every later command once the node stops.
+/// Serves clients on `listener` until `stop` turns true: from then on no connection is
+/// accepted, and each open one closes once the command it is running (if any) has been
+/// answered. Returns the connections still open, for the caller to await once the node has
+/// drained (the commands they run then answer `-ERR shutting down` or their result).
 pub async fn serve(
     listener: TcpListener,
     service: Service,
     options: ServerOptions,
     mut stop: watch::Receiver<bool>,
-) {
+) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let mut connections = JoinSet::new();
     loop {
+        // Reap finished connections so the set does not grow with every one ever served.
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stopping| *stopping) => return,
+            _ = stop.wait_for(|stopping| *stopping) => return connections,
         };
         let (stream, peer) = match accepted {
             Ok(connection) => connection,
@@ -60,8 +66,9 @@ pub async fn serve(
         };
         let service = service.clone();
         let limits = options.limits;
-        tokio::spawn(async move {
-            if let Err(error) = connection(stream, &service, &limits).await {
+        let stop = stop.clone();
+        connections.spawn(async move {
+            if let Err(error) = connection(stream, &service, limits, stop).await {
                 debug!(target: "kv", %peer, %error, "connection closed");
             }
             drop(permit);
@@ -75,28 +82,43 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.write_all(&out).await;
 }
 
-/// Serves one client until it disconnects, sends `QUIT`, or breaks the framing.
+/// Replies gathered past this many bytes are written before the next command runs: a client
+/// that pipelines many large reads without reading the answers holds at most this much (and
+/// one reply) of the server's memory.
+const OUTPUT_FLUSH_BYTES: usize = 64 << 10;
+
+/// Serves one client until it disconnects, sends `QUIT`, breaks the framing, or the server
+/// stops.
 async fn connection(
     mut stream: TcpStream,
     service: &Service,
-    limits: &Limits,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let mut parser = CommandParser::new(limits);
     let mut input = BytesMut::with_capacity(16 << 10);
     let mut output = BytesMut::with_capacity(16 << 10);
     loop {
-        if stream.read_buf(&mut input).await? == 0 {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut input) => read?,
+            _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
+        };
+        if read == 0 {
             return Ok(());
         }
-        let mut quit = false;
         loop {
-            match parse_command(&mut input, limits) {
+            match parser.parse(&mut input) {
                 Ok(Some(arguments)) if arguments.is_empty() => {}
                 Ok(Some(arguments)) => {
                     service.execute(&arguments).await.encode(&mut output);
                     if arguments[0].eq_ignore_ascii_case(b"QUIT") {
-                        quit = true;
-                        break;
+                        stream.write_all(&output).await?;
+                        return Ok(());
+                    }
+                    if output.len() >= OUTPUT_FLUSH_BYTES {
+                        stream.write_all(&output).await?;
+                        output.clear();
                     }
                 }
                 Ok(None) => break,
@@ -107,10 +129,9 @@ async fn connection(
                 }
             }
         }
-        stream.write_all(&output).await?;
-        output.clear();
-        if quit {
-            return Ok(());
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
         }
     }
 }

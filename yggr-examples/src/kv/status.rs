@@ -3,11 +3,10 @@
 use std::fmt::Write;
 
 use bytes::Bytes;
-use yggr::{Node, NodeId, Role};
+use yggr::{NodeId, Role};
 
-use super::commands::{leader_address, role_name};
+use super::commands::{Service, role_name};
 use super::resp::Reply;
-use super::store::{AddressBook, KvStore};
 
 fn ids(ids: impl Iterator<Item = NodeId>) -> String {
     ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
@@ -15,8 +14,8 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
 
 /// `RAFT.STATUS`: id, role, term, commit and applied indexes, leader (id and client
 /// address), voters and learners, and on the leader one `follower_<id>` line per follower.
-pub async fn raft_status(node: &Node<KvStore>, book: &AddressBook) -> Reply {
-    let metrics = match node.node_metrics().await {
+pub async fn raft_status(service: &Service) -> Reply {
+    let metrics = match service.node().node_metrics().await {
         Ok(metrics) => metrics,
         Err(error) => return Reply::error(error),
     };
@@ -24,7 +23,7 @@ pub async fn raft_status(node: &Node<KvStore>, book: &AddressBook) -> Reply {
     let is_learner = status.membership.is_learner(status.id);
     let leader_client = status
         .leader
-        .and_then(|leader| leader_address(book, leader))
+        .and_then(|leader| service.client_address(leader))
         .map_or(String::new(), |address| address.to_string());
     let mut text = String::new();
     let _ = writeln!(text, "id:{}", status.id);
@@ -65,8 +64,8 @@ pub async fn raft_status(node: &Node<KvStore>, book: &AddressBook) -> Reply {
 
 /// `INFO [section]`: a `# Server` and a `# Replication` section in Redis's layout (CRLF line
 /// ends), the latter naming this node's role as Redis does (`master` for the leader).
-pub async fn info(node: &Node<KvStore>, book: &AddressBook) -> Reply {
-    let status = match node.status().await {
+pub async fn info(service: &Service) -> Reply {
+    let status = match service.node().status().await {
         Ok(status) => status,
         Err(error) => return Reply::error(error),
     };
@@ -99,7 +98,7 @@ pub async fn info(node: &Node<KvStore>, book: &AddressBook) -> Reply {
         let _ = write!(text, "connected_slaves:{others}\r\n");
     } else if let Some(address) = status
         .leader
-        .and_then(|leader| leader_address(book, leader))
+        .and_then(|leader| service.client_address(leader))
     {
         let _ = write!(text, "master_host:{}\r\n", address.ip());
         let _ = write!(text, "master_port:{}\r\n", address.port());

@@ -247,13 +247,18 @@ impl StateMachine for KvStore {
     }
 }
 
-/// A value as Redis reads an integer: optional minus sign, decimal digits, no spaces.
+/// A value as Redis reads an integer: an optional minus sign and decimal digits, nothing
+/// else — no plus sign, spaces or leading zeros (`0` itself excepted), and no `-0`.
 pub fn parse_integer(bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    if text.is_empty() || text.starts_with('+') || text.trim() != text {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits[0] != b'0')
+        && bytes != b"-0";
+    if !canonical {
         return None;
     }
-    text.parse().ok()
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"KVS1";
@@ -528,6 +533,18 @@ mod tests {
         assert_eq!(store.apply(incr(1)), KvResponse::Overflow);
         assert_eq!(parse_integer(b" 1"), None);
         assert_eq!(parse_integer(b"-12"), Some(-12));
+        assert_eq!(parse_integer(b"0"), Some(0));
+        for refused in [
+            &b"007"[..],
+            b"-0",
+            b"+5",
+            b"",
+            b"-",
+            b"1e3",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(parse_integer(refused), None, "{refused:?}");
+        }
     }
 
     #[test]
