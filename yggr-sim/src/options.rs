@@ -90,7 +90,7 @@ impl Clocks {
 pub struct Workload {
     /// The preset's name (or `custom`), for reports.
     pub name: String,
-    /// Propose membership changes between 3 and 7 voters: add learners and voters, promote
+    /// Propose membership changes between 1 and 7 voters: add learners and voters, promote
     /// learners (sometimes while cut off from them), remove voters including the leader, and
     /// re-add removed nodes.
     pub membership_changes: bool,
@@ -155,7 +155,7 @@ impl Workload {
     /// A named preset, as the suites use them. Every preset has crashes, partial fsyncs,
     /// drops, duplicates, reordering, partitions, long delays and leader isolation:
     /// - `default`: commands, occasional snapshots and reads;
-    /// - `membership`: membership churn between 3 and 7 voters with learners and joiners;
+    /// - `membership`: membership churn between 1 and 7 voters with learners and joiners;
     /// - `snapshot`: frequent snapshots of 2 KiB in 32-byte chunks, so transfers outlast
     ///   election timeouts;
     /// - `reads`: ReadIndex reads with bursts, and leadership transfers;
