@@ -4,9 +4,10 @@
 #   yggr-examples/run-three-node.sh            # data under ./data (of the current directory)
 #   DATA_DIR=/tmp/kv yggr-examples/run-three-node.sh
 #
-# Node N takes Redis clients on port 600N and Raft traffic on port 700N. Each node's log goes
-# to $DATA_DIR/node-N.log. Run it again with the same data directory and the cluster recovers
-# what it stored. Works from any directory.
+# Node N takes Redis clients on port 600N and Raft traffic on port 700N. Each node's log is
+# appended to $DATA_DIR/node-N.log. Run it again with the same data directory and the cluster
+# recovers what it stored. Works from any directory. The binary it runs is
+# target/release/kv of this workspace (or under $CARGO_TARGET_DIR).
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +23,17 @@ kv="$target_dir/release/kv"
 
 peer() { echo "$1=127.0.0.1:700$1,127.0.0.1:600$1"; }
 
+# A cluster already running (this script started twice, say) holds the ports: stop here,
+# before touching its data or its logs.
+for port in 6001 6002 6003 7001 7002 7003; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use: is a cluster already running? stop it first" >&2
+    exit 1
+  fi
+done
+
 pids=()
+offsets=()
 stop_all() {
   trap - INT TERM EXIT
   if [ ${#pids[@]} -gt 0 ]; then
@@ -40,7 +51,8 @@ for id in 1 2 3; do
   for other in 1 2 3; do
     [ "$other" = "$id" ] || others+=(--peer "$(peer "$other")")
   done
-  : >"$data_dir/node-$id.log"
+  # Where this run's lines start, so the leader is looked up in them only.
+  offsets[id]=$(stat -c %s "$data_dir/node-$id.log" 2>/dev/null || echo 0)
   "$kv" --id "$id" --data-dir "$data_dir/node-$id" \
     --raft-addr "127.0.0.1:700$id" --client-addr "127.0.0.1:600$id" \
     "${others[@]}" >>"$data_dir/node-$id.log" 2>&1 &
@@ -58,8 +70,8 @@ for _ in $(seq 1 300); do
     fi
   done
   # The latest "now the leader" line across the logs (they start with a timestamp) names it.
-  leader=$(grep -h "this node is now the leader" "$data_dir"/node-*.log 2>/dev/null | sort |
-    tail -n 1 | sed -E 's/.*node_id=([0-9]+).*/\1/' || true)
+  leader=$(for id in 1 2 3; do tail -c +$((offsets[id] + 1)) "$data_dir/node-$id.log"; done |
+    grep "this node is now the leader" | sort | tail -n 1 | sed -E 's/.*node_id=([0-9]+).*/\1/' || true)
   [ -n "$leader" ] && break
   sleep 0.1
 done

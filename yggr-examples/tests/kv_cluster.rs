@@ -421,6 +421,36 @@ fn a_fourth_node_joins_serves_reads_after_catching_up_and_is_removed() {
 }
 
 #[test]
+fn the_commands_clients_send_on_connecting_and_the_smaller_ones_answer_as_redis_does() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.client(cluster.leader());
+    let ok = Reply::Simple("OK".to_string());
+    assert_eq!(call(leader, &["CLIENT", "SETNAME", "me"]).unwrap(), ok);
+    assert_eq!(
+        call(leader, &["CONFIG", "GET", "appendonly"]).unwrap(),
+        Reply::Array(vec![
+            Reply::Bulk(Some(b"appendonly".to_vec())),
+            Reply::Bulk(Some(b"no".to_vec()))
+        ])
+    );
+    assert!(matches!(
+        call(leader, &["SET", "k", "v", "EX", "10"]).unwrap(),
+        Reply::Error(text) if text.contains("not supported")
+    ));
+    assert_eq!(cluster.write(&["DECRBY", "n", "5"]), Reply::Integer(-5));
+    assert_eq!(cluster.write(&["DECR", "n"]), Reply::Integer(-6));
+    assert_eq!(call(leader, &["STRLEN", "n"]).unwrap(), Reply::Integer(2));
+    let replication = call(leader, &["INFO", "replication"]).unwrap().text();
+    assert!(replication.contains("role:master") && !replication.contains("# Server"));
+    let me = status_fields(leader).unwrap()["id"].clone();
+    assert_eq!(call(leader, &["RAFT.TRANSFER", &me]).unwrap(), ok);
+    assert!(matches!(
+        call(leader, &["RAFT.ADDLEARNER", &me, "127.0.0.1:1", "127.0.0.1:2"]).unwrap(),
+        Reply::Error(text) if text.contains("already a member")
+    ));
+}
+
+#[test]
 fn hostile_clients_do_not_crash_a_node_or_stop_it_serving_others() {
     let cluster = Cluster::start(3, &["--max-bulk-bytes", "1024", "--max-connections", "64"]);
     let leader = cluster.leader();

@@ -20,7 +20,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, TcpTransport};
+use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, NodeStartError, TcpTransport};
 use yggr_examples::kv::commands::Service;
 use yggr_examples::kv::resp::Limits;
 use yggr_examples::kv::server::{ServerOptions, serve};
@@ -28,7 +28,11 @@ use yggr_examples::kv::store::{AddressBook, KvCommand, KvStore, Member};
 
 /// One node of a replicated key-value store that speaks the Redis protocol.
 #[derive(Parser, Debug)]
-#[command(name = "kv", version, about)]
+#[command(
+    name = "kv",
+    version,
+    about = "One node of a replicated key-value store that speaks the Redis protocol"
+)]
 struct Args {
     /// This node's id (a positive integer, unique in the cluster).
     #[arg(long)]
@@ -138,15 +142,30 @@ async fn run(args: Args) -> Result<(), String> {
     if args.join && args.peers.is_empty() {
         return Err("--join needs --peer for the cluster's current members".to_string());
     }
-    // Bind the client port first: a port in use should stop us before the storage is touched.
+    // Bind both ports first: a port in use should stop us before the storage is touched.
     let listener = TcpListener::bind(args.client_addr)
         .await
         .map_err(|error| format!("cannot listen for clients on {}: {error}", args.client_addr))?;
+    let raft_peers: Vec<(NodeId, SocketAddr)> = args
+        .peers
+        .iter()
+        .map(|(id, member)| (*id, member.raft))
+        .collect();
+    let transport = TcpTransport::start(me, args.raft_addr, raft_peers)
+        .await
+        .map_err(|error| format!("cannot listen for peers on {}: {error}", args.raft_addr))?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|error| format!("cannot create {}: {error}", args.data_dir.display()))?;
-    let storage = DiskStorage::open(&args.data_dir)
-        .await
-        .map_err(|error| format!("cannot open {}: {error}", args.data_dir.display()))?;
+    let storage = DiskStorage::open(&args.data_dir).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "{} is in use by another kv process (one data directory per node)",
+                args.data_dir.display()
+            )
+        } else {
+            format!("cannot open {}: {error}", args.data_dir.display())
+        }
+    })?;
     let bootstrap = if args.join {
         // Over a founder's state this is refused (JoinOverFoundingMember); over a joiner's
         // own state it recovers.
@@ -160,14 +179,6 @@ async fn run(args: Args) -> Result<(), String> {
         Bootstrap::NewCluster { members }
     };
     info!(target: "kv", node_id = me.get(), ?bootstrap, data_dir = %args.data_dir.display(), "starting");
-    let raft_peers: Vec<(NodeId, SocketAddr)> = args
-        .peers
-        .iter()
-        .map(|(id, member)| (*id, member.raft))
-        .collect();
-    let transport = TcpTransport::start(me, args.raft_addr, raft_peers)
-        .await
-        .map_err(|error| format!("cannot listen for peers on {}: {error}", args.raft_addr))?;
     let peers_handle = transport.handle();
     let mut config = Config::new(me, []);
     config.bootstrap = bootstrap;
@@ -182,7 +193,17 @@ async fn run(args: Args) -> Result<(), String> {
     let store = KvStore::new(me, book.clone(), Some(peers_handle));
     let node = Node::start(config, store, storage, transport)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| match error {
+            NodeStartError::JoinOverFoundingMember => format!(
+                "{} belongs to a founding member of a cluster: start it without --join",
+                args.data_dir.display()
+            ),
+            NodeStartError::WrongNode { stored, .. } => format!(
+                "{} belongs to node {stored}, not to --id {me}",
+                args.data_dir.display()
+            ),
+            error => error.to_string(),
+        })?;
 
     let (stop, stopped) = watch::channel(false);
     let options = ServerOptions {

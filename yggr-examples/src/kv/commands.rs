@@ -69,12 +69,16 @@ impl Service {
             },
             "ECHO" => Reply::Bulk(arguments[0].clone()),
             "QUIT" => Reply::Simple("OK"),
-            "COMMAND" | "CLIENT" => Reply::Array(Vec::new()),
+            "COMMAND" => Reply::Array(Vec::new()),
+            "CLIENT" => client(arguments),
             "CONFIG" => config_get(arguments),
             "SELECT" => match arguments[0].as_ref() {
                 b"0" => Reply::Simple("OK"),
                 _ => Reply::error("DB index is out of range"),
             },
+            "SET" if arguments.len() > 2 => {
+                Reply::error("SET options (EX, PX, NX, XX, KEEPTTL, GET) are not supported")
+            }
             "SET" => {
                 self.write(KvCommand::Set {
                     key: arguments[0].clone(),
@@ -89,6 +93,11 @@ impl Service {
                 .await
             }
             "INCR" => self.increment(&arguments[0], 1).await,
+            "DECR" => self.increment(&arguments[0], -1).await,
+            "DECRBY" => match parse_integer(&arguments[1]).and_then(i64::checked_neg) {
+                Some(by) => self.increment(&arguments[0], by).await,
+                None => not_an_integer(),
+            },
             "INCRBY" => match parse_integer(&arguments[1]) {
                 Some(by) => self.increment(&arguments[0], by).await,
                 None => not_an_integer(),
@@ -135,7 +144,14 @@ impl Service {
                 .await
             }
             "DBSIZE" => self.read(|store| Reply::Integer(store.len() as i64)).await,
-            "INFO" => status::info(self).await,
+            "STRLEN" => {
+                let key = arguments[0].clone();
+                self.read(move |store| {
+                    Reply::Integer(store.get(&key).map_or(0, |value| value.len() as i64))
+                })
+                .await
+            }
+            "INFO" => status::info(self, arguments.first()).await,
             "RAFT.STATUS" => status::raft_status(self).await,
             "RAFT.ADDLEARNER" => self.add_learner(arguments).await,
             "RAFT.PROMOTE" => match node_id(&arguments[0]) {
@@ -144,6 +160,9 @@ impl Service {
             },
             "RAFT.REMOVE" => self.remove(&arguments[0]).await,
             "RAFT.TRANSFER" => match node_id(&arguments[0]) {
+                Ok(id) if id == self.node.id() && self.node.current_leader() == Some(id) => {
+                    Reply::Simple("OK")
+                }
                 Ok(id) => match self.node.transfer_leadership_to(id).await {
                     Ok(()) => Reply::Simple("OK"),
                     Err(error) => self.transfer_error(error),
@@ -308,6 +327,19 @@ pub fn role_name(role: Role, is_learner: bool) -> &'static str {
     }
 }
 
+/// `CLIENT` subcommands that client libraries send on connecting: accepted and ignored.
+fn client(arguments: &[Bytes]) -> Reply {
+    let Some(subcommand) = arguments.first() else {
+        return Reply::error("wrong number of arguments for 'client' command");
+    };
+    match subcommand.to_ascii_uppercase().as_slice() {
+        b"SETNAME" | b"SETINFO" | b"REPLY" => Reply::Simple("OK"),
+        b"GETNAME" => Reply::Nil,
+        b"ID" => Reply::Integer(0),
+        _ => Reply::Array(Vec::new()),
+    }
+}
+
 /// `CONFIG GET` for the two settings `redis-benchmark` asks about at start (no RDB saving, no
 /// AOF: durability here is the Raft log's); nothing else is configurable through it.
 fn config_get(arguments: &[Bytes]) -> Reply {
@@ -373,10 +405,10 @@ impl Arity {
 fn arity(name: &str) -> Option<Arity> {
     Some(match name {
         "PING" => Arity::Between(0, 1),
-        "ECHO" | "GET" | "INCR" | "SELECT" | "RAFT.PROMOTE" | "RAFT.REMOVE" | "RAFT.TRANSFER" => {
-            Arity::Exactly(1)
-        }
-        "SET" | "INCRBY" => Arity::Exactly(2),
+        "ECHO" | "GET" | "INCR" | "DECR" | "STRLEN" | "SELECT" | "RAFT.PROMOTE" | "RAFT.REMOVE"
+        | "RAFT.TRANSFER" => Arity::Exactly(1),
+        "SET" => Arity::AtLeast(2),
+        "INCRBY" | "DECRBY" => Arity::Exactly(2),
         "CAS" | "RAFT.ADDLEARNER" => Arity::Exactly(3),
         "DEL" | "EXISTS" | "MGET" => Arity::AtLeast(1),
         "DBSIZE" | "QUIT" | "RAFT.STATUS" | "RAFT.SNAPSHOT" => Arity::Exactly(0),

@@ -63,19 +63,30 @@ pub async fn raft_status(service: &Service) -> Reply {
 }
 
 /// `INFO [section]`: a `# Server` and a `# Replication` section in Redis's layout (CRLF line
-/// ends), the latter naming this node's role as Redis does (`master` for the leader).
-pub async fn info(service: &Service) -> Reply {
+/// ends), the latter naming this node's role as Redis does (`master` for the leader). A
+/// section name picks one of them (`all`, `default` and `everything` pick both).
+pub async fn info(service: &Service, section: Option<&Bytes>) -> Reply {
+    let section = section.map(|name| name.to_ascii_lowercase());
+    let wants = |name: &[u8]| match section.as_deref() {
+        None | Some(b"all" | b"default" | b"everything") => true,
+        Some(asked) => asked == name,
+    };
     let status = match service.node().status().await {
         Ok(status) => status,
         Err(error) => return Reply::error(error),
     };
     let is_leader = status.role == Role::Leader;
     let mut text = String::new();
-    let _ = write!(text, "# Server\r\n");
-    let _ = write!(text, "redis_mode:yggr\r\n");
-    let _ = write!(text, "yggr_version:{}\r\n", env!("CARGO_PKG_VERSION"));
-    let _ = write!(text, "node_id:{}\r\n", status.id);
-    let _ = write!(text, "\r\n# Replication\r\n");
+    if wants(b"server") {
+        let _ = write!(text, "# Server\r\n");
+        let _ = write!(text, "redis_mode:yggr\r\n");
+        let _ = write!(text, "yggr_version:{}\r\n", env!("CARGO_PKG_VERSION"));
+        let _ = write!(text, "node_id:{}\r\n\r\n", status.id);
+    }
+    if !wants(b"replication") {
+        return Reply::Bulk(Bytes::from(text));
+    }
+    let _ = write!(text, "# Replication\r\n");
     let _ = write!(
         text,
         "role:{}\r\n",
