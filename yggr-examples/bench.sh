@@ -61,7 +61,7 @@ for id in 1 2 3; do
     [ "$other" = "$id" ] || peers+=(--peer "$other=127.0.0.1:710$other,127.0.0.1:610$other")
   done
   "$kv" --id "$id" --data-dir "$data_dir/node-$id" --raft-addr "127.0.0.1:710$id" \
-    --client-addr "127.0.0.1:610$id" --snapshot-threshold 100000 "${peers[@]}" \
+    --client-addr "127.0.0.1:610$id" "${peers[@]}" \
     >"$data_dir/node-$id.log" 2>&1 &
   pids+=($!)
 done

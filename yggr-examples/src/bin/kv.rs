@@ -69,8 +69,9 @@ struct Args {
     /// Hold writes up to this many ticks to batch them (0: send at once).
     #[arg(long, default_value_t = 0)]
     batch_delay_ticks: u64,
-    /// Take a snapshot every this many applied entries (0: never).
-    #[arg(long, default_value_t = 1024)]
+    /// Take a snapshot every this many applied entries (0: never). A snapshot writes the
+    /// whole key space, so the default is large, as etcd's is.
+    #[arg(long, default_value_t = 100_000)]
     snapshot_threshold: u64,
     /// Serve reads from a leader lease of this many ticks instead of a ReadIndex round (0:
     /// off). Only as safe as the bound on clock drift between the nodes.
