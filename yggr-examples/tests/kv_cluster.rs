@@ -297,11 +297,61 @@ fn killing_the_leader_mid_load_elects_another_and_the_restarted_node_catches_up_
     for index in 0..30 {
         cluster.write(&["SET", &format!("k{index}"), "before"]);
     }
+    // Clients keep writing, following redirects and retrying, while the leader is killed.
+    let addresses: Vec<SocketAddr> = (1..=3).map(|id| cluster.client(id)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let addresses = addresses.clone();
+            let stop = std::sync::Arc::clone(&stop);
+            let progress = std::sync::Arc::clone(&progress);
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let mut sequence = 0;
+                let mut target = addresses[writer % addresses.len()];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("load-{writer}-{sequence}");
+                    match call(target, &["SET", &key, "v"]) {
+                        Ok(Reply::Simple(_)) => {
+                            acknowledged.push(key);
+                            sequence += 1;
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(Reply::Error(error)) if error.starts_with("MOVED") => {
+                            target = error.rsplit(' ').next().unwrap().parse().unwrap();
+                        }
+                        _ => {
+                            target = addresses[(sequence + writer) % addresses.len()];
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    eventually("the load to be under way", || {
+        (progress.load(std::sync::atomic::Ordering::Relaxed) >= 20).then_some(())
+    });
     let leader = cluster.leader();
     cluster.kill_hard(leader);
     // Writes go on with the two others, far enough to be compacted below the killed node.
     for index in 0..120 {
         cluster.write(&["SET", &format!("k{index}"), "after"]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged: Vec<String> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    assert!(
+        acknowledged.len() > 20,
+        "the load kept going: {}",
+        acknowledged.len()
+    );
+    for key in &acknowledged {
+        assert_eq!(cluster.read(key).text(), "v", "acknowledged {key} lost");
     }
     assert_eq!(cluster.write(&["INCR", "counter"]), Reply::Integer(1));
     cluster.launch(leader, false);
