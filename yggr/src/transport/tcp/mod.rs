@@ -20,7 +20,7 @@
 //!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
 //!   can be added to the cluster later.
 //!
-//! The wire format is in [`frame`]: a fixed handshake, then length-prefixed protobuf frames
+//! The wire format (module `frame`): a fixed handshake, then length-prefixed protobuf frames
 //! (the `yggr_core::wire` encoding).
 
 mod frame;
