@@ -19,6 +19,9 @@
 //! assert!(actions.iter().any(|action| matches!(action, Action::Apply(_))));
 //! ```
 //!
+//! `examples/three_engines.rs` (`cargo run -p yggr-core --example three_engines`) is a whole
+//! host in a hundred lines: three engines, an in-memory disk each, a queue for a network.
+//!
 //! # Layout
 //! - `types`: [`NodeId`], [`Term`], [`LogIndex`], [`Role`].
 //! - `engine`: the [`Engine`] state, `step`, and the transitions shared by all roles.

@@ -218,7 +218,9 @@ async fn cluster(dir: &Path, writers: &[usize], seconds: u64, command_bytes: usi
                         // A leader change under load ends this writer's run, loudly: the
                         // figure of a run that lost its leader is not comparable.
                         if let Err(error) = leader.write(vec![0x42; command_bytes]).await {
-                            eprintln!("a writer stopped: {error} (leadership changed during the run)");
+                            eprintln!(
+                                "a writer stopped: {error} (leadership changed during the run)"
+                            );
                             break;
                         }
                         samples.push(one.elapsed());
