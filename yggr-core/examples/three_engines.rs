@@ -76,14 +76,14 @@ fn main() {
         })
         .collect();
     let mut network = VecDeque::new();
-    let deliver_all =
-        |hosts: &mut BTreeMap<NodeId, Host>, network: &mut VecDeque<(NodeId, Message<String>)>| {
-            while let Some((to, message)) = network.pop_front() {
-                if let Some(host) = hosts.get_mut(&to) {
-                    host.step(Event::Incoming(message), network);
-                }
+    let deliver_all = |hosts: &mut BTreeMap<NodeId, Host>,
+                       network: &mut VecDeque<(NodeId, Message<String>)>| {
+        while let Some((to, message)) = network.pop_front() {
+            if let Some(host) = hosts.get_mut(&to) {
+                host.step(Event::Incoming(message), network);
             }
-        };
+        }
+    };
 
     // Time passes as ticks until some node's election timer fires and it wins.
     let leader = loop {

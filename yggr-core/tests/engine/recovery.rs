@@ -3,8 +3,8 @@
 use crate::common::*;
 use bytes::Bytes;
 use yggr_core::{
-    Event, Membership, RecoveredHardState, RecoveredSnapshot, RecoveryError, Role, Rpc,
-    VoteRequest, VoteResponse,
+    EngineConfig, Event, Membership, RecoveredHardState, RecoveredSnapshot, RecoveryError, Role,
+    Rpc, VoteRequest, VoteResponse,
 };
 
 fn state(
@@ -141,4 +141,35 @@ fn recovered_single_node_re_commits_and_re_applies_its_log() {
     assert_eq!(node.role(), Role::Leader);
     assert_eq!(node.current_term(), term(3));
     assert_eq!(applied_commands, vec![10, 11]);
+}
+
+#[test]
+fn an_engine_reports_the_configuration_it_was_built_with() {
+    let config = EngineConfig {
+        election_timeout_min_ticks: 31,
+        election_timeout_max_ticks: 47,
+        heartbeat_interval_ticks: 5,
+        max_entries_per_append: 9,
+        pre_vote: false,
+        ..EngineConfig::default()
+    };
+    let node = engine_with(1, &[1, 2, 3], config.clone());
+    assert_eq!(node.config(), &config);
+    assert_ne!(node.config(), &EngineConfig::default());
+}
+
+#[test]
+fn an_engines_debug_output_names_its_id_role_and_term() {
+    let node = engine(2, &[1, 2, 3]);
+    let text = format!("{node:?}");
+    assert!(text.starts_with("Engine"), "{text}");
+    for field in [
+        "id",
+        "role: Follower",
+        "current_term",
+        "commit_index",
+        "leader_id",
+    ] {
+        assert!(text.contains(field), "{field} missing from {text}");
+    }
 }
