@@ -468,12 +468,17 @@ impl<C: Clone> Engine<C> {
         self.leader_id = leader;
         self.votes.clear();
         self.progress.clear();
-        if was != Role::Follower || from_term != term {
+        self.trace_became_follower(was, from_term);
+    }
+
+    /// Logs a move to follower, unless it is a follower staying in its term. Logging only.
+    fn trace_became_follower(&self, was: Role, from_term: Term) {
+        if was != Role::Follower || from_term != self.current_term {
             info!(
                 target: "yggr::engine",
                 node_id = self.id.get(),
                 from_term = from_term.get(),
-                to_term = term.get(),
+                to_term = self.current_term.get(),
                 role = Role::Follower.as_str(),
                 "became follower"
             );
