@@ -657,10 +657,6 @@ impl<C: Clone> Engine<C> {
             }
             _ => {}
         }
-        let leader = match message.rpc {
-            Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_) => Some(message.from),
-            _ => None,
-        };
         info!(
             target: "yggr::engine",
             node_id = self.id.get(),
@@ -670,7 +666,8 @@ impl<C: Clone> Engine<C> {
             "stepping down for a higher term"
         );
         self.metrics.higher_term_stepdowns += 1;
-        self.become_follower(message.term, leader);
+        // No leader yet: if the message is a leader's, its own handler, next, records it.
+        self.become_follower(message.term, None);
         true
     }
 
@@ -760,5 +757,45 @@ impl<C: Clone> Engine<C> {
                 "invariant: only a leader tracks progress"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::RandomEnv;
+
+    fn engine() -> Engine<u64> {
+        let id = NodeId::new(1).expect("non-zero");
+        Engine::new(id, [], RandomEnv::seeded(1), 3)
+    }
+
+    /// The checker the simulator runs after every step must fire on a broken engine, or the
+    /// simulator's "engine invariant" check proves nothing.
+    #[test]
+    fn check_invariants_fires_on_a_commit_index_past_the_log() {
+        let mut broken = engine();
+        broken.check_invariants();
+        broken.commit_index = LogIndex::new(5);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            broken.check_invariants();
+        }));
+        assert!(
+            outcome.is_err(),
+            "a commit index past the log went unnoticed"
+        );
+    }
+
+    #[test]
+    fn check_invariants_fires_on_a_follower_tracking_progress() {
+        let mut broken = engine();
+        broken.progress.insert(
+            NodeId::new(2).expect("non-zero"),
+            crate::progress::Progress::new(LogIndex::new(1), 0),
+        );
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            broken.check_invariants();
+        }));
+        assert!(outcome.is_err(), "progress on a follower went unnoticed");
     }
 }

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;
 use bytes::Bytes;
-use yggr_core::{Action, AppendOutcome, EngineConfig, EngineMetrics, Event, Message, NodeId, Rpc};
+use yggr_core::{
+    Action, AppendOutcome, EngineConfig, EngineMetrics, Event, Message, NodeId, Rpc, VoteRequest,
+};
 
 /// What the test observed of each node, independently of its counters.
 #[derive(Default)]
@@ -302,4 +304,28 @@ fn every_counter_equals_an_independent_count_of_what_the_engine_did() {
     // Node 3 stepped down to the new term at least once; node 1 did when told of term +5.
     assert!(net.engine(1).metrics().higher_term_stepdowns >= 1);
     assert!(exercised.higher_term_stepdowns >= 2);
+}
+
+#[test]
+fn a_vote_request_ignored_while_a_leader_is_live_counts_as_denied() {
+    let config = EngineConfig {
+        lease_duration_ticks: 5,
+        ..EngineConfig::default()
+    };
+    let mut node = engine_with(2, &[1, 2, 3], config);
+    node.step(message(1, 1, append((0, 0), vec![], 0)));
+    assert_eq!(node.leader(), Some(id(1)));
+    let actions = node.step(message(
+        3,
+        2,
+        Rpc::RequestVote(VoteRequest {
+            last_log_index: idx(5),
+            last_log_term: term(1),
+            leadership_transfer: false,
+        }),
+    ));
+    assert!(sends(&actions).is_empty(), "ignored, not answered");
+    assert_eq!(node.current_term(), term(1));
+    assert_eq!(node.metrics().votes_denied, 1);
+    assert_eq!(node.metrics().votes_granted, 0);
 }
