@@ -257,6 +257,19 @@ mod tests {
         assert_eq!(log.last_index_of_term(Term::new(0)), None);
     }
 
+    /// When every live entry is of a later term, the snapshot's last entry may be the answer.
+    #[test]
+    fn the_last_index_of_a_term_can_be_the_snapshots_last_entry() {
+        let mut log = log_with_terms(&[1, 2, 2, 3, 3]);
+        log.compact_to(LogIndex::new(3), Term::new(2));
+        assert_eq!(log.last_index_of_term(Term::new(2)), Some(LogIndex::new(3)));
+        assert_eq!(log.last_index_of_term(Term::new(1)), None);
+        assert_eq!(log.last_index_of_term(Term::new(3)), Some(LogIndex::new(5)));
+        // An empty log's floor (index 0, term 0) is no entry at all.
+        let empty = log_with_terms(&[]);
+        assert_eq!(empty.last_index_of_term(Term::new(0)), None);
+    }
+
     #[test]
     #[should_panic(expected = "contiguous")]
     fn appending_with_a_gap_breaks_the_invariant() {

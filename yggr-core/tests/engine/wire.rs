@@ -276,3 +276,53 @@ fn byte_commands_decode_without_copying_and_match_the_copying_decoders() {
     assert_eq!(decode_message_bytes(encoded).unwrap(), copied);
     assert!(decode_entry_bytes(Bytes::from_static(&[0xff, 0xff, 0xff])).is_err());
 }
+
+#[test]
+fn every_rpc_has_its_own_name_for_logs() {
+    use yggr_core::{
+        AppendEntries, AppendEntriesResponse, AppendOutcome, InstallSnapshot,
+        InstallSnapshotResponse, LogIndex, Membership, Term, VoteRequest, VoteResponse,
+    };
+    let vote = VoteRequest {
+        last_log_index: LogIndex::ZERO,
+        last_log_term: Term::ZERO,
+        leadership_transfer: false,
+    };
+    let rpcs: Vec<Rpc<u64>> = vec![
+        Rpc::RequestVote(vote),
+        Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+        Rpc::RequestPreVote(vote),
+        Rpc::RequestPreVoteResponse(VoteResponse { granted: false }),
+        Rpc::AppendEntries(AppendEntries {
+            prev_log_index: LogIndex::ZERO,
+            prev_log_term: Term::ZERO,
+            entries: Vec::new(),
+            leader_commit: LogIndex::ZERO,
+            round: 0,
+        }),
+        Rpc::AppendEntriesResponse(AppendEntriesResponse {
+            round: 0,
+            outcome: AppendOutcome::StaleTerm,
+        }),
+        Rpc::InstallSnapshot(InstallSnapshot {
+            last_included_index: LogIndex::ZERO,
+            last_included_term: Term::ZERO,
+            membership: Membership::default(),
+            offset: 0,
+            data: bytes::Bytes::new(),
+            done: true,
+            round: 0,
+        }),
+        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_included_index: LogIndex::ZERO,
+            next_offset: 0,
+            done: true,
+            round: 0,
+        }),
+        Rpc::TimeoutNow,
+    ];
+    let names: std::collections::BTreeSet<&str> = rpcs.iter().map(Rpc::kind).collect();
+    assert_eq!(names.len(), rpcs.len(), "{names:?}");
+    assert!(names.iter().all(|name| !name.is_empty()));
+    assert!(names.contains("append_entries") && names.contains("timeout_now"));
+}
