@@ -283,6 +283,19 @@ mod tests {
         assert!(progress.can_send(8));
     }
 
+    /// A probe lost on the wire must not block the follower until it stalls: the next
+    /// heartbeat interval lets another probe go.
+    #[test]
+    fn a_heartbeat_interval_releases_an_unanswered_probe() {
+        let mut progress = Progress::new(idx(10), 0);
+        assert_eq!(progress.state, ReplicationState::Probe);
+        progress.on_sent(None);
+        assert!(!progress.can_send(8));
+        let stalled = progress.on_heartbeat();
+        assert!(!stalled);
+        assert!(progress.can_send(8), "the lost probe is sent again");
+    }
+
     #[test]
     fn stale_rejection_below_match_is_ignored() {
         let mut progress = replicating_at(6);

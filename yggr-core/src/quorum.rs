@@ -35,6 +35,15 @@ mod tests {
     }
 
     #[test]
+    fn no_count_is_a_majority_of_no_voters() {
+        assert!(!is_majority(0, 0));
+        assert!(!is_majority(1, 0));
+        assert!(is_majority(1, 1));
+        assert!(!is_majority(1, 2));
+        assert!(is_majority(2, 3));
+    }
+
+    #[test]
     fn majority_index_of_one_voter_is_its_own_match() {
         assert_eq!(majority_index(&mut indexes(&[7])), LogIndex::new(7));
     }
