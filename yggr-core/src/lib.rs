@@ -69,3 +69,27 @@ pub use message::{
 pub use metrics::EngineMetrics;
 pub use recovery::{RecoveredHardState, RecoveredSnapshot, RecoveryError};
 pub use types::{LogIndex, NodeId, Role, Term};
+
+/// The book's chapters about the engine, and the reference, compiled by `cargo test --doc` so that every Rust
+/// sample in them builds and runs.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../book/src/engine/pure-engine.md")]
+    pub struct PureEngine;
+    #[doc = include_str!("../../book/src/engine/events-and-actions.md")]
+    pub struct EventsAndActions;
+    #[doc = include_str!("../../book/src/engine/custom-host.md")]
+    pub struct CustomHost;
+    #[doc = include_str!("../../book/src/engine/elections.md")]
+    pub struct Elections;
+    #[doc = include_str!("../../book/src/engine/replication.md")]
+    pub struct Replication;
+    #[doc = include_str!("../../book/src/engine/features.md")]
+    pub struct Features;
+    #[doc = include_str!("../../book/src/reference/crate-layout.md")]
+    pub struct CrateLayout;
+    #[doc = include_str!("../../book/src/reference/design.md")]
+    pub struct DesignDecisions;
+    #[doc = include_str!("../../book/src/reference/wire-format.md")]
+    pub struct WireFormat;
+}

@@ -145,6 +145,9 @@ impl SafetyChecker {
     }
 
     /// Election Safety: `node` is leader in `term`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_leader(&mut self, node: NodeId, term: Term) -> Result<(), Violation> {
         let first = *self.leaders.entry(term).or_insert(node);
         if first != node {
@@ -158,6 +161,9 @@ impl SafetyChecker {
 
     /// One vote per term: `voter` sent a grant of its term-`term` vote to `candidate`.
     /// Granting the same candidate again (a retransmitted answer) is fine.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_vote(
         &mut self,
         voter: NodeId,
@@ -179,6 +185,9 @@ impl SafetyChecker {
     /// Log Matching: `entry` entered some node's log right after an entry of
     /// `previous_term`. Any other log holding the same index and term must agree on both the
     /// entry and its predecessor's term, which by induction makes the prefixes identical.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_stored(
         &mut self,
         node: NodeId,
@@ -207,6 +216,9 @@ impl SafetyChecker {
 
     /// Records that `node`, in its term `observer_term`, holds the entry at `index` (of
     /// `term`) as committed.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_committed(
         &mut self,
         node: NodeId,
@@ -232,6 +244,9 @@ impl SafetyChecker {
 
     /// Leader Completeness (§5.4): the new leader of `term` holds every entry committed in an
     /// earlier term.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_leader_complete(
         &self,
         node: NodeId,
@@ -260,6 +275,9 @@ impl SafetyChecker {
     }
 
     /// State Machine Safety: `node` applied `command` at `index`, reaching `digest`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_applied(
         &mut self,
         node: NodeId,
@@ -287,6 +305,9 @@ impl SafetyChecker {
     }
 
     /// A node restored a snapshot claiming the state after `index` is `digest`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn observe_restored(
         &self,
         node: NodeId,
@@ -307,6 +328,9 @@ impl SafetyChecker {
     }
 
     /// Persist-before-Send: everything `message` (to `to`) promises is on `disk` already.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_send_ordering(
         disk: &DurableState,
         to: NodeId,
@@ -414,6 +438,9 @@ impl SafetyChecker {
     /// Recoverable disk: after each write `node`'s disk holds no term newer than its stored
     /// current term. Terms along a stored log never decrease, so the last entry and the
     /// snapshot are the only ones to look at.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_recoverable(node: NodeId, disk: &DurableState) -> Result<(), Violation> {
         let newest = disk
             .log
@@ -437,6 +464,9 @@ impl SafetyChecker {
     }
 
     /// At most one configuration entry above the commit index in a leader's log.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_single_config_change(
         node: NodeId,
         entries: impl Iterator<Item = (LogIndex, bool)>,
@@ -456,6 +486,9 @@ impl SafetyChecker {
 
     /// Applied-index monotonicity: `node`'s state machine at `applied` is replaced by a
     /// snapshot through `restored`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_applied_moves_forward(
         node: NodeId,
         applied: LogIndex,
@@ -473,6 +506,9 @@ impl SafetyChecker {
     }
 
     /// Write durability: the client of `command` was told it committed at `index`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_acknowledged_write(
         &self,
         command: Command,
@@ -491,6 +527,9 @@ impl SafetyChecker {
     }
 
     /// A snapshot persisted at `index` while the node's commit index is `commit_index`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_snapshot_within_commit(
         node: NodeId,
         index: LogIndex,
@@ -509,6 +548,9 @@ impl SafetyChecker {
 
     /// Read linearizability: a read proposed when `required` was the highest index committed
     /// anywhere was served by `node` from a state machine that had applied `applied`.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_read(
         node: NodeId,
         read: u64,
@@ -530,6 +572,9 @@ impl SafetyChecker {
     /// `match_index`, where its own entry has `leader_term_at_match`. The follower, in the
     /// leader's term, durably holds `follower_disk`. Below the follower's snapshot floor there
     /// is nothing to compare.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_match_index(
         leader: NodeId,
         follower: NodeId,
@@ -559,6 +604,9 @@ impl SafetyChecker {
     }
 
     /// Lease exclusivity: `node`, leading `term`, served a read by its lease.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
     pub fn check_lease_read(&self, node: NodeId, term: Term) -> Result<(), Violation> {
         match self.newest_leader_term() {
             Some(newest) if newest > term => violation(

@@ -328,6 +328,10 @@ impl Cluster {
     // ---- Steps: each is one unit of simulated progress, followed by the invariant checks ----
 
     /// Feeds `event` to `node` (if up) and carries out what it asks.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn step_node(&mut self, node: NodeId, event: Event<Command>) -> Result<(), SimError> {
         self.step_count += 1;
         self.trace.event(self.step_count, node, &event);
@@ -338,6 +342,10 @@ impl Cluster {
     }
 
     /// Delivers one message from the network (its choice of which, and its fate).
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn deliver_one(&mut self) -> Result<bool, SimError> {
         let now = self.step_count;
         let Some(delivery) = self.network.next_delivery(&mut self.rng, now) else {
@@ -360,6 +368,10 @@ impl Cluster {
     }
 
     /// Proposes a fresh command at `node`, following it in the client history.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn propose(&mut self, node: NodeId) -> Result<Command, SimError> {
         let command = self.next_command;
         self.next_command += 1;
@@ -377,6 +389,10 @@ impl Cluster {
     }
 
     /// Proposes a linearizable read at `node`, remembering what it must observe.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn propose_read(&mut self, node: NodeId) -> Result<(), SimError> {
         let id = self.next_read;
         self.next_read += 1;
@@ -393,6 +409,10 @@ impl Cluster {
 
     /// Proposes `count` linearizable reads at `node` in one event (`Event::ProposeReads`),
     /// remembering what each must observe.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn propose_reads(&mut self, node: NodeId, count: u64) -> Result<(), SimError> {
         let ids: Vec<u64> = (0..count).map(|offset| self.next_read + offset).collect();
         self.next_read += count;
@@ -425,6 +445,10 @@ impl Cluster {
     }
 
     /// Makes every pending write of `node` durable, then carries out what waited for it.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn flush(&mut self, node: NodeId) -> Result<(), SimError> {
         self.step_count += 1;
         let result = self.flush_node(node).and_then(|()| self.check_after_step());
@@ -432,6 +456,10 @@ impl Cluster {
     }
 
     /// Flushes every node.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn flush_all(&mut self) -> Result<(), SimError> {
         for node in self.ids() {
             if self.nodes[&node].pending.is_empty() && self.nodes[&node].held.is_empty() {
@@ -449,6 +477,10 @@ impl Cluster {
 
     /// Crashes `node`. With `partial_flush`, a random prefix of its pending writes reaches the
     /// disk first (an fsync that was under way); everything else in memory is lost.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn crash(&mut self, node: NodeId, partial_flush: bool) -> Result<(), SimError> {
         self.crash_process(node, partial_flush)?;
         self.network.forget_node(node);
@@ -459,6 +491,10 @@ impl Cluster {
     /// flight to it stay in flight and reach the new process: Raft must tolerate any delay,
     /// and this is the schedule in which durable state forgotten on restart (a vote, say)
     /// does damage.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn bounce(&mut self, node: NodeId) -> Result<(), SimError> {
         if !self.nodes.get(&node).is_some_and(SimNode::is_up) {
             return Ok(());
@@ -504,6 +540,10 @@ impl Cluster {
     }
 
     /// Restarts a crashed `node` from its durable state.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn restart(&mut self, node: NodeId) -> Result<(), SimError> {
         self.step_count += 1;
         self.trace
@@ -513,6 +553,10 @@ impl Cluster {
     }
 
     /// Tells `node` the host took a snapshot of its state machine as it stands.
+    ///
+    /// # Errors
+    /// A [`SimError`] when carrying this out breaks a safety invariant or the host contract:
+    /// the violation, with the seed and the step.
     pub fn take_snapshot(&mut self, node: NodeId) -> Result<(), SimError> {
         let Some(sim) = self.nodes.get(&node) else {
             return Ok(());

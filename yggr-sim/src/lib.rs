@@ -36,9 +36,27 @@
 //!
 //! # Testing a modified engine
 //! The simulator drives whatever `yggr-core` the workspace builds, so change the engine and
-//! run `cargo nextest run -p yggr-sim` (the test profile is optimised). A failure prints the
-//! invariant, the seed, the step and a command that replays it with a full trace. From your
-//! own crate, replay a failure from the options it carries:
+//! run `cargo nextest run -p yggr-sim` (the test profile is optimised), or every suite at any
+//! budget with `cargo run --release -p yggr-sim --example suite`. A failure prints the
+//! invariant, the seed, the step and a command that replays it with a full trace. The CI
+//! suites are open to your own tests: here are the first runs of the `reads` suite against
+//! this build's engine ([`suite::Suite::run`] runs them all and holds them to the suite's
+//! coverage gate):
+//!
+//! ```
+//! use yggr_sim::run;
+//! use yggr_sim::suite::Suite;
+//!
+//! let suite = Suite::preset("reads").expect("one of the CI suites");
+//! let base_seed = 2026; // the CI takes a fresh one each run: `suite::base_seed()`
+//! for index in 0..3 {
+//!     if let Err(failure) = run(&suite.options(base_seed, index)) {
+//!         panic!("{failure}\nreplay with: {}", failure.replay);
+//!     }
+//! }
+//! ```
+//!
+//! And from your own crate, replay a failure from the options it carries:
 //!
 //! ```
 //! use yggr_sim::{Policy, RunOptions, replay, run};
@@ -50,6 +68,8 @@
 //!     }
 //! }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod checker;
 pub mod conformance;
@@ -81,3 +101,15 @@ pub use runner::{RunReport, replay, run};
 pub use state_machine::TrackedStateMachine;
 pub use suite::{Suite, SuiteFailure, SuiteReport};
 pub use yggr_core;
+
+/// The book's chapters about simulation, compiled by `cargo test --doc` so that every Rust
+/// sample in them builds and runs.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../book/src/simulation/harness.md")]
+    pub struct Harness;
+    #[doc = include_str!("../../book/src/simulation/invariants.md")]
+    pub struct SafetyInvariants;
+    #[doc = include_str!("../../book/src/simulation/replaying-a-seed.md")]
+    pub struct ReplayingASeed;
+}

@@ -60,6 +60,8 @@
 //!   [`Transport`] trait, [`LocalNetwork`] and [`TcpTransport`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod error;
 pub mod node;
@@ -88,3 +90,45 @@ pub use yggr_core::{
     Bytes, ConfigChange, EngineMetrics, EntryPayload, LogEntry, LogIndex, Membership, NodeId,
     RecoveredSnapshot, Role, Term,
 };
+
+/// The book's chapters about getting started, the runtime, and measuring, compiled by `cargo test --doc` so that every Rust
+/// sample in them builds and runs.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../book/src/introduction.md")]
+    pub struct Introduction;
+    #[doc = include_str!("../../book/src/getting-started/installation.md")]
+    pub struct Installation;
+    #[doc = include_str!("../../book/src/getting-started/three-node-cluster.md")]
+    pub struct ThreeNodeCluster;
+    #[doc = include_str!("../../book/src/getting-started/state-machine.md")]
+    pub struct WritingAStateMachine;
+    #[doc = include_str!("../../book/src/runtime/node.md")]
+    pub struct NodeApi;
+    #[doc = include_str!("../../book/src/runtime/configuration.md")]
+    pub struct Configuration;
+    #[doc = include_str!("../../book/src/runtime/bootstrap.md")]
+    pub struct BootstrapModes;
+    #[doc = include_str!("../../book/src/runtime/writes.md")]
+    pub struct Writes;
+    #[doc = include_str!("../../book/src/runtime/reads.md")]
+    pub struct LinearizableReads;
+    #[doc = include_str!("../../book/src/runtime/membership.md")]
+    pub struct Membership;
+    #[doc = include_str!("../../book/src/runtime/learners.md")]
+    pub struct Learners;
+    #[doc = include_str!("../../book/src/runtime/transfer.md")]
+    pub struct LeadershipTransfer;
+    #[doc = include_str!("../../book/src/runtime/snapshots.md")]
+    pub struct Snapshots;
+    #[doc = include_str!("../../book/src/runtime/observability.md")]
+    pub struct Observability;
+    #[doc = include_str!("../../book/src/runtime/errors.md")]
+    pub struct Errors;
+    #[doc = include_str!("../../book/src/runtime/operations.md")]
+    pub struct Operations;
+    #[doc = include_str!("../../book/src/measuring/benchmarks.md")]
+    pub struct MeasuredFigures;
+    #[doc = include_str!("../../book/src/measuring/testing.md")]
+    pub struct Testing;
+}
