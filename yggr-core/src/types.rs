@@ -197,6 +197,23 @@ mod tests {
     }
 
     #[test]
+    fn terms_indexes_and_roles_print_their_values() {
+        assert_eq!(format!("{:?}", Term::new(4)), "Term(4)");
+        assert_eq!(format!("{:?}", LogIndex::new(9)), "LogIndex(9)");
+        assert_eq!(Term::new(4).to_string(), "4");
+        assert_eq!(LogIndex::new(9).to_string(), "9");
+        let names = [
+            Role::Follower,
+            Role::PreCandidate,
+            Role::Candidate,
+            Role::Leader,
+        ]
+        .map(|role| role.to_string());
+        assert_eq!(names, ["follower", "precandidate", "candidate", "leader"]);
+        assert_eq!(Role::Leader.as_str(), "leader");
+    }
+
+    #[test]
     fn role_codes_match_the_metrics_contract() {
         assert_eq!(Role::Follower.code(), 0);
         assert_eq!(Role::PreCandidate.code(), 1);

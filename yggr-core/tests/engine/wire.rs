@@ -326,3 +326,16 @@ fn every_rpc_has_its_own_name_for_logs() {
     assert!(names.iter().all(|name| !name.is_empty()));
     assert!(names.contains("append_entries") && names.contains("timeout_now"));
 }
+
+#[test]
+fn a_configuration_with_voters_and_learners_round_trips_through_its_encoding() {
+    let mut membership = Membership::from_voters([id(1), id(2), id(3)]);
+    membership.learners.insert(id(4));
+    let bytes = yggr_core::wire::encode_membership(&membership);
+    assert!(
+        !bytes.is_empty(),
+        "a non-empty configuration encodes to some bytes"
+    );
+    let decoded = yggr_core::wire::decode_membership(&bytes).expect("its own encoding decodes");
+    assert_eq!(decoded, membership);
+}
