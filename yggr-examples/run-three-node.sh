@@ -80,14 +80,15 @@ if [ -z "$leader" ]; then
   exit 1
 fi
 
+follower=$(( leader % 3 + 1 ))
 cat <<EOF
 
 three nodes are up; node $leader leads (clients: 127.0.0.1:6001-6003, data: $data_dir)
 
 talk to it:
   redis-cli -c -p 600$leader SET hello world
-  redis-cli -c -p 6001 GET hello          # a follower redirects (MOVED) to the leader
-  printf 'SET a 1\r\n' | nc 127.0.0.1 600$leader
+  redis-cli -c -p 600$follower GET hello          # a follower redirects (MOVED) to the leader
+  printf 'SET a 1\r\n' | nc -q 1 127.0.0.1 600$leader
   redis-cli -p 6001 RAFT.STATUS
 
 Ctrl-C stops all three cleanly.

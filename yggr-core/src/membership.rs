@@ -44,7 +44,8 @@ pub enum MembershipChangeError {
 pub struct Membership {
     /// Members that vote and count toward the commit majority.
     pub voters: BTreeSet<NodeId>,
-    /// Members that receive replication but never vote, campaign or count toward commit.
+    /// Members that receive replication but never campaign and are not counted in elections or
+    /// commits. (They answer vote requests like anyone: the candidate decides whose votes count.)
     pub learners: BTreeSet<NodeId>,
 }
 

@@ -49,8 +49,9 @@ pub struct Config {
     /// [`ProposeError::Busy`](crate::ProposeError::Busy). Default 1024.
     pub max_pending_proposals: usize,
     /// Capacity of the channel from the driver to the apply task. When it is full, jobs wait
-    /// in order in the driver, which goes on ticking and replicating; only a backlog of 64
-    /// times this makes the driver wait for the state machine. Default 4096.
+    /// in order in the driver, which goes on ticking and replicating; once 64 times this many
+    /// wait, the driver also sets new writes and reads aside until the state machine catches
+    /// up. Default 4096.
     pub max_pending_applies: usize,
     /// Hold proposals for up to this many ticks to gather larger batches. Default 0: every
     /// driver iteration sends what is queued at once (which already batches under load).

@@ -122,8 +122,8 @@ pub enum MembershipError {
     /// Another membership change is not committed yet (§4.3 allows one at a time).
     #[error("another membership change is still in progress")]
     ChangeInProgress,
-    /// The node is neither a voter nor a learner (answered by `add_peer`'s and
-    /// `remove_peer`'s checks; promoting a non-member is `NotLearner`).
+    /// `remove_peer` of a node that is neither a voter nor a learner. (Promoting a
+    /// non-member is `NotLearner`.)
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
     /// The node is already a voter.

@@ -46,7 +46,11 @@
 //! # }
 //! ```
 //!
-//! `cargo run -p yggr --example counter` runs three nodes in one process the same way.
+//! `cargo run -p yggr --example counter` runs three nodes in one process the same way. For a
+//! deployment, each server runs one node on [`DiskStorage`] and [`TcpTransport`] (see their
+//! docs); `yggr-examples` holds `kv`, a whole replicated service built that way. The book
+//! (`book/` in the repository) covers configuration, bootstrap, membership, snapshots,
+//! errors and operations.
 //!
 //! # Layout
 //! - [`node`]: [`Node`], the handle applications hold, and [`Admin`] for operators.

@@ -499,8 +499,8 @@ impl<S: StateMachine> Admin<S> {
         self.change(ConfigChange::AddPeer(node)).await
     }
 
-    /// Adds `node` as a learner: it receives replication but neither votes nor counts toward
-    /// commit. Returns once the change has committed (not once the learner caught up).
+    /// Adds `node` as a learner: it receives replication but never campaigns, and neither its
+    /// votes nor its acknowledgements count. Returns once the change has committed (not once the learner caught up).
     ///
     /// # Errors
     /// As [`Admin::add_peer`], with `AlreadyLearner` too.
