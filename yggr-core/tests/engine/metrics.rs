@@ -329,3 +329,24 @@ fn a_vote_request_ignored_while_a_leader_is_live_counts_as_denied() {
     assert_eq!(node.metrics().votes_denied, 1);
     assert_eq!(node.metrics().votes_granted, 0);
 }
+
+#[test]
+fn each_vote_refused_to_a_candidate_with_a_stale_log_counts_as_denied() {
+    let mut node = engine_with(2, &[1, 2, 3], EngineConfig::default());
+    // Node 2 holds an entry of term 1; candidates with empty logs are behind it.
+    node.step(message(1, 1, append((0, 0), vec![entry(1, 1, 7)], 0)));
+    for (candidate, candidate_term) in [(3, 5), (1, 6)] {
+        let actions = node.step(message(
+            candidate,
+            candidate_term,
+            Rpc::RequestVote(VoteRequest {
+                last_log_index: idx(0),
+                last_log_term: term(0),
+                leadership_transfer: true,
+            }),
+        ));
+        assert!(!sends(&actions).is_empty(), "a refusal is answered");
+    }
+    assert_eq!(node.metrics().votes_denied, 2);
+    assert_eq!(node.metrics().votes_granted, 0);
+}
