@@ -2,7 +2,8 @@
 //! the clients waiting on them, runs linearizable reads after everything applied before them,
 //! restores snapshots from the leader and takes snapshots for compaction.
 //!
-//! It sits behind a bounded channel; when the channel is full the driver waits for it. The
+//! It sits behind a bounded channel; when the channel is full, jobs wait in order in the
+//! driver. The
 //! state machine's code never runs on a runtime worker, so a slow or even blocking `apply`
 //! delays other applies but never heartbeats. Where it runs depends on the runtime:
 //!
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 use yggr_core::{EntryPayload, LogEntry, LogIndex, NodeId};
 
+use crate::driver::Shared;
 use crate::error::{ProposeError, ReadError};
 use crate::state_machine::{SnapshotError, StateMachine};
 
@@ -249,6 +251,8 @@ struct Applier<S: StateMachine> {
     last_applied: LogIndex,
     jobs: mpsc::Receiver<ApplyJob<S>>,
     reports: mpsc::UnboundedSender<ApplyReport>,
+    /// Where `last_applied` is published for `Node::status`.
+    shared: Arc<Shared>,
     /// Set once an entry could not be applied: the state is unknown from then on, so
     /// nothing more is applied or read, and everyone still waiting is answered `Fatal` until
     /// the driver, told so, closes the channel.
@@ -265,12 +269,14 @@ pub(crate) fn spawn<S: StateMachine>(
     applied: LogIndex,
     jobs: mpsc::Receiver<ApplyJob<S>>,
     reports: mpsc::UnboundedSender<ApplyReport>,
+    shared: Arc<Shared>,
 ) -> oneshot::Receiver<()> {
     let applier = Applier {
         state,
         last_applied: applied,
         jobs,
         reports,
+        shared,
         broken: false,
     };
     let (finished, stopped) = oneshot::channel();
@@ -363,6 +369,7 @@ impl<S: StateMachine> Applier<S> {
                 match catch_unwind(AssertUnwindSafe(|| state.restore(bytes.to_vec()))) {
                     Ok(()) => {
                         self.last_applied = index;
+                        self.publish_applied();
                         debug!(target: "yggr::node", index = index.get(), "restored a snapshot");
                     }
                     Err(panic) => self.fail(format!(
@@ -388,6 +395,13 @@ impl<S: StateMachine> Applier<S> {
                 let _ = self.reports.send(report);
             }
         }
+    }
+
+    /// Makes `last_applied` visible to `Node::status`.
+    fn publish_applied(&self) {
+        self.shared
+            .state_machine_applied
+            .store(self.last_applied.get(), Ordering::Release);
     }
 
     /// Stops applying for good and tells the driver.
@@ -421,6 +435,8 @@ impl<S: StateMachine> Applier<S> {
                 _ => None,
             };
             self.last_applied = entry.index;
+            // Before the writer hears back: a status it asks for then shows its write applied.
+            self.publish_applied();
             if waiters
                 .peek()
                 .is_some_and(|(index, _)| *index == entry.index)

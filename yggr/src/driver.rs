@@ -92,18 +92,29 @@ pub(crate) struct Shared {
     pub(crate) leader: AtomicU64,
     /// One of [`lifecycle`]'s values.
     pub(crate) lifecycle: AtomicU8,
+    /// The last index the state machine has applied (or restored a snapshot through),
+    /// published by the apply task after each job. The engine's own applied index runs ahead
+    /// of it by whatever waits in the apply channel.
+    pub(crate) state_machine_applied: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new() -> Shared {
+    /// `applied`: what the state machine reflects at start (the snapshot it was restored from).
+    pub(crate) fn new(applied: LogIndex) -> Shared {
         Shared {
             leader: AtomicU64::new(0),
             lifecycle: AtomicU8::new(lifecycle::RUNNING),
+            state_machine_applied: AtomicU64::new(applied.get()),
         }
     }
 
     pub(crate) fn lifecycle(&self) -> u8 {
         self.lifecycle.load(Ordering::Acquire)
+    }
+
+    /// The last index the state machine has applied.
+    pub(crate) fn state_machine_applied(&self) -> LogIndex {
+        LogIndex::new(self.state_machine_applied.load(Ordering::Acquire))
     }
 }
 
@@ -378,7 +389,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         let mut reads = Vec::new();
         for request in requests.drain(..) {
             if self.draining.is_some() {
-                refuse_when_stopped(request, &self.engine, None);
+                refuse_when_stopped(request, &self.engine, &self.shared, None);
                 continue;
             }
             match request {
@@ -402,10 +413,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 Request::Membership { change, reply } => self.propose_change(change, reply),
                 Request::Transfer { target, reply } => self.transfer(target, reply),
                 Request::Status(reply) => {
-                    let _ = reply.send(status(&self.engine));
+                    let _ = reply.send(status(&self.engine, &self.shared));
                 }
                 Request::Metrics(reply) => {
-                    let _ = reply.send(metrics(&self.engine));
+                    let _ = reply.send(metrics(&self.engine, &self.shared));
                 }
                 Request::TriggerSnapshot(reply) => {
                     // A snapshot already being taken may predate writes this caller saw
@@ -895,7 +906,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             waiter.fail(error.clone());
         }
         for request in self.parked.drain(..) {
-            refuse_when_stopped(request, &self.engine, Some(stop));
+            refuse_when_stopped(request, &self.engine, &self.shared, Some(stop));
         }
         let read_error = match stop {
             Stop::Clean => ReadError::Shutdown,
@@ -907,7 +918,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         // Answer what is still queued, then let the apply task finish what it was handed.
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
-            refuse_when_stopped(request, &self.engine, Some(stop));
+            refuse_when_stopped(request, &self.engine, &self.shared, Some(stop));
         }
         // Committed entries (and the writers waiting on them) still in the backlog go to the
         // apply task before it is told to finish.
@@ -946,6 +957,7 @@ async fn has_room<S: StateMachine>(apply: Option<&mpsc::Sender<ApplyJob<S>>>) ->
 fn refuse_when_stopped<S: StateMachine>(
     request: Request<S>,
     engine: &Engine<Bytes>,
+    shared: &Shared,
     stopped: Option<Stop>,
 ) {
     let fatal = matches!(stopped, Some(Stop::Fatal));
@@ -985,12 +997,12 @@ fn refuse_when_stopped<S: StateMachine>(
         // Once stopped, a dropped reply tells the caller how the node stopped.
         Request::Status(reply) => {
             if stopped.is_none() {
-                let _ = reply.send(status(engine));
+                let _ = reply.send(status(engine, shared));
             }
         }
         Request::Metrics(reply) => {
             if stopped.is_none() {
-                let _ = reply.send(metrics(engine));
+                let _ = reply.send(metrics(engine, shared));
             }
         }
         Request::TriggerSnapshot(reply) => {
@@ -1046,19 +1058,19 @@ fn membership_error(reason: ConfigChangeRejection) -> MembershipError {
     }
 }
 
-pub(crate) fn status(engine: &Engine<Bytes>) -> Status {
+pub(crate) fn status(engine: &Engine<Bytes>, shared: &Shared) -> Status {
     Status {
         id: engine.id(),
         role: engine.role(),
         current_term: engine.current_term(),
         commit_index: engine.commit_index(),
-        last_applied: engine.last_applied(),
+        last_applied: shared.state_machine_applied(),
         leader: engine.leader(),
         membership: engine.membership().clone(),
     }
 }
 
-pub(crate) fn metrics(engine: &Engine<Bytes>) -> NodeMetrics {
+pub(crate) fn metrics(engine: &Engine<Bytes>, shared: &Shared) -> NodeMetrics {
     let membership = engine.membership();
     let followers = engine
         .follower_progress()
@@ -1076,7 +1088,7 @@ pub(crate) fn metrics(engine: &Engine<Bytes>) -> NodeMetrics {
         .collect();
     NodeMetrics {
         engine: engine.metrics(),
-        status: status(engine),
+        status: status(engine, shared),
         replication: ReplicationMetrics { followers },
         last_log_index: engine.last_log_index(),
     }

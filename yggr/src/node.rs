@@ -176,8 +176,15 @@ impl<S: StateMachine> Node<S> {
         let (apply, apply_receiver) = mpsc::channel::<ApplyJob<S>>(config.max_pending_applies);
         let (report_sender, reports) = mpsc::unbounded_channel();
         let applied = engine.last_applied();
-        let apply_task = apply::spawn(id, state_machine, applied, apply_receiver, report_sender);
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(applied));
+        let apply_task = apply::spawn(
+            id,
+            state_machine,
+            applied,
+            apply_receiver,
+            report_sender,
+            Arc::clone(&shared),
+        );
         let max_in_flight = config.max_pending_proposals;
         let max_command_bytes = config.max_command_bytes;
         let wiring = Wiring {

@@ -17,7 +17,8 @@ pub struct Status {
     pub current_term: Term,
     /// The highest index it knows committed.
     pub commit_index: LogIndex,
-    /// The highest index its state machine has been handed.
+    /// The highest index its state machine has applied (or restored a snapshot through). It
+    /// trails `commit_index` by whatever is still waiting to be applied.
     pub last_applied: LogIndex,
     /// The leader it knows of; `Some(id)` on the leader itself.
     pub leader: Option<NodeId>,

@@ -235,3 +235,55 @@ async fn a_dead_apply_task_does_not_make_the_driver_spin() {
         "the node used {used} clock ticks of CPU in 2 s while idle: the driver spins"
     );
 }
+
+/// `Status::last_applied` is what the state machine has applied, not what was handed to it:
+/// with `apply` blocked, a committed write shows in `commit_index` only, and once `apply`
+/// runs, in both. (Real time, as above: a blocked `apply` would freeze the paused clock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_last_applied_counts_only_what_the_state_machine_applied() {
+    let network = LocalNetwork::new();
+    let gate = Gated::default();
+    gate.set_open(true);
+    let mut config = test_config(id(1), []);
+    config.bootstrap = Bootstrap::NewCluster {
+        members: [id(1)].into_iter().collect(),
+    };
+    let node = Node::start(
+        config,
+        gate.clone(),
+        MemStorage::new(),
+        network.transport(id(1)),
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (node.current_leader() == Some(id(1))).then_some(())
+    })
+    .await
+    .expect("a lone node elects itself");
+    node.write(()).await.unwrap();
+    let before = node.status().await.unwrap();
+    assert_eq!(before.last_applied, before.commit_index);
+
+    gate.set_open(false);
+    let write = tokio::spawn({
+        let node = node.clone();
+        async move { node.write(()).await }
+    });
+    let stuck = eventually(Duration::from_secs(10), || async {
+        let status = node.status().await.unwrap();
+        (status.commit_index > before.commit_index).then_some(status)
+    })
+    .await
+    .expect("the write commits although it cannot be applied");
+    assert_eq!(
+        stuck.last_applied, before.last_applied,
+        "nothing was applied while apply was blocked"
+    );
+
+    gate.set_open(true);
+    assert_eq!(write.await.unwrap(), Ok(2));
+    let after = node.status().await.unwrap();
+    assert_eq!(after.last_applied, stuck.commit_index);
+    node.shutdown().await.unwrap();
+}

@@ -99,8 +99,10 @@ async fn trigger_snapshot_is_answered_even_when_the_apply_channel_was_full() {
     });
     loop {
         let status = node.status().await.unwrap();
-        // noop 1, write 0 at 2, A at 3, B at 4: B handed to the apply channel.
-        if status.last_applied.get() >= 4 {
+        // noop 1, write 0 at 2, A at 3, B at 4. A lone node commits an entry in the step
+        // that learns it is durable and hands it to the apply channel in the same iteration,
+        // so once B is committed its job waits in the channel.
+        if status.commit_index.get() >= 4 {
             break;
         }
         tokio::task::yield_now().await;
