@@ -182,6 +182,27 @@ fn timeout_now_campaign_is_honoured_by_voters_that_hear_from_the_leader() {
 }
 
 #[test]
+fn a_learner_told_to_campaign_by_its_leader_does_not() {
+    // Thesis §3.10: TimeoutNow asks a voter to campaign. A learner has no vote to win with;
+    // campaigning would only raise terms and disturb the cluster.
+    let mut membership = yggr_core::Membership::from_voters([id(1), id(2)]);
+    membership.learners.insert(id(3));
+    let mut learner = yggr_core::Engine::with_config(
+        id(3),
+        membership,
+        yggr_core::RandomEnv::seeded(3),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    learner.step(message(1, 1, append((0, 0), vec![], 0)));
+    assert_eq!(learner.leader(), Some(id(1)));
+    let actions = learner.step(message(1, 1, Rpc::TimeoutNow));
+    assert_eq!(learner.role(), Role::Follower);
+    assert_eq!(learner.current_term(), term(1));
+    assert!(sends(&actions).is_empty(), "no vote requests: {actions:?}");
+}
+
+#[test]
 fn second_membership_change_is_refused_while_the_first_is_uncommitted() {
     let mut net = Net::new(3);
     net.elect(1);
