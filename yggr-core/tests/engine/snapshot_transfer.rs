@@ -98,3 +98,38 @@ fn duplicated_chunk_answers_never_start_a_second_chunk_stream() {
     assert_eq!(chunk_sends(&resent), vec![4]);
     assert_eq!(chunk_sends(&net.step(1, answer(12))), vec![12]);
 }
+
+#[test]
+fn a_heartbeat_leaves_a_moving_chunk_stream_alone_and_resends_a_stalled_one() {
+    let (mut net, snapshot_index) = leader_compacted_past_follower_two();
+    let interval = net.engine(1).config().heartbeat_interval_ticks;
+    let heartbeat = |net: &mut Net| {
+        let mut actions = Vec::new();
+        for _ in 0..interval {
+            actions.extend(net.step(1, Event::Tick));
+        }
+        chunk_sends(&actions)
+    };
+    assert_eq!(heartbeat(&mut net), vec![0], "the transfer starts");
+    net.in_flight.clear();
+    let term = net.engine(1).current_term();
+    let answer = message(
+        2,
+        term.get(),
+        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_included_index: snapshot_index,
+            next_offset: 4,
+            done: false,
+            round: 0,
+        }),
+    );
+    assert_eq!(chunk_sends(&net.step(1, answer)), vec![4]);
+    net.in_flight.clear();
+    // Chunk 4 is in flight and the stream moved since the last heartbeat: nothing to resend.
+    assert!(
+        heartbeat(&mut net).is_empty(),
+        "a moving stream needs no help"
+    );
+    // No answer for a whole heartbeat interval: the chunk (or its answer) was lost.
+    assert_eq!(heartbeat(&mut net), vec![4], "a stalled stream is resent");
+}
