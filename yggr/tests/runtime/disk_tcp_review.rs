@@ -8,11 +8,9 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 use yggr::core::{EntryPayload, LogEntry, LogIndex, Membership, Message, Rpc, Term, VoteResponse};
 use yggr::{
     Bootstrap, DiskStorage, LocalNetwork, MemStorage, Node, Storage, StorageWrite, TcpTransport,
@@ -26,51 +24,10 @@ use crate::common::*;
 // leader_commit covering entries that are not yet durable anywhere but on the learner.
 // ---------------------------------------------------------------------------------------
 
-/// MemStorage whose entry writes wait while the gate is shut; with `lose` set, the waiting
-/// write is lost (the process "crashed" before its fsync) and persist fails.
-#[derive(Clone, Default)]
-struct CrashableStorage {
-    inner: MemStorage,
-    shut: Arc<AtomicBool>,
-    lose: Arc<AtomicBool>,
-    opened: Arc<Notify>,
-}
-
-impl Storage for CrashableStorage {
-    type Error = std::io::Error;
-
-    async fn load(&mut self) -> Result<Option<yggr::StoredState>, Self::Error> {
-        Ok(self.inner.load().await.unwrap())
-    }
-
-    async fn bootstrap(
-        &mut self,
-        node_id: yggr::NodeId,
-        founding: &Membership,
-    ) -> Result<(), Self::Error> {
-        self.inner.bootstrap(node_id, founding).await.unwrap();
-        Ok(())
-    }
-
-    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), Self::Error> {
-        let entries = writes
-            .iter()
-            .any(|write| matches!(write, StorageWrite::Entries(_)));
-        while entries && self.shut.load(Ordering::Acquire) {
-            self.opened.notified().await;
-        }
-        if entries && self.lose.load(Ordering::Acquire) {
-            return Err(std::io::Error::other("crash before fsync"));
-        }
-        self.inner.persist(writes).await.unwrap();
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_durable() {
     let network = LocalNetwork::new();
-    let storage = CrashableStorage::default();
+    let storage = FaultyStorage::default();
     let mut config = test_config(id(1), []);
     config.bootstrap = Bootstrap::NewCluster {
         members: [id(1)].into_iter().collect(),
@@ -110,7 +67,7 @@ async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_dur
     .expect("the learner catches up");
 
     // The leader's write of entry "100" stalls in its fsync.
-    storage.shut.store(true, Ordering::Release);
+    storage.faults.hold_entries();
     let write = tokio::spawn({
         let leader = leader.clone();
         async move { leader.write(100).await }
@@ -137,9 +94,8 @@ async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_dur
          (on the leader's disk: {on_leader_disk})"
     );
     // (Not reached while the bug exists.) Crash the leader before its fsync.
-    storage.lose.store(true, Ordering::Release);
-    storage.shut.store(false, Ordering::Release);
-    storage.opened.notify_waiters();
+    // The held write is lost: the process "crashed" before its fsync.
+    storage.faults.release(true);
     let _ = write.await;
     let _ = learner.shutdown().await;
 }
@@ -149,7 +105,7 @@ async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_dur
 #[tokio::test(start_paused = true)]
 async fn a_lone_voter_crashing_before_its_fsync_leaves_learner_and_voter_in_agreement() {
     let network = LocalNetwork::new();
-    let storage = CrashableStorage::default();
+    let storage = FaultyStorage::default();
     let mut config = test_config(id(1), []);
     config.bootstrap = Bootstrap::NewCluster {
         members: [id(1)].into_iter().collect(),
@@ -187,7 +143,7 @@ async fn a_lone_voter_crashing_before_its_fsync_leaves_learner_and_voter_in_agre
     .await
     .expect("the learner catches up");
 
-    storage.shut.store(true, Ordering::Release);
+    storage.faults.hold_entries();
     let write = tokio::spawn({
         let leader = leader.clone();
         async move { leader.write(100).await }
@@ -197,9 +153,8 @@ async fn a_lone_voter_crashing_before_its_fsync_leaves_learner_and_voter_in_agre
     })
     .await;
     // Crash: the stalled write never reaches the disk; the node stops.
-    storage.lose.store(true, Ordering::Release);
-    storage.shut.store(false, Ordering::Release);
-    storage.opened.notify_waiters();
+    // The held write is lost: the process "crashed" before its fsync.
+    storage.faults.release(true);
     assert!(
         write.await.unwrap().is_err(),
         "the client was not answered Ok"

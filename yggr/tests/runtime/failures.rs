@@ -5,72 +5,15 @@
 //! limit for membership changes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::common::*;
 use yggr::{
     Bootstrap, Bytes, DecodeError, EntryPayload, LocalNetwork, LogEntry, LogIndex, MemStorage,
     MembershipError, Node, NodeStartError, ProposeError, ReadError, ShutdownError, SnapshotError,
-    StateMachine, StatusError, Storage, StorageWrite, StoredState, Term, TransferLeadershipError,
+    StateMachine, StatusError, StoredState, Term, TransferLeadershipError,
 };
-
-const HEALTHY: u8 = 0;
-const FAILING: u8 = 1;
-const PANICKING: u8 = 2;
-
-/// MemStorage whose writes can be made to fail or to panic, and whose load can be replaced.
-struct FaultyStorage {
-    inner: MemStorage,
-    mode: Arc<AtomicU8>,
-    load_error: bool,
-    load_instead: Option<StoredState>,
-}
-
-impl FaultyStorage {
-    fn new(mode: &Arc<AtomicU8>) -> FaultyStorage {
-        FaultyStorage {
-            inner: MemStorage::new(),
-            mode: Arc::clone(mode),
-            load_error: false,
-            load_instead: None,
-        }
-    }
-}
-
-impl Storage for FaultyStorage {
-    type Error = std::io::Error;
-
-    async fn load(&mut self) -> Result<Option<StoredState>, std::io::Error> {
-        if self.load_error {
-            return Err(std::io::Error::other("the disk is unreadable"));
-        }
-        if let Some(state) = self.load_instead.clone() {
-            return Ok(Some(state));
-        }
-        Ok(self.inner.load().await.unwrap())
-    }
-
-    async fn bootstrap(
-        &mut self,
-        node_id: yggr::NodeId,
-        founding: &yggr::Membership,
-    ) -> Result<(), std::io::Error> {
-        self.inner.bootstrap(node_id, founding).await.unwrap();
-        Ok(())
-    }
-
-    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), std::io::Error> {
-        match self.mode.load(Ordering::Relaxed) {
-            FAILING => Err(std::io::Error::other("the disk is full")),
-            PANICKING => panic!("a storage bug"),
-            _ => {
-                self.inner.persist(writes).await.unwrap();
-                Ok(())
-            }
-        }
-    }
-}
 
 /// A single founding node over `storage`, elected.
 async fn lone_node(storage: FaultyStorage) -> Node<Recorder> {
@@ -97,10 +40,10 @@ async fn lone_node(storage: FaultyStorage) -> Node<Recorder> {
 
 #[tokio::test(start_paused = true)]
 async fn a_storage_failure_stops_the_node_and_every_call_answers_fatal() {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let node = lone_node(FaultyStorage::new(&mode)).await;
+    let storage = FaultyStorage::default();
+    let node = lone_node(storage.clone()).await;
     assert_eq!(node.write(1).await, Ok(1));
-    mode.store(FAILING, Ordering::Relaxed);
+    storage.faults.fail_writes();
     // The write whose entry could not be stored is answered, not left waiting.
     assert_eq!(node.write(2).await, Err(ProposeError::Fatal));
     assert_eq!(node.write(3).await, Err(ProposeError::Fatal));
@@ -128,9 +71,9 @@ async fn a_storage_failure_stops_the_node_and_every_call_answers_fatal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_driver_that_died_is_reported_as_driver_dead() {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let node = lone_node(FaultyStorage::new(&mode)).await;
-    mode.store(PANICKING, Ordering::Relaxed);
+    let storage = FaultyStorage::default();
+    let node = lone_node(storage.clone()).await;
+    storage.faults.panic_on_write();
     // The driver panics inside the storage call: the write is answered, not left waiting.
     assert_eq!(node.write(1).await, Err(ProposeError::DriverDead));
     assert_eq!(node.write(2).await, Err(ProposeError::DriverDead));
@@ -152,8 +95,8 @@ async fn a_driver_that_died_is_reported_as_driver_dead() {
 
 #[tokio::test(start_paused = true)]
 async fn a_shut_down_node_answers_shutdown_from_every_call() {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let node = lone_node(FaultyStorage::new(&mode)).await;
+    let storage = FaultyStorage::default();
+    let node = lone_node(storage.clone()).await;
     let other = node.clone();
     node.shutdown().await.unwrap();
     assert_eq!(other.write(1).await, Err(ProposeError::Shutdown));
@@ -187,8 +130,7 @@ async fn a_shut_down_node_answers_shutdown_from_every_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_over_unreadable_storage_is_refused_with_its_error() {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let mut storage = FaultyStorage::new(&mode);
+    let mut storage = FaultyStorage::default();
     storage.load_error = true;
     let network = LocalNetwork::new();
     let outcome = Node::start(
@@ -208,8 +150,7 @@ async fn a_start_over_unreadable_storage_is_refused_with_its_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_over_inconsistent_stored_state_is_refused() {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let mut storage = FaultyStorage::new(&mode);
+    let mut storage = FaultyStorage::default();
     let entry = |index: u64| LogEntry {
         term: Term::new(1),
         index: LogIndex::new(index),

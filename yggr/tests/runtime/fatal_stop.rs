@@ -1,49 +1,10 @@
 //! When storage fails the node stops `Fatal`, and requests already queued in the driver's
 //! channel at that moment are answered `Fatal` too, not as if the node had shut down cleanly.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{
-    Bootstrap, LocalNetwork, MemStorage, Node, ProposeError, ReadError, ShutdownError, Storage,
-    StorageWrite, StoredState,
-};
-
-/// MemStorage whose persist, once failing, takes a little while and then fails (a slow fsync
-/// that reports an I/O error).
-#[derive(Clone, Default)]
-struct SlowlyFailingStorage {
-    inner: MemStorage,
-    failing: Arc<AtomicBool>,
-}
-
-impl Storage for SlowlyFailingStorage {
-    type Error = std::io::Error;
-
-    async fn load(&mut self) -> Result<Option<StoredState>, std::io::Error> {
-        Ok(self.inner.load().await.unwrap())
-    }
-
-    async fn bootstrap(
-        &mut self,
-        node_id: yggr::NodeId,
-        founding: &yggr::Membership,
-    ) -> Result<(), std::io::Error> {
-        self.inner.bootstrap(node_id, founding).await.unwrap();
-        Ok(())
-    }
-
-    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), std::io::Error> {
-        if self.failing.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            return Err(std::io::Error::other("fsync failed"));
-        }
-        self.inner.persist(writes).await.unwrap();
-        Ok(())
-    }
-}
+use yggr::{Bootstrap, LocalNetwork, Node, ProposeError, ReadError, ShutdownError};
 
 #[tokio::test(start_paused = true)]
 async fn requests_queued_when_storage_fails_are_answered_fatal() {
@@ -52,7 +13,12 @@ async fn requests_queued_when_storage_fails_are_answered_fatal() {
     config.bootstrap = Bootstrap::NewCluster {
         members: [id(1)].into_iter().collect(),
     };
-    let storage = SlowlyFailingStorage::default();
+    // Once failing, a persist takes a little while and then fails (a slow fsync that
+    // reports an I/O error), so requests queue up behind it.
+    let storage = FaultyStorage {
+        failure_delay: Duration::from_millis(20),
+        ..FaultyStorage::default()
+    };
     let node = Node::start(
         config,
         Recorder::default(),
@@ -68,7 +34,7 @@ async fn requests_queued_when_storage_fails_are_answered_fatal() {
     .expect("a lone node elects itself");
     assert_eq!(node.write(1).await, Ok(1));
 
-    storage.failing.store(true, Ordering::SeqCst);
+    storage.faults.fail_writes();
     let first = tokio::spawn({
         let node = node.clone();
         async move { node.write(2).await }

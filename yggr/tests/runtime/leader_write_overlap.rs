@@ -2,48 +2,11 @@
 //! returns. The driver reads no acknowledgement until that write is durable, so the leader
 //! never counts its own copy before it is on disk, and no write is answered before then.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-use yggr::{LocalNetwork, MemStorage, Node, Storage, StorageWrite};
+use yggr::{LocalNetwork, Node};
 
 use crate::common::*;
-
-/// MemStorage whose entry writes wait while the gate is shut.
-#[derive(Clone, Default)]
-struct GatedStorage {
-    inner: MemStorage,
-    shut: Arc<AtomicBool>,
-    opened: Arc<Notify>,
-}
-
-impl Storage for GatedStorage {
-    type Error = std::convert::Infallible;
-
-    async fn load(&mut self) -> Result<Option<yggr::StoredState>, Self::Error> {
-        self.inner.load().await
-    }
-
-    async fn bootstrap(
-        &mut self,
-        node_id: yggr::NodeId,
-        founding: &yggr::Membership,
-    ) -> Result<(), Self::Error> {
-        self.inner.bootstrap(node_id, founding).await
-    }
-
-    async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), Self::Error> {
-        let entries = writes
-            .iter()
-            .any(|write| matches!(write, StorageWrite::Entries(_)));
-        while entries && self.shut.load(Ordering::Acquire) {
-            self.opened.notified().await;
-        }
-        self.inner.persist(writes).await
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn followers_receive_entries_before_the_leaders_fsync_but_nothing_is_acknowledged_before_it()
@@ -53,7 +16,7 @@ async fn followers_receive_entries_before_the_leaders_fsync_but_nothing_is_ackno
     let mut nodes = Vec::new();
     let mut gates = Vec::new();
     for me in &ids {
-        let storage = GatedStorage::default();
+        let storage = FaultyStorage::default();
         gates.push(storage.clone());
         let config = test_config(*me, ids.iter().copied().filter(|other| other != me));
         let node = Node::start(config, Recorder::default(), storage, network.transport(*me))
@@ -72,7 +35,7 @@ async fn followers_receive_entries_before_the_leaders_fsync_but_nothing_is_ackno
     leader.write(1).await.unwrap();
     let position = ids.iter().position(|me| *me == leader.id()).unwrap();
     let gate = gates[position].clone();
-    gate.shut.store(true, Ordering::Release);
+    gate.faults.hold_entries();
     let write = tokio::spawn({
         let leader = leader.clone();
         async move { leader.write(2).await }
@@ -98,8 +61,7 @@ async fn followers_receive_entries_before_the_leaders_fsync_but_nothing_is_ackno
         !write.is_finished(),
         "acknowledged before the leader's own write was durable"
     );
-    gate.shut.store(false, Ordering::Release);
-    gate.opened.notify_waiters();
+    gate.faults.release(false);
     assert_eq!(write.await.unwrap(), Ok(2));
     for node in nodes {
         node.shutdown().await.unwrap();

@@ -12,6 +12,9 @@ use yggr::{
     StateMachine,
 };
 
+mod faulty_storage;
+pub use faulty_storage::FaultyStorage;
+
 pub fn id(raw: u64) -> NodeId {
     NodeId::new(raw).unwrap()
 }
