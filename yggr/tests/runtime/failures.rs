@@ -130,8 +130,10 @@ async fn a_shut_down_node_answers_shutdown_from_every_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_over_unreadable_storage_is_refused_with_its_error() {
-    let mut storage = FaultyStorage::default();
-    storage.load_error = true;
+    let storage = FaultyStorage {
+        load_error: true,
+        ..FaultyStorage::default()
+    };
     let network = LocalNetwork::new();
     let outcome = Node::start(
         test_config(id(1), [id(2)]),
@@ -150,21 +152,23 @@ async fn a_start_over_unreadable_storage_is_refused_with_its_error() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_over_inconsistent_stored_state_is_refused() {
-    let mut storage = FaultyStorage::default();
     let entry = |index: u64| LogEntry {
         term: Term::new(1),
         index: LogIndex::new(index),
         payload: EntryPayload::Command(Bytes::from_static(&[0; 8])),
     };
     // A log with a hole: entry 2 is missing.
-    storage.load_instead = Some(StoredState {
-        node_id: None,
-        founding: yggr::Membership::from_voters([id(1), id(2)]),
-        current_term: Term::new(1),
-        voted_for: None,
-        snapshot: None,
-        log: vec![entry(1), entry(3)],
-    });
+    let storage = FaultyStorage {
+        load_instead: Some(StoredState {
+            node_id: None,
+            founding: yggr::Membership::from_voters([id(1), id(2)]),
+            current_term: Term::new(1),
+            voted_for: None,
+            snapshot: None,
+            log: vec![entry(1), entry(3)],
+        }),
+        ..FaultyStorage::default()
+    };
     let network = LocalNetwork::new();
     let mut config = test_config(id(1), []);
     config.bootstrap = Bootstrap::Recover;
