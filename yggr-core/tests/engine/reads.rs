@@ -391,3 +391,18 @@ fn read_rounds_probe_followers_whose_match_point_is_unknown_instead_of_sending_s
          are complete; node 3 replaced its state machine from it: {node_3_reloaded}"
     );
 }
+
+#[test]
+fn a_read_round_asks_the_voters_and_not_the_learners() {
+    // A learner's answer cannot confirm leadership, so asking it would only cost a message.
+    let mut membership = yggr_core::Membership::from_voters([id(1), id(2), id(3)]);
+    membership.learners.insert(id(4));
+    let mut net = Net::with_membership(&[1, 2, 3, 4], membership, EngineConfig::default());
+    net.elect(1);
+    net.step(1, Event::ClientProposal(7));
+    net.deliver_all();
+    let actions = net.step(1, Event::ProposeRead { id: 1 });
+    let asked: std::collections::BTreeSet<_> =
+        sends(&actions).into_iter().map(|(to, _)| to).collect();
+    assert_eq!(asked, [id(2), id(3)].into_iter().collect());
+}
