@@ -230,6 +230,34 @@ fn live_log_growth_past_the_limit_hints_a_snapshot() {
 }
 
 #[test]
+fn the_log_growth_hint_comes_once_the_log_holds_more_than_the_limit_not_at_it() {
+    let config = EngineConfig {
+        snapshot_hint_threshold_entries: 0,
+        max_log_entries: 5,
+        ..EngineConfig::default()
+    };
+    let mut net = Net::with_config(1, config);
+    net.elect(1);
+    let mut hinted_at = None;
+    for command in 0..8 {
+        let actions = net.step(1, Event::ClientProposal(command));
+        if hinted_at.is_none()
+            && actions
+                .iter()
+                .any(|a| matches!(a, Action::SnapshotHint { .. }))
+        {
+            let engine = net.engine(1);
+            hinted_at = Some(
+                engine
+                    .last_log_index()
+                    .distance_from(engine.snapshot_index()),
+            );
+        }
+    }
+    assert_eq!(hinted_at, Some(6), "the first log longer than 5 entries");
+}
+
+#[test]
 fn leader_removed_from_the_configuration_does_not_count_itself_toward_commit() {
     let mut net = Net::new(3);
     net.elect(1);
