@@ -292,7 +292,7 @@ impl<C: Clone> Engine<C> {
             // Duplicate or out-of-order: tell the leader where we are.
             return (have, false);
         }
-        if incoming.buffer.len().saturating_add(request.data.len()) > MAX_SNAPSHOT_BYTES {
+        if !chunk_fits(incoming.buffer.len(), request.data.len()) {
             warn!(target: "yggr::engine", node_id = self.id.get(), "dropped a snapshot over the size limit");
             self.incoming_snapshot = None;
             return (0, false);
@@ -351,3 +351,24 @@ impl<C: Clone> Engine<C> {
 /// The largest snapshot a follower will buffer (4 GiB): a bound on memory taken by a
 /// misbehaving or corrupted sender.
 pub(crate) const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+
+/// Whether a chunk of `chunk` bytes after `buffered` keeps an incoming snapshot within
+/// [`MAX_SNAPSHOT_BYTES`].
+fn chunk_fits(buffered: usize, chunk: usize) -> bool {
+    buffered.saturating_add(chunk) <= MAX_SNAPSHOT_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incoming_snapshot_may_reach_its_size_limit_but_not_pass_it() {
+        assert!(chunk_fits(0, 0));
+        assert!(chunk_fits(MAX_SNAPSHOT_BYTES - 1, 1));
+        assert!(chunk_fits(MAX_SNAPSHOT_BYTES, 0));
+        assert!(!chunk_fits(MAX_SNAPSHOT_BYTES, 1));
+        assert!(!chunk_fits(1, MAX_SNAPSHOT_BYTES));
+        assert!(!chunk_fits(usize::MAX, usize::MAX), "no overflow");
+    }
+}

@@ -133,3 +133,123 @@ fn a_heartbeat_leaves_a_moving_chunk_stream_alone_and_resends_a_stalled_one() {
     // No answer for a whole heartbeat interval: the chunk (or its answer) was lost.
     assert_eq!(heartbeat(&mut net), vec![4], "a stalled stream is resent");
 }
+
+/// A chunk of snapshot `index` from leader 1 in term 1, for node 2.
+fn chunk(index: u64, offset: u64, data: &'static [u8], done: bool) -> Event<u64> {
+    message(
+        1,
+        1,
+        Rpc::InstallSnapshot(yggr_core::InstallSnapshot {
+            last_included_index: idx(index),
+            last_included_term: term(1),
+            membership: yggr_core::Membership::from_voters([id(1), id(2), id(3)]),
+            offset,
+            data: Bytes::from_static(data),
+            done,
+            round: 0,
+        }),
+    )
+}
+
+fn chunk_answer(actions: &[Action<u64>]) -> (u64, bool) {
+    sends(actions)
+        .into_iter()
+        .find_map(|(_, message)| match message.rpc {
+            Rpc::InstallSnapshotResponse(answer) => Some((answer.next_offset, answer.done)),
+            _ => None,
+        })
+        .expect("every chunk is answered")
+}
+
+#[test]
+fn chunks_of_another_snapshot_in_the_same_term_restart_the_stream_and_never_mix() {
+    // The leader took a newer snapshot (same term, higher index) while sending an older one:
+    // a later chunk of the new one must not be appended to the bytes of the old one.
+    let mut follower = engine(2, &[1, 2, 3]);
+    assert_eq!(
+        chunk_answer(&follower.step(chunk(10, 0, b"old-", false))),
+        (4, false)
+    );
+    let mixed = follower.step(chunk(12, 4, b"new!", true));
+    assert_eq!(
+        chunk_answer(&mixed),
+        (0, false),
+        "asked for the new one from the start"
+    );
+    assert!(
+        !mixed
+            .iter()
+            .any(|action| matches!(action, Action::ApplySnapshot { .. })),
+        "nothing installed from mixed bytes"
+    );
+    assert_eq!(follower.snapshot_index(), idx(0));
+    // The new snapshot, sent from the start, installs whole.
+    follower.step(chunk(12, 0, b"new-", false));
+    let whole = follower.step(chunk(12, 4, b"new!", true));
+    assert_eq!(chunk_answer(&whole), (8, true));
+    assert!(whole.contains(&Action::ApplySnapshot {
+        bytes: Bytes::from_static(b"new-new!")
+    }));
+}
+
+#[test]
+fn a_late_duplicate_of_the_final_chunk_answer_leaves_replication_where_it_is() {
+    let (mut net, snapshot_index) = leader_compacted_past_follower_two();
+    net.heartbeat(1);
+    assert_eq!(net.engine(2).snapshot_index(), snapshot_index);
+    for command in 100..105 {
+        net.step(1, Event::ClientProposal(command));
+    }
+    net.deliver_all();
+    let before = net.engine(1).follower_progress()[&id(2)];
+    assert_eq!(before.0, net.engine(1).last_log_index(), "node 2 caught up");
+    let term = net.engine(1).current_term();
+    let late = message(
+        2,
+        term.get(),
+        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_included_index: snapshot_index,
+            next_offset: STATE.len() as u64,
+            done: true,
+            round: 0,
+        }),
+    );
+    let actions = net.step(1, late);
+    assert!(sends(&actions).is_empty(), "nothing to resend: {actions:?}");
+    assert_eq!(net.engine(1).follower_progress()[&id(2)], before);
+}
+
+#[test]
+fn an_answer_about_an_older_snapshot_leaves_a_transfer_under_way_alone() {
+    let (mut net, snapshot_index) = leader_compacted_past_follower_two();
+    let interval = net.engine(1).config().heartbeat_interval_ticks;
+    let mut started = Vec::new();
+    for _ in 0..interval {
+        started.extend(net.step(1, Event::Tick));
+    }
+    assert_eq!(
+        chunk_sends(&started),
+        vec![0],
+        "node 2 is being sent the snapshot"
+    );
+    net.in_flight.clear();
+    let before = net.engine(1).follower_progress()[&id(2)];
+    // A late answer from an earlier transfer, of an older snapshot, claiming it is complete.
+    let term = net.engine(1).current_term();
+    let stale = message(
+        2,
+        term.get(),
+        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_included_index: LogIndex::new(snapshot_index.get() - 3),
+            next_offset: 8,
+            done: true,
+            round: 0,
+        }),
+    );
+    let actions = net.step(1, stale);
+    assert!(
+        sends(&actions).is_empty(),
+        "nothing sent on its account: {actions:?}"
+    );
+    assert_eq!(net.engine(1).follower_progress()[&id(2)], before);
+}
