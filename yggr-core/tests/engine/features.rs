@@ -182,6 +182,42 @@ fn timeout_now_campaign_is_honoured_by_voters_that_hear_from_the_leader() {
 }
 
 #[test]
+fn timeout_now_is_sent_once_per_transfer_however_often_the_target_acknowledges() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ClientProposal(5));
+    net.deliver_all();
+    let timeout_nows = |actions: &[Action<u64>]| {
+        sends(actions)
+            .into_iter()
+            .filter(|(to, message)| *to == id(3) && message.rpc == Rpc::TimeoutNow)
+            .count()
+    };
+    let started = net.step(1, Event::TransferLeadership { target: id(3) });
+    assert_eq!(
+        timeout_nows(&started),
+        1,
+        "the target was caught up already"
+    );
+    net.in_flight.clear();
+    // A duplicated acknowledgement from the target arrives before it has campaigned.
+    let term = net.engine(1).current_term();
+    let last = net.engine(1).last_log_index();
+    let again = net.step(
+        1,
+        message(
+            3,
+            term.get(),
+            Rpc::AppendEntriesResponse(yggr_core::AppendEntriesResponse {
+                round: 0,
+                outcome: yggr_core::AppendOutcome::Accepted { match_index: last },
+            }),
+        ),
+    );
+    assert_eq!(timeout_nows(&again), 0, "{again:?}");
+}
+
+#[test]
 fn a_learner_told_to_campaign_by_its_leader_does_not() {
     // Thesis §3.10: TimeoutNow asks a voter to campaign. A learner has no vote to win with;
     // campaigning would only raise terms and disturb the cluster.
