@@ -12,7 +12,6 @@ use crate::types::{NodeId, Role};
 pub(crate) struct Transfer {
     pub(crate) target: NodeId,
     pub(crate) elapsed_ticks: u64,
-    pub(crate) timeout_now_sent: bool,
 }
 
 impl<C: Clone> Engine<C> {
@@ -44,18 +43,20 @@ impl<C: Clone> Engine<C> {
         self.transfer = Some(Transfer {
             target,
             elapsed_ticks: 0,
-            timeout_now_sent: false,
         });
         self.on_peer_caught_up(target);
         self.send_appends(target);
     }
 
-    /// Once the transfer target holds our whole log, tell it to campaign.
+    /// Once the transfer target holds our whole log, tell it to campaign. This fires once per
+    /// transfer: it runs when the target's match index advances, and once that reached the
+    /// end of the log it cannot advance again, since a leader handing over appends nothing
+    /// (proposals and changes are refused until the transfer ends).
     pub(crate) fn on_peer_caught_up(&mut self, peer: NodeId) {
         let Some(transfer) = self.transfer else {
             return;
         };
-        if transfer.target != peer || transfer.timeout_now_sent {
+        if transfer.target != peer {
             return;
         }
         let caught_up = self
@@ -63,10 +64,6 @@ impl<C: Clone> Engine<C> {
             .get(&peer)
             .is_some_and(|progress| progress.match_index == self.log.last_index());
         if caught_up {
-            self.transfer = Some(Transfer {
-                timeout_now_sent: true,
-                ..transfer
-            });
             self.lease_revoked = true;
             self.send(peer, Rpc::TimeoutNow);
         }
