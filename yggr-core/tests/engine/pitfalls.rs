@@ -230,6 +230,31 @@ fn live_log_growth_past_the_limit_hints_a_snapshot() {
 }
 
 #[test]
+fn with_both_snapshot_triggers_off_no_snapshot_is_ever_hinted() {
+    let config = EngineConfig {
+        snapshot_hint_threshold_entries: 0,
+        max_log_entries: 0,
+        ..EngineConfig::default()
+    };
+    let mut node = engine_with(1, &[1], config);
+    let hinted = |actions: &[Action<u64>]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SnapshotHint { .. }))
+    };
+    // From the first step on: the election's no-op is applied too.
+    while node.role() != Role::Leader {
+        assert!(!hinted(&node.step(Event::Tick)));
+    }
+    for command in 0..50 {
+        assert!(
+            !hinted(&node.step(Event::ClientProposal(command))),
+            "at {command}"
+        );
+    }
+}
+
+#[test]
 fn the_log_growth_hint_comes_once_the_log_holds_more_than_the_limit_not_at_it() {
     let config = EngineConfig {
         snapshot_hint_threshold_entries: 0,

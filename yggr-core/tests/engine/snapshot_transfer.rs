@@ -134,14 +134,27 @@ fn a_heartbeat_leaves_a_moving_chunk_stream_alone_and_resends_a_stalled_one() {
     assert_eq!(heartbeat(&mut net), vec![4], "a stalled stream is resent");
 }
 
-/// A chunk of snapshot `index` from leader 1 in term 1, for node 2.
+/// A chunk of snapshot `index` (of term 1) from leader 1 in term 1, for node 2.
 fn chunk(index: u64, offset: u64, data: &'static [u8], done: bool) -> Event<u64> {
+    chunk_of_term(1, 1, index, offset, data, done)
+}
+
+/// A chunk of snapshot `index` whose last entry has `snapshot_term`, from leader 1 in
+/// `leader_term`.
+fn chunk_of_term(
+    leader_term: u64,
+    snapshot_term: u64,
+    index: u64,
+    offset: u64,
+    data: &'static [u8],
+    done: bool,
+) -> Event<u64> {
     message(
         1,
-        1,
+        leader_term,
         Rpc::InstallSnapshot(yggr_core::InstallSnapshot {
             last_included_index: idx(index),
-            last_included_term: term(1),
+            last_included_term: term(snapshot_term),
             membership: yggr_core::Membership::from_voters([id(1), id(2), id(3)]),
             offset,
             data: Bytes::from_static(data),
@@ -252,4 +265,24 @@ fn an_answer_about_an_older_snapshot_leaves_a_transfer_under_way_alone() {
         "nothing sent on its account: {actions:?}"
     );
     assert_eq!(net.engine(1).follower_progress()[&id(2)], before);
+}
+
+#[test]
+fn a_chunk_claiming_another_term_for_the_same_snapshot_index_does_not_join_the_stream() {
+    // A correct leader's snapshots at one index all end in the same entry, so a chunk that
+    // names another term for it is corrupt or forged: it restarts the stream instead of
+    // completing it.
+    let mut follower = engine(2, &[1, 2, 3]);
+    follower.step(message(1, 3, append((0, 0), vec![], 0)));
+    let first = follower.step(chunk_of_term(3, 2, 10, 0, b"old-", false));
+    assert_eq!(chunk_answer(&first), (4, false));
+    let forged = follower.step(chunk_of_term(3, 3, 10, 4, b"new!", true));
+    assert_eq!(chunk_answer(&forged), (0, false));
+    assert!(
+        !forged
+            .iter()
+            .any(|action| matches!(action, Action::ApplySnapshot { .. })),
+        "nothing installed from mixed bytes"
+    );
+    assert_eq!(follower.snapshot_index(), idx(0));
 }
