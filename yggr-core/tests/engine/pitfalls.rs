@@ -8,42 +8,20 @@ use yggr_core::{
     RecoveredHardState, Role, Rpc, VoteRequest, VoteResponse,
 };
 
-fn chunk(index: u64, snapshot_term: u64, offset: u64, data: &'static [u8], done: bool) -> Rpc<u64> {
-    Rpc::InstallSnapshot(InstallSnapshot {
-        last_included_index: idx(index),
-        last_included_term: term(snapshot_term),
-        membership: Membership::from_voters([id(1), id(2), id(3)]),
-        offset,
-        data: Bytes::from_static(data),
-        done,
-        round: 0,
-    })
-}
-
-fn snapshot_reply(actions: &[Action<u64>]) -> (u64, bool) {
-    sends(actions)
-        .into_iter()
-        .find_map(|(_, m)| match m.rpc {
-            Rpc::InstallSnapshotResponse(r) => Some((r.next_offset, r.done)),
-            _ => None,
-        })
-        .expect("an InstallSnapshot response")
-}
-
 #[test]
 fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
     let mut node = engine(2, &[1, 2, 3]);
     assert_eq!(
-        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        snapshot_reply(&node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"ab", false)))),
         (2, false)
     );
     // The same chunk again, and a chunk from the future: both answered with where we stand.
     assert_eq!(
-        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        snapshot_reply(&node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"ab", false)))),
         (2, false)
     );
     assert_eq!(
-        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 4, b"ef", true)))),
+        snapshot_reply(&node.step(message(1, 1, snapshot_chunk(5, 1, 4, b"ef", true)))),
         (2, false)
     );
     assert_eq!(
@@ -51,7 +29,7 @@ fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
         idx(0),
         "nothing installed from out-of-order chunks"
     );
-    let actions = node.step(message(1, 1, chunk(5, 1, 2, b"cd", true)));
+    let actions = node.step(message(1, 1, snapshot_chunk(5, 1, 2, b"cd", true)));
     assert_eq!(snapshot_reply(&actions), (4, true));
     let restored = actions.iter().find_map(|a| match a {
         Action::ApplySnapshot { bytes } => Some(bytes.clone()),
@@ -65,14 +43,14 @@ fn duplicate_and_out_of_order_snapshot_chunks_are_harmless() {
 #[test]
 fn delayed_duplicate_of_the_first_chunk_does_not_restart_the_transfer() {
     let mut node = engine(2, &[1, 2, 3]);
-    node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)));
-    node.step(message(1, 1, chunk(5, 1, 2, b"cd", false)));
+    node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"ab", false)));
+    node.step(message(1, 1, snapshot_chunk(5, 1, 2, b"cd", false)));
     assert_eq!(
-        snapshot_reply(&node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)))),
+        snapshot_reply(&node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"ab", false)))),
         (4, false),
         "the buffered chunks are kept"
     );
-    let actions = node.step(message(1, 1, chunk(5, 1, 4, b"ef", true)));
+    let actions = node.step(message(1, 1, snapshot_chunk(5, 1, 4, b"ef", true)));
     assert_eq!(snapshot_reply(&actions), (6, true));
     let restored = actions.iter().find_map(|a| match a {
         Action::ApplySnapshot { bytes } => Some(bytes.clone()),
@@ -84,13 +62,13 @@ fn delayed_duplicate_of_the_first_chunk_does_not_restart_the_transfer() {
 #[test]
 fn first_chunk_from_a_new_leader_restarts_the_transfer() {
     let mut node = engine(2, &[1, 2, 3]);
-    node.step(message(1, 1, chunk(5, 1, 0, b"ab", false)));
+    node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"ab", false)));
     // A leader of term 2 sends its own bytes for the same snapshot index: never mixed.
     assert_eq!(
-        snapshot_reply(&node.step(message(3, 2, chunk(5, 1, 0, b"xy", false)))),
+        snapshot_reply(&node.step(message(3, 2, snapshot_chunk(5, 1, 0, b"xy", false)))),
         (2, false)
     );
-    let actions = node.step(message(3, 2, chunk(5, 1, 2, b"z", true)));
+    let actions = node.step(message(3, 2, snapshot_chunk(5, 1, 2, b"z", true)));
     let restored = actions.iter().find_map(|a| match a {
         Action::ApplySnapshot { bytes } => Some(bytes.clone()),
         _ => None,
@@ -104,7 +82,7 @@ fn install_snapshot_behind_the_commit_index_is_a_no_op() {
     let entries = (1..=6).map(|i| entry(i, 1, i)).collect();
     node.step(message(1, 1, append((0, 0), entries, 6)));
     assert_eq!(node.commit_index(), idx(6));
-    let actions = node.step(message(1, 1, chunk(4, 1, 0, b"old", true)));
+    let actions = node.step(message(1, 1, snapshot_chunk(4, 1, 0, b"old", true)));
     assert_eq!(
         snapshot_reply(&actions),
         (0, true),
@@ -123,7 +101,7 @@ fn follower_keeps_its_log_suffix_that_continues_from_the_snapshot() {
     let mut node = engine(2, &[1, 2, 3]);
     let entries = (1..=8).map(|i| entry(i, 1, i)).collect();
     node.step(message(1, 1, append((0, 0), entries, 2)));
-    node.step(message(1, 1, chunk(5, 1, 0, b"snap", true)));
+    node.step(message(1, 1, snapshot_chunk(5, 1, 0, b"snap", true)));
     assert_eq!(node.snapshot_index(), idx(5));
     assert_eq!(
         node.last_log_index(),
@@ -137,7 +115,7 @@ fn follower_discards_a_log_that_does_not_continue_from_the_snapshot() {
     let mut node = engine(2, &[1, 2, 3]);
     let entries = (1..=8).map(|i| entry(i, 1, i)).collect();
     node.step(message(1, 1, append((0, 0), entries, 2)));
-    node.step(message(3, 2, chunk(5, 2, 0, b"snap", true)));
+    node.step(message(3, 2, snapshot_chunk(5, 2, 0, b"snap", true)));
     assert_eq!(node.snapshot_index(), idx(5));
     assert_eq!(
         node.last_log_index(),
@@ -150,7 +128,7 @@ fn follower_discards_a_log_that_does_not_continue_from_the_snapshot() {
 fn snapshot_chunk_from_a_deposed_leader_is_refused_with_our_term() {
     let mut node = engine(2, &[1, 2, 3]);
     node.step(message(3, 4, append((0, 0), vec![], 0)));
-    let actions = node.step(message(1, 2, chunk(5, 1, 0, b"stale", true)));
+    let actions = node.step(message(1, 2, snapshot_chunk(5, 1, 0, b"stale", true)));
     let (_, reply) = &sends(&actions)[0];
     assert_eq!(reply.term, term(4));
     assert_eq!(node.snapshot_index(), idx(0));

@@ -152,26 +152,8 @@ fn chunk_of_term(
     message(
         1,
         leader_term,
-        Rpc::InstallSnapshot(yggr_core::InstallSnapshot {
-            last_included_index: idx(index),
-            last_included_term: term(snapshot_term),
-            membership: yggr_core::Membership::from_voters([id(1), id(2), id(3)]),
-            offset,
-            data: Bytes::from_static(data),
-            done,
-            round: 0,
-        }),
+        snapshot_chunk(index, snapshot_term, offset, data, done),
     )
-}
-
-fn chunk_answer(actions: &[Action<u64>]) -> (u64, bool) {
-    sends(actions)
-        .into_iter()
-        .find_map(|(_, message)| match message.rpc {
-            Rpc::InstallSnapshotResponse(answer) => Some((answer.next_offset, answer.done)),
-            _ => None,
-        })
-        .expect("every chunk is answered")
 }
 
 #[test]
@@ -180,12 +162,12 @@ fn chunks_of_another_snapshot_in_the_same_term_restart_the_stream_and_never_mix(
     // a later chunk of the new one must not be appended to the bytes of the old one.
     let mut follower = engine(2, &[1, 2, 3]);
     assert_eq!(
-        chunk_answer(&follower.step(chunk(10, 0, b"old-", false))),
+        snapshot_reply(&follower.step(chunk(10, 0, b"old-", false))),
         (4, false)
     );
     let mixed = follower.step(chunk(12, 4, b"new!", true));
     assert_eq!(
-        chunk_answer(&mixed),
+        snapshot_reply(&mixed),
         (0, false),
         "asked for the new one from the start"
     );
@@ -199,7 +181,7 @@ fn chunks_of_another_snapshot_in_the_same_term_restart_the_stream_and_never_mix(
     // The new snapshot, sent from the start, installs whole.
     follower.step(chunk(12, 0, b"new-", false));
     let whole = follower.step(chunk(12, 4, b"new!", true));
-    assert_eq!(chunk_answer(&whole), (8, true));
+    assert_eq!(snapshot_reply(&whole), (8, true));
     assert!(whole.contains(&Action::ApplySnapshot {
         bytes: Bytes::from_static(b"new-new!")
     }));
@@ -275,9 +257,9 @@ fn a_chunk_claiming_another_term_for_the_same_snapshot_index_does_not_join_the_s
     let mut follower = engine(2, &[1, 2, 3]);
     follower.step(message(1, 3, append((0, 0), vec![], 0)));
     let first = follower.step(chunk_of_term(3, 2, 10, 0, b"old-", false));
-    assert_eq!(chunk_answer(&first), (4, false));
+    assert_eq!(snapshot_reply(&first), (4, false));
     let forged = follower.step(chunk_of_term(3, 3, 10, 4, b"new!", true));
-    assert_eq!(chunk_answer(&forged), (0, false));
+    assert_eq!(snapshot_reply(&forged), (0, false));
     assert!(
         !forged
             .iter()

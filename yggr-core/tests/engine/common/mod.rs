@@ -308,3 +308,34 @@ pub fn win_election_with_vote_from(engine: &mut Engine<u64>, voter: u64) {
     ));
     assert_eq!(engine.role(), Role::Leader);
 }
+
+/// An InstallSnapshot chunk of snapshot `index` (whose last entry has `snapshot_term`) of a
+/// three-voter cluster.
+pub fn snapshot_chunk(
+    index: u64,
+    snapshot_term: u64,
+    offset: u64,
+    data: &'static [u8],
+    done: bool,
+) -> Rpc<u64> {
+    Rpc::InstallSnapshot(yggr_core::InstallSnapshot {
+        last_included_index: idx(index),
+        last_included_term: term(snapshot_term),
+        membership: Membership::from_voters([id(1), id(2), id(3)]),
+        offset,
+        data: bytes::Bytes::from_static(data),
+        done,
+        round: 0,
+    })
+}
+
+/// The next offset and the done flag of the InstallSnapshot answer among `actions`.
+pub fn snapshot_reply(actions: &[Action<u64>]) -> (u64, bool) {
+    sends(actions)
+        .into_iter()
+        .find_map(|(_, message)| match message.rpc {
+            Rpc::InstallSnapshotResponse(answer) => Some((answer.next_offset, answer.done)),
+            _ => None,
+        })
+        .expect("an InstallSnapshot answer")
+}
