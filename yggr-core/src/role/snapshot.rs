@@ -211,12 +211,17 @@ impl<C: Clone> Engine<C> {
         if response.done {
             // The follower now holds everything through the snapshot.
             let index = response.last_included_index;
-            if index > progress.match_index {
+            let advanced = index > progress.match_index;
+            if advanced {
                 progress.match_index = index;
             }
             progress.become_probe(index.next());
             self.maybe_commit();
-            self.on_peer_caught_up(peer);
+            // As for AppendEntries: only a match index that moved can newly catch a transfer
+            // target up (an acknowledgement may have got it there before this answer came).
+            if advanced {
+                self.on_peer_caught_up(peer);
+            }
             self.send_appends(peer);
         } else if response.last_included_index == snapshot_index {
             let advanced = response.next_offset > progress.snapshot_offset;

@@ -49,9 +49,10 @@ impl<C: Clone> Engine<C> {
     }
 
     /// Once the transfer target holds our whole log, tell it to campaign. This fires once per
-    /// transfer: it runs when the target's match index advances, and once that reached the
-    /// end of the log it cannot advance again, since a leader handing over appends nothing
-    /// (proposals and changes are refused until the transfer ends).
+    /// transfer: it runs when a transfer starts and when the target's match index advances
+    /// (by an acknowledgement or a completed snapshot), and once that reached the end of the
+    /// log it cannot advance again, since a leader handing over appends nothing (proposals and
+    /// changes are refused until the transfer ends).
     pub(crate) fn on_peer_caught_up(&mut self, peer: NodeId) {
         let Some(transfer) = self.transfer else {
             return;

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use bytes::Bytes;
-use yggr_core::{Action, EngineConfig, Event, InstallSnapshotResponse, LogIndex, Rpc};
+use yggr_core::{Action, EngineConfig, Event, InstallSnapshotResponse, LogIndex, Message, Rpc};
 
 const STATE: &[u8] = b"0123456789abcdef";
 
@@ -267,4 +267,89 @@ fn a_chunk_claiming_another_term_for_the_same_snapshot_index_does_not_join_the_s
         "nothing installed from mixed bytes"
     );
     assert_eq!(follower.snapshot_index(), idx(0));
+}
+
+// A leadership transfer whose target is caught up by an acknowledgement while a snapshot is
+// on its way to it (found by an outside review): the snapshot's final answer moves nothing
+// and must not send TimeoutNow a second time.
+
+fn timeout_nows_to(actions: &[Action<u64>], to: u64) -> usize {
+    sends(actions)
+        .into_iter()
+        .filter(|(target, message)| *target == id(to) && message.rpc == Rpc::TimeoutNow)
+        .count()
+}
+
+fn take_to(net: &mut Net, to: u64) -> Vec<Message<u64>> {
+    let mut held = Vec::new();
+    net.in_flight.retain(|(target, message)| {
+        if *target == id(to) {
+            held.push(message.clone());
+            false
+        } else {
+            true
+        }
+    });
+    held
+}
+
+#[test]
+fn timeout_now_is_sent_once_when_a_completed_snapshot_follows_the_catch_up() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    // An entry goes out to 2 and 3; node 3's copy is held on the wire for a moment.
+    net.step(1, Event::ClientProposal(7));
+    let append_to_three = take_to(&mut net, 3);
+    assert_eq!(append_to_three.len(), 1);
+    net.deliver_all(); // node 2 acknowledges: the entry commits and applies on the leader.
+    let last = net.engine(1).last_log_index();
+    assert_eq!(net.engine(1).last_applied(), last);
+    // The leader compacts everything it applied: node 3's match point is now below the floor.
+    net.step(
+        1,
+        Event::SnapshotTaken {
+            last_included_index: last,
+            bytes: Bytes::from_static(b"state"),
+        },
+    );
+    net.in_flight.clear();
+    // Node 3 receives the held append; its acknowledgement (through `last`) is held.
+    net.deliver(id(3), append_to_three[0].clone());
+    let ack_from_three: Vec<_> = net.in_flight.drain(..).collect();
+    assert_eq!(ack_from_three.len(), 1);
+    // A heartbeat interval: the anchor (node 3's old match point) is compacted, so node 3 is
+    // switched to the snapshot. The chunk is held.
+    let interval = net.engine(1).config().heartbeat_interval_ticks;
+    for _ in 0..interval {
+        net.step(1, Event::Tick);
+    }
+    let chunk_to_three = take_to(&mut net, 3);
+    assert!(
+        chunk_to_three
+            .iter()
+            .any(|m| matches!(m.rpc, Rpc::InstallSnapshot(_))),
+        "{chunk_to_three:?}"
+    );
+    net.in_flight.clear();
+    // Transfer to node 3 starts; node 3's acknowledgement arrives: it holds the whole log.
+    let mut sent = 0;
+    sent += timeout_nows_to(&net.step(1, Event::TransferLeadership { target: id(3) }), 3);
+    let (to, ack) = ack_from_three[0].clone();
+    assert_eq!(to, id(1));
+    sent += timeout_nows_to(&net.step(1, Event::Incoming(ack)), 3);
+    assert_eq!(sent, 1, "the target caught up: TimeoutNow once");
+    net.in_flight.clear();
+    // The snapshot chunk reaches node 3, which answers it done; the answer reaches the leader.
+    for chunk in chunk_to_three {
+        net.deliver(id(3), chunk);
+    }
+    let answers: Vec<_> = net.in_flight.drain(..).collect();
+    for (to, answer) in answers {
+        assert_eq!(to, id(1));
+        sent += timeout_nows_to(&net.step(1, Event::Incoming(answer)), 3);
+    }
+    assert_eq!(
+        sent, 1,
+        "a final snapshot answer that moves nothing does not catch the target up again"
+    );
 }
