@@ -353,9 +353,16 @@ impl<C: Clone> Engine<C> {
     }
 }
 
-/// The largest snapshot a follower will buffer (4 GiB): a bound on memory taken by a
-/// misbehaving or corrupted sender.
-pub(crate) const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
+/// The largest snapshot a follower will buffer (4 GiB, or all a 32-bit address space can
+/// hold): a bound on memory taken by a misbehaving or corrupted sender.
+pub(crate) const MAX_SNAPSHOT_BYTES: usize = {
+    const FOUR_GIB: u64 = 4 << 30;
+    if FOUR_GIB > usize::MAX as u64 {
+        usize::MAX
+    } else {
+        FOUR_GIB as usize
+    }
+};
 
 /// Whether a chunk of `chunk` bytes after `buffered` keeps an incoming snapshot within
 /// [`MAX_SNAPSHOT_BYTES`].
