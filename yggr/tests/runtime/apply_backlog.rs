@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, DecodeError, LocalNetwork, MemStorage, Node, ProposeError, StateMachine};
+use yggr::{DecodeError, LocalNetwork, MemStorage, Node, ProposeError, StateMachine};
 
 /// `apply` blocks while the gate is closed (reads are served after it, on the apply task).
 #[derive(Clone, Default)]
@@ -169,23 +169,13 @@ impl StateMachine for PanickyDecode {
 /// A lone leader over `PanickyDecode`, after one good write.
 async fn panicky_leader() -> Node<PanickyDecode> {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let node = Node::start(
-        config,
+    let node = lone_leader(
+        &network,
         PanickyDecode::default(),
         MemStorage::new(),
-        network.transport(id(1)),
+        |_| {},
     )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    .await;
     assert_eq!(node.write(1).await, Ok(1));
     node
 }
@@ -244,23 +234,7 @@ async fn status_last_applied_counts_only_what_the_state_machine_applied() {
     let network = LocalNetwork::new();
     let gate = Gated::default();
     gate.set_open(true);
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let node = Node::start(
-        config,
-        gate.clone(),
-        MemStorage::new(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(id(1))).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    let node = lone_leader(&network, gate.clone(), MemStorage::new(), |_| {}).await;
     node.write(()).await.unwrap();
     let before = node.status().await.unwrap();
     assert_eq!(before.last_applied, before.commit_index);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, DecodeError, LocalNetwork, MemStorage, Node, ProposeError, StateMachine};
+use yggr::{DecodeError, LocalNetwork, MemStorage, Node, ProposeError, StateMachine};
 
 /// Command 13 encodes to bytes that do not decode; command 66 makes `apply` panic.
 #[derive(Clone, Default)]
@@ -39,24 +39,7 @@ impl StateMachine for Picky {
 
 async fn lone_node() -> Node<Picky> {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let node = Node::start(
-        config,
-        Picky::default(),
-        MemStorage::new(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
-    node
+    lone_leader(&network, Picky::default(), MemStorage::new(), |_| {}).await
 }
 
 /// The apply task answers the writer itself before it reports to the driver; were the answer

@@ -4,16 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, Config, LocalNetwork, MemStorage, Node, NodeStartError};
-
-fn lone_config(configure: impl FnOnce(&mut Config)) -> Config {
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    configure(&mut config);
-    config
-}
+use yggr::{LocalNetwork, MemStorage, Node, NodeStartError};
 
 /// Queue limits beyond what tokio's channels hold (`usize::MAX` as "no limit") are refused by
 /// `validate`, and so by `Node::start`, instead of panicking inside it.

@@ -28,23 +28,7 @@ use crate::common::*;
 async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_durable() {
     let network = LocalNetwork::new();
     let storage = FaultyStorage::default();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let leader = Node::start(
-        config,
-        Recorder::default(),
-        storage.clone(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (leader.current_leader() == Some(leader.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    let leader = lone_leader(&network, Recorder::default(), storage.clone(), |_| {}).await;
 
     let learner_recorder = Recorder::default();
     let learner_applied = Arc::clone(&learner_recorder.mirror);
@@ -106,23 +90,7 @@ async fn a_lone_voters_learner_never_applies_an_entry_the_voter_has_not_made_dur
 async fn a_lone_voter_crashing_before_its_fsync_leaves_learner_and_voter_in_agreement() {
     let network = LocalNetwork::new();
     let storage = FaultyStorage::default();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let leader = Node::start(
-        config,
-        Recorder::default(),
-        storage.clone(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (leader.current_leader() == Some(leader.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    let leader = lone_leader(&network, Recorder::default(), storage.clone(), |_| {}).await;
     let learner_recorder = Recorder::default();
     let learner_applied = Arc::clone(&learner_recorder.mirror);
     let mut learner_config = test_config(id(2), []);

@@ -18,24 +18,7 @@ use yggr::{
 /// A single founding node over `storage`, elected.
 async fn lone_node(storage: FaultyStorage) -> Node<Recorder> {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    let node = Node::start(
-        config,
-        Recorder::default(),
-        storage,
-        network.transport(id(1)),
-    )
-    .await
-    .expect("the node starts");
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
-    node
+    lone_leader(&network, Recorder::default(), storage, |_| {}).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,21 +210,12 @@ impl StateMachine for Reluctant {
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_the_state_machine_refuses_is_reported_and_retried_at_the_next_hint() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    config.snapshot_hint_threshold_entries = 10;
     let state = Reluctant::default();
     let (willing, attempts) = (Arc::clone(&state.willing), Arc::clone(&state.attempts));
-    let node = Node::start(config, state, MemStorage::new(), network.transport(id(1)))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
+    let node = lone_leader(&network, state, MemStorage::new(), |config| {
+        config.snapshot_hint_threshold_entries = 10;
     })
-    .await
-    .unwrap();
+    .await;
     let refused = node.admin().trigger_snapshot().await.unwrap_err();
     assert_eq!(refused.to_string(), "snapshot failed: busy compacting");
     for command in 0..30 {

@@ -4,34 +4,18 @@
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, LocalNetwork, Node, ProposeError, ReadError, ShutdownError};
+use yggr::{LocalNetwork, ProposeError, ReadError, ShutdownError};
 
 #[tokio::test(start_paused = true)]
 async fn requests_queued_when_storage_fails_are_answered_fatal() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
     // Once failing, a persist takes a little while and then fails (a slow fsync that
     // reports an I/O error), so requests queue up behind it.
     let storage = FaultyStorage {
         failure_delay: Duration::from_millis(20),
         ..FaultyStorage::default()
     };
-    let node = Node::start(
-        config,
-        Recorder::default(),
-        storage.clone(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    let node = lone_leader(&network, Recorder::default(), storage.clone(), |_| {}).await;
     assert_eq!(node.write(1).await, Ok(1));
 
     storage.faults.fail_writes();

@@ -4,29 +4,13 @@
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, LocalNetwork, Node, ProposeError, Storage};
+use yggr::{LocalNetwork, ProposeError, Storage};
 
 #[tokio::test(start_paused = true)]
 async fn trigger_snapshot_is_not_acknowledged_before_the_snapshot_is_durable() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
     let storage = FaultyStorage::default();
-    let node = Node::start(
-        config,
-        Recorder::default(),
-        storage.clone(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
-    })
-    .await
-    .expect("a lone node elects itself");
+    let node = lone_leader(&network, Recorder::default(), storage.clone(), |_| {}).await;
     for command in 0..5 {
         node.write(command).await.unwrap();
     }

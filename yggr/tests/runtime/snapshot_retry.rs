@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, DecodeError, LocalNetwork, MemStorage, Node, SnapshotError, StateMachine};
+use yggr::{DecodeError, LocalNetwork, MemStorage, SnapshotError, StateMachine};
 
 #[derive(Clone, Default)]
 struct Reluctant {
@@ -44,22 +44,13 @@ impl StateMachine for Reluctant {
 #[tokio::test(start_paused = true)]
 async fn a_refused_snapshot_is_retried_when_only_max_log_entries_drives_compaction() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    config.snapshot_hint_threshold_entries = 0;
-    config.max_log_entries = 10;
     let state = Reluctant::default();
     let (willing, attempts) = (Arc::clone(&state.willing), Arc::clone(&state.attempts));
-    let node = Node::start(config, state, MemStorage::new(), network.transport(id(1)))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
+    let node = lone_leader(&network, state, MemStorage::new(), |config| {
+        config.snapshot_hint_threshold_entries = 0;
+        config.max_log_entries = 10;
     })
-    .await
-    .unwrap();
+    .await;
     for command in 0..15 {
         node.write(command).await.unwrap();
     }
@@ -137,28 +128,14 @@ impl StateMachine for Gated {
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_hint_that_meets_a_full_apply_channel_is_not_lost_for_good() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    config.snapshot_hint_threshold_entries = 0;
-    config.max_log_entries = 4;
-    config.max_pending_applies = 1;
     let state = Gated::default();
     state.set_open(true);
-    let node = Node::start(
-        config,
-        state.clone(),
-        MemStorage::new(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
+    let node = lone_leader(&network, state.clone(), MemStorage::new(), |config| {
+        config.snapshot_hint_threshold_entries = 0;
+        config.max_log_entries = 4;
+        config.max_pending_applies = 1;
     })
-    .await
-    .unwrap();
+    .await;
     // noop at 1, then 2 and 3: the live log holds 3 entries, under the limit of 4.
     node.write(0).await.unwrap();
     node.write(1).await.unwrap();

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{Bootstrap, DecodeError, LocalNetwork, MemStorage, Node, SnapshotError, StateMachine};
+use yggr::{DecodeError, LocalNetwork, MemStorage, SnapshotError, StateMachine};
 
 /// A counter whose `apply` blocks while the gate is closed, and says when it is blocked.
 #[derive(Clone, Default)]
@@ -61,26 +61,12 @@ impl StateMachine for Gated {
 #[tokio::test(start_paused = true)]
 async fn trigger_snapshot_is_answered_even_when_the_apply_channel_was_full() {
     let network = LocalNetwork::new();
-    let mut config = test_config(id(1), []);
-    config.bootstrap = Bootstrap::NewCluster {
-        members: [id(1)].into_iter().collect(),
-    };
-    config.max_pending_applies = 1;
     let state = Gated::default();
     state.set_open(true);
-    let node = Node::start(
-        config,
-        state.clone(),
-        MemStorage::new(),
-        network.transport(id(1)),
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (node.current_leader() == Some(node.id())).then_some(())
+    let node = lone_leader(&network, state.clone(), MemStorage::new(), |config| {
+        config.max_pending_applies = 1;
     })
-    .await
-    .expect("a lone node elects itself");
+    .await;
     assert_eq!(node.write(0).await, Ok(1));
 
     // Block the state machine inside the apply of write A...

@@ -90,6 +90,40 @@ pub fn test_config(me: NodeId, peers: impl IntoIterator<Item = NodeId>) -> Confi
     config
 }
 
+/// The configuration of node 1 founding a one-node cluster, adjusted by `configure`.
+pub fn lone_config(configure: impl FnOnce(&mut Config)) -> Config {
+    let mut config = test_config(id(1), []);
+    config.bootstrap = Bootstrap::NewCluster {
+        members: [id(1)].into_iter().collect(),
+    };
+    configure(&mut config);
+    config
+}
+
+/// Starts node 1 as a one-node cluster (see [`lone_config`]) on `network` and waits until it
+/// has elected itself.
+pub async fn lone_leader<S: StateMachine, St: yggr::Storage>(
+    network: &LocalNetwork,
+    state: S,
+    storage: St,
+    configure: impl FnOnce(&mut Config),
+) -> Node<S> {
+    let node = Node::start(
+        lone_config(configure),
+        state,
+        storage,
+        network.transport(id(1)),
+    )
+    .await
+    .expect("a one-node cluster starts");
+    eventually(Duration::from_secs(10), || async {
+        (node.current_leader() == Some(node.id())).then_some(())
+    })
+    .await
+    .expect("a lone node elects itself");
+    node
+}
+
 impl Cluster {
     /// `size` founding nodes, ids 1..=size, each configured by `configure` after the test
     /// defaults.
