@@ -187,77 +187,56 @@ fn membership_is_recovered_from_configuration_entries_in_the_log() {
     assert_eq!(node.membership().quorum_size(), 3);
 }
 
-#[test]
-fn live_log_growth_past_the_limit_hints_a_snapshot() {
-    let config = EngineConfig {
+/// Hints only from the live log's length: the applied-entries trigger is off.
+fn log_growth_only(max_log_entries: u64) -> EngineConfig {
+    EngineConfig {
         snapshot_hint_threshold_entries: 0,
-        max_log_entries: 5,
+        max_log_entries,
         ..EngineConfig::default()
-    };
-    let mut net = Net::with_config(1, config);
-    net.elect(1);
-    let mut hints = 0;
-    for command in 0..8 {
-        hints += net
-            .step(1, Event::ClientProposal(command))
-            .iter()
-            .filter(|a| matches!(a, Action::SnapshotHint { .. }))
-            .count();
-    }
-    assert_eq!(hints, 1, "one hint when the log first outgrows the limit");
-}
-
-#[test]
-fn with_both_snapshot_triggers_off_no_snapshot_is_ever_hinted() {
-    let config = EngineConfig {
-        snapshot_hint_threshold_entries: 0,
-        max_log_entries: 0,
-        ..EngineConfig::default()
-    };
-    let mut node = engine_with(1, &[1], config);
-    let hinted = |actions: &[Action<u64>]| {
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::SnapshotHint { .. }))
-    };
-    // From the first step on: the election's no-op is applied too.
-    while node.role() != Role::Leader {
-        assert!(!hinted(&node.step(Event::Tick)));
-    }
-    for command in 0..50 {
-        assert!(
-            !hinted(&node.step(Event::ClientProposal(command))),
-            "at {command}"
-        );
     }
 }
 
+fn hints_a_snapshot(actions: &[Action<u64>]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::SnapshotHint { .. }))
+}
+
 #[test]
-fn the_log_growth_hint_comes_once_the_log_holds_more_than_the_limit_not_at_it() {
-    let config = EngineConfig {
-        snapshot_hint_threshold_entries: 0,
-        max_log_entries: 5,
-        ..EngineConfig::default()
-    };
-    let mut net = Net::with_config(1, config);
+fn live_log_growth_past_the_limit_hints_a_snapshot_once_the_log_holds_more_than_the_limit() {
+    let mut net = Net::with_config(1, log_growth_only(5));
     net.elect(1);
-    let mut hinted_at = None;
+    let mut hinted_at = Vec::new();
     for command in 0..8 {
-        let actions = net.step(1, Event::ClientProposal(command));
-        if hinted_at.is_none()
-            && actions
-                .iter()
-                .any(|a| matches!(a, Action::SnapshotHint { .. }))
-        {
+        if hints_a_snapshot(&net.step(1, Event::ClientProposal(command))) {
             let engine = net.engine(1);
-            hinted_at = Some(
+            hinted_at.push(
                 engine
                     .last_log_index()
                     .distance_from(engine.snapshot_index()),
             );
         }
     }
-    assert_eq!(hinted_at, Some(6), "the first log longer than 5 entries");
+    assert_eq!(
+        hinted_at,
+        vec![6],
+        "one hint, when the log first holds more than 5 entries (not at 5)"
+    );
+}
+
+#[test]
+fn with_both_snapshot_triggers_off_no_snapshot_is_ever_hinted() {
+    let mut node = engine_with(1, &[1], log_growth_only(0));
+    // From the first step on: the election's no-op is applied too.
+    while node.role() != Role::Leader {
+        assert!(!hints_a_snapshot(&node.step(Event::Tick)));
+    }
+    for command in 0..50 {
+        assert!(
+            !hints_a_snapshot(&node.step(Event::ClientProposal(command))),
+            "at {command}"
+        );
+    }
 }
 
 #[test]

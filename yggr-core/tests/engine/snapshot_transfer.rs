@@ -44,6 +44,20 @@ fn chunk_sends(actions: &[Action<u64>]) -> Vec<u64> {
         .collect()
 }
 
+/// Node 2's answer to the leader's chunk of the snapshot through `index`, in the leader's term.
+fn answer_from_two(net: &Net, index: LogIndex, next_offset: u64, done: bool) -> Event<u64> {
+    message(
+        2,
+        net.engine(1).current_term().get(),
+        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
+            last_included_index: index,
+            next_offset,
+            done,
+            round: 0,
+        }),
+    )
+}
+
 #[test]
 fn heartbeat_to_a_follower_whose_match_point_was_compacted_sends_it_the_snapshot() {
     let (mut net, snapshot_index) = leader_compacted_past_follower_two();
@@ -66,27 +80,20 @@ fn duplicated_chunk_answers_never_start_a_second_chunk_stream() {
     }
     assert_eq!(chunk_sends(&first), vec![0]);
     net.in_flight.clear();
-    let term = net.engine(1).current_term();
-    let answer = |next_offset| {
-        message(
-            2,
-            term.get(),
-            Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
-                last_included_index: snapshot_index,
-                next_offset,
-                done: false,
-                round: 0,
-            }),
-        )
-    };
-    assert_eq!(chunk_sends(&net.step(1, answer(4))), vec![4]);
+    assert_eq!(
+        chunk_sends(&net.step(1, answer_from_two(&net, snapshot_index, 4, false))),
+        vec![4]
+    );
     assert!(
-        chunk_sends(&net.step(1, answer(4))).is_empty(),
+        chunk_sends(&net.step(1, answer_from_two(&net, snapshot_index, 4, false))).is_empty(),
         "a duplicate answer sends nothing"
     );
-    assert_eq!(chunk_sends(&net.step(1, answer(8))), vec![8]);
+    assert_eq!(
+        chunk_sends(&net.step(1, answer_from_two(&net, snapshot_index, 8, false))),
+        vec![8]
+    );
     assert!(
-        chunk_sends(&net.step(1, answer(4))).is_empty(),
+        chunk_sends(&net.step(1, answer_from_two(&net, snapshot_index, 4, false))).is_empty(),
         "nor does a stale one"
     );
     // The stale answer moved the offset back; the next heartbeat resends from there, and the
@@ -96,7 +103,10 @@ fn duplicated_chunk_answers_never_start_a_second_chunk_stream() {
         resent.extend(net.step(1, Event::Tick));
     }
     assert_eq!(chunk_sends(&resent), vec![4]);
-    assert_eq!(chunk_sends(&net.step(1, answer(12))), vec![12]);
+    assert_eq!(
+        chunk_sends(&net.step(1, answer_from_two(&net, snapshot_index, 12, false))),
+        vec![12]
+    );
 }
 
 #[test]
@@ -112,17 +122,7 @@ fn a_heartbeat_leaves_a_moving_chunk_stream_alone_and_resends_a_stalled_one() {
     };
     assert_eq!(heartbeat(&mut net), vec![0], "the transfer starts");
     net.in_flight.clear();
-    let term = net.engine(1).current_term();
-    let answer = message(
-        2,
-        term.get(),
-        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
-            last_included_index: snapshot_index,
-            next_offset: 4,
-            done: false,
-            round: 0,
-        }),
-    );
+    let answer = answer_from_two(&net, snapshot_index, 4, false);
     assert_eq!(chunk_sends(&net.step(1, answer)), vec![4]);
     net.in_flight.clear();
     // Chunk 4 is in flight and the stream moved since the last heartbeat: nothing to resend.
@@ -198,20 +198,23 @@ fn a_late_duplicate_of_the_final_chunk_answer_leaves_replication_where_it_is() {
     net.deliver_all();
     let before = net.engine(1).follower_progress()[&id(2)];
     assert_eq!(before.0, net.engine(1).last_log_index(), "node 2 caught up");
-    let term = net.engine(1).current_term();
-    let late = message(
-        2,
-        term.get(),
-        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
-            last_included_index: snapshot_index,
-            next_offset: STATE.len() as u64,
-            done: true,
-            round: 0,
-        }),
-    );
+    let late = answer_from_two(&net, snapshot_index, STATE.len() as u64, true);
     let actions = net.step(1, late);
     assert!(sends(&actions).is_empty(), "nothing to resend: {actions:?}");
     assert_eq!(net.engine(1).follower_progress()[&id(2)], before);
+    // Node 2 is still being replicated to, not probed: each new entry goes out at once,
+    // without waiting for the answer to the previous one.
+    let appends_to_two: usize = (200..203)
+        .map(|command| {
+            sends(&net.step(1, Event::ClientProposal(command)))
+                .into_iter()
+                .filter(|(to, message)| {
+                    *to == id(2) && matches!(message.rpc, Rpc::AppendEntries(_))
+                })
+                .count()
+        })
+        .sum();
+    assert_eq!(appends_to_two, 3, "pipelined, as before the late answer");
 }
 
 #[test]
@@ -230,17 +233,7 @@ fn an_answer_about_an_older_snapshot_leaves_a_transfer_under_way_alone() {
     net.in_flight.clear();
     let before = net.engine(1).follower_progress()[&id(2)];
     // A late answer from an earlier transfer, of an older snapshot, claiming it is complete.
-    let term = net.engine(1).current_term();
-    let stale = message(
-        2,
-        term.get(),
-        Rpc::InstallSnapshotResponse(InstallSnapshotResponse {
-            last_included_index: LogIndex::new(snapshot_index.get() - 3),
-            next_offset: 8,
-            done: true,
-            round: 0,
-        }),
-    );
+    let stale = answer_from_two(&net, LogIndex::new(snapshot_index.get() - 3), 8, true);
     let actions = net.step(1, stale);
     assert!(
         sends(&actions).is_empty(),
