@@ -70,8 +70,8 @@ pub use metrics::EngineMetrics;
 pub use recovery::{RecoveredHardState, RecoveredSnapshot, RecoveryError};
 pub use types::{LogIndex, NodeId, Role, Term};
 
-/// The book's chapters about the engine, and the reference, compiled by `cargo test --doc` so that every Rust
-/// sample in them builds and runs.
+/// The book's chapters about the engine, and the reference, compiled by `cargo test --doc`
+/// so that every Rust sample in them builds and runs.
 #[cfg(doctest)]
 pub mod book {
     #[doc = include_str!("../../book/src/engine/pure-engine.md")]

@@ -3,9 +3,8 @@
 //! restores snapshots from the leader and takes snapshots for compaction.
 //!
 //! It sits behind a bounded channel; when the channel is full, jobs wait in order in the
-//! driver. The
-//! state machine's code never runs on a runtime worker, so a slow or even blocking `apply`
-//! delays other applies but never heartbeats. Where it runs depends on the runtime:
+//! driver. The state machine's code never runs on a runtime worker, so a slow or even
+//! blocking `apply` delays other applies but never heartbeats. Where it runs depends on the runtime:
 //!
 //! - on a multi-threaded runtime, on a thread of its own that waits on the channel: one
 //!   wake-up per job at most, the cheapest hand-off there is (see [`spawn`]);

@@ -95,8 +95,8 @@ pub use yggr_core::{
     RecoveredSnapshot, Role, Term,
 };
 
-/// The book's chapters about getting started, the runtime, and measuring, compiled by `cargo test --doc` so that every Rust
-/// sample in them builds and runs.
+/// The book's chapters about getting started, the runtime, and measuring, compiled by
+/// `cargo test --doc` so that every Rust sample in them builds and runs.
 #[cfg(doctest)]
 pub mod book {
     #[doc = include_str!("../../book/src/introduction.md")]

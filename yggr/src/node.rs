@@ -507,7 +507,8 @@ impl<S: StateMachine> Admin<S> {
     }
 
     /// Adds `node` as a learner: it receives replication but never campaigns, and neither its
-    /// votes nor its acknowledgements count. Returns once the change has committed (not once the learner caught up).
+    /// votes nor its acknowledgements count. Returns once the change has committed (not once
+    /// the learner caught up).
     ///
     /// # Errors
     /// As [`Admin::add_peer`], with `AlreadyLearner` too.
