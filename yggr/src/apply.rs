@@ -154,7 +154,13 @@ pub(crate) type WriteReply<S> =
 pub(crate) type BatchReply<S> =
     oneshot::Sender<Result<Vec<<S as StateMachine>::Response>, ProposeError>>;
 
-/// The responses of a batch so far; the answer goes out with the last one, or the first error.
+/// The responses of a batch so far; the answer goes out once every command is answered.
+///
+/// Commands of one batch can meet different fates (a leader that steps down may see the first
+/// ones commit and the rest replaced), so the answer waits for all of them and is truthful
+/// about the whole: every response; or, when all failed with definite refusals, the first
+/// refusal; or `Fatal` if the node failed; otherwise (some applied, or some unknown)
+/// `OutcomeUnknown`, since a definite error would claim that applied commands did not.
 pub(crate) struct BatchCollector<S: StateMachine> {
     inner: Mutex<BatchInner<S>>,
     _in_flight: InFlight,
@@ -162,8 +168,34 @@ pub(crate) struct BatchCollector<S: StateMachine> {
 
 struct BatchInner<S: StateMachine> {
     responses: Vec<Option<S::Response>>,
+    /// Commands not answered yet.
     missing: usize,
+    /// The first definite refusal among the answers.
+    refusal: Option<ProposeError>,
+    /// An answer that leaves the command's fate open (`OutcomeUnknown`, `Fatal`,
+    /// `DriverDead`); `Fatal` wins over the others.
+    undecided: Option<ProposeError>,
     reply: Option<BatchReply<S>>,
+}
+
+impl<S: StateMachine> BatchInner<S> {
+    /// Sends the batch's answer once the last command is answered.
+    fn answer_when_complete(&mut self) {
+        if self.missing > 0 {
+            return;
+        }
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        let any_applied = self.responses.iter().any(Option::is_some);
+        let answer = match (self.undecided.take(), self.refusal.take()) {
+            (None, None) => Ok(self.responses.drain(..).flatten().collect()),
+            (Some(ProposeError::Fatal), _) => Err(ProposeError::Fatal),
+            (None, Some(refusal)) if !any_applied => Err(refusal),
+            _ => Err(ProposeError::OutcomeUnknown),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 impl<S: StateMachine> BatchCollector<S> {
@@ -176,6 +208,8 @@ impl<S: StateMachine> BatchCollector<S> {
             inner: Mutex::new(BatchInner {
                 responses: (0..size).map(|_| None).collect(),
                 missing: size,
+                refusal: None,
+                undecided: None,
                 reply: Some(reply),
             }),
             _in_flight: in_flight,
@@ -188,23 +222,28 @@ impl<S: StateMachine> BatchCollector<S> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Each slot is answered once: its waiter is consumed by the answer.
     fn complete(&self, slot: usize, response: S::Response) {
         let mut inner = self.lock();
-        if inner.responses[slot].replace(response).is_none() {
-            inner.missing -= 1;
-        }
-        if inner.missing == 0
-            && let Some(reply) = inner.reply.take()
-        {
-            let responses = inner.responses.drain(..).flatten().collect();
-            let _ = reply.send(Ok(responses));
-        }
+        inner.responses[slot] = Some(response);
+        inner.missing -= 1;
+        inner.answer_when_complete();
     }
 
     fn fail(&self, error: ProposeError) {
-        if let Some(reply) = self.lock().reply.take() {
-            let _ = reply.send(Err(error));
+        let mut inner = self.lock();
+        inner.missing -= 1;
+        match error {
+            ProposeError::OutcomeUnknown | ProposeError::DriverDead | ProposeError::Fatal => {
+                if inner.undecided != Some(ProposeError::Fatal) {
+                    inner.undecided = Some(error);
+                }
+            }
+            refusal => {
+                inner.refusal.get_or_insert(refusal);
+            }
         }
+        inner.answer_when_complete();
     }
 }
 
@@ -483,5 +522,105 @@ fn refuse<S: StateMachine>(job: ApplyJob<S>) {
         }
         ApplyJob::Read(read) => read.fail(ReadError::Fatal),
         ApplyJob::Restore { .. } | ApplyJob::Snapshot => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_machine::DecodeError;
+
+    /// The smallest state machine: answers each command with itself.
+    struct Echo;
+
+    impl StateMachine for Echo {
+        type Command = u8;
+        type Response = u8;
+
+        fn encode_command(command: &u8) -> Vec<u8> {
+            vec![*command]
+        }
+
+        fn decode_command(bytes: &[u8]) -> Result<u8, DecodeError> {
+            bytes.first().copied().ok_or(DecodeError::new("empty"))
+        }
+
+        fn apply(&mut self, command: u8) -> u8 {
+            command
+        }
+    }
+
+    /// A batch of `size` commands, its waiters, and where its answer arrives.
+    type BatchAnswer = oneshot::Receiver<Result<Vec<u8>, ProposeError>>;
+
+    fn batch(size: usize) -> (Vec<Waiter<Echo>>, BatchAnswer) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let in_flight = InFlight::acquire(&count, size, 64).unwrap();
+        let (reply, answer) = oneshot::channel();
+        let collector = BatchCollector::<Echo>::new(size, reply, in_flight);
+        let waiters = (0..size)
+            .map(|slot| Waiter::BatchItem {
+                batch: Arc::clone(&collector),
+                slot,
+            })
+            .collect();
+        (waiters, answer)
+    }
+
+    #[test]
+    fn a_batch_is_answered_once_every_command_is_with_every_response_in_order() {
+        let (waiters, mut answer) = batch(3);
+        let mut waiters = waiters.into_iter();
+        let (first, second, third) = (
+            waiters.next().unwrap(),
+            waiters.next().unwrap(),
+            waiters.next().unwrap(),
+        );
+        third.complete(30);
+        first.complete(10);
+        assert!(answer.try_recv().is_err(), "one command is still open");
+        second.complete(20);
+        assert_eq!(answer.try_recv().unwrap(), Ok(vec![10, 20, 30]));
+    }
+
+    #[test]
+    fn a_batch_whose_commands_were_all_refused_is_answered_with_the_refusal() {
+        let (waiters, mut answer) = batch(2);
+        for waiter in waiters {
+            waiter.fail(ProposeError::NoLeader);
+        }
+        assert_eq!(answer.try_recv().unwrap(), Err(ProposeError::NoLeader));
+    }
+
+    #[test]
+    fn a_batch_partly_applied_and_partly_refused_is_answered_outcome_unknown_not_refused() {
+        let (waiters, mut answer) = batch(2);
+        let mut waiters = waiters.into_iter();
+        waiters.next().unwrap().complete(1);
+        waiters.next().unwrap().fail(ProposeError::NoLeader);
+        assert_eq!(
+            answer.try_recv().unwrap(),
+            Err(ProposeError::OutcomeUnknown),
+            "a refusal would claim that the applied command did not apply"
+        );
+    }
+
+    #[test]
+    fn a_batch_with_one_unknown_outcome_is_answered_outcome_unknown_and_fatal_wins() {
+        let (waiters, mut answer) = batch(2);
+        let mut waiters = waiters.into_iter();
+        waiters.next().unwrap().fail(ProposeError::NoLeader);
+        waiters.next().unwrap().fail(ProposeError::OutcomeUnknown);
+        assert_eq!(
+            answer.try_recv().unwrap(),
+            Err(ProposeError::OutcomeUnknown)
+        );
+
+        let (waiters, mut answer) = batch(3);
+        let mut waiters = waiters.into_iter();
+        waiters.next().unwrap().fail(ProposeError::OutcomeUnknown);
+        waiters.next().unwrap().fail(ProposeError::Fatal);
+        waiters.next().unwrap().fail(ProposeError::OutcomeUnknown);
+        assert_eq!(answer.try_recv().unwrap(), Err(ProposeError::Fatal));
     }
 }

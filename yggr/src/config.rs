@@ -79,6 +79,14 @@ pub struct Config {
     /// `election_timeout_min_ticks - heartbeat_interval_ticks`, and is only as safe as the
     /// bound on clock drift between nodes. Default 0.
     pub lease_duration_ticks: u64,
+    /// How long a leader that lost its role keeps waiting to learn the fate of the writes and
+    /// membership changes it had appended. It stays on as a follower: an entry that commits
+    /// answers its writer with the state machine's response, one that another leader's
+    /// committed entry replaces answers with a definite `NotLeader`/`NoLeader`. Whatever is
+    /// still unknown after this many ticks is answered
+    /// [`ProposeError::OutcomeUnknown`](crate::ProposeError::OutcomeUnknown). Zero answers
+    /// them at once. Default 40 (two of the default longest election timeouts).
+    pub outcome_wait_ticks: u64,
     /// How the node first comes up.
     pub bootstrap: Bootstrap,
     /// Seed for the election-timeout randomness; `None` draws one from the operating system.
@@ -118,6 +126,7 @@ impl Config {
             max_command_bytes: 16 << 20,
             pre_vote: engine.pre_vote,
             lease_duration_ticks: engine.lease_duration_ticks,
+            outcome_wait_ticks: 2 * engine.election_timeout_max_ticks,
             bootstrap,
             random_seed: None,
         }

@@ -119,15 +119,62 @@ impl Shared {
 }
 
 /// An appended entry someone waits on.
+///
+/// Its waiter learns the entry's fate from what commits at `index`: the same term means it
+/// committed (answered with the state machine's response once applied), another term means
+/// it was replaced and never will (a definite refusal). A leader that steps down keeps its
+/// pending entries and goes on learning their fate as a follower; a local truncation of the
+/// entry proves nothing, since another node holding it may still win and commit it.
 struct Pending<S: StateMachine> {
     index: LogIndex,
     term: Term,
     waiter: PendingWaiter<S>,
+    /// Set once the leader that appended the entry lost its role: the tick after which the
+    /// waiter is told that the outcome is unknown, if its fate was not learned by then.
+    orphaned_until: Option<u64>,
 }
 
 enum PendingWaiter<S: StateMachine> {
     Entry(Waiter<S>),
     Membership(oneshot::Sender<Result<(), MembershipError>>),
+}
+
+impl<S: StateMachine> PendingWaiter<S> {
+    /// Answers that the entry's fate is not known: it may or may not commit.
+    fn outcome_unknown(self) {
+        match self {
+            PendingWaiter::Entry(waiter) => waiter.fail(ProposeError::OutcomeUnknown),
+            PendingWaiter::Membership(reply) => {
+                let _ = reply.send(Err(MembershipError::OutcomeUnknown));
+            }
+        }
+    }
+
+    /// Answers that the entry will never commit: another entry committed at its index.
+    fn refused(self, leader_hint: Option<NodeId>) {
+        match self {
+            PendingWaiter::Entry(waiter) => waiter.fail(match leader_hint {
+                Some(leader_hint) => ProposeError::NotLeader { leader_hint },
+                None => ProposeError::NoLeader,
+            }),
+            PendingWaiter::Membership(reply) => {
+                let _ = reply.send(Err(match leader_hint {
+                    Some(leader_hint) => MembershipError::NotLeader { leader_hint },
+                    None => MembershipError::NoLeader,
+                }));
+            }
+        }
+    }
+
+    /// Answers that the node stopped for good after a fatal error.
+    fn fatal(self) {
+        match self {
+            PendingWaiter::Entry(waiter) => waiter.fail(ProposeError::Fatal),
+            PendingWaiter::Membership(reply) => {
+                let _ = reply.send(Err(MembershipError::Fatal));
+            }
+        }
+    }
 }
 
 /// Snapshots for compaction, taken on the apply task one at a time.
@@ -173,7 +220,10 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     apply_task: Option<oneshot::Receiver<()>>,
     reports: mpsc::UnboundedReceiver<ApplyReport>,
     shared: Arc<Shared>,
+    /// Entries appended for a waiter, sorted by index (ties in the order they were appended).
     pending: VecDeque<Pending<S>>,
+    /// The earliest `orphaned_until` among `pending`, if any entry is orphaned.
+    earliest_orphan_deadline: Option<u64>,
     reads: HashMap<u64, Box<dyn ReadJob<S>>>,
     next_read: u64,
     /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
@@ -226,6 +276,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             reports: wiring.reports,
             shared: wiring.shared,
             pending: VecDeque::new(),
+            earliest_orphan_deadline: None,
             reads: HashMap::new(),
             next_read: 1,
             held: Vec::new(),
@@ -264,12 +315,17 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 }
                 message = self.transport.recv() => {
                     let Some(message) = message else { break Stop::Fatal };
+                    // Woken after a stall, the time that passed comes first: a message
+                    // stepped at a stale tick count would look a whole stall old once the
+                    // ticks arrive (a fresh leader contact taken for an expired one).
+                    self.deliver_due_ticks();
                     self.step(Event::Incoming(message));
                 }
                 report = self.reports.recv() => {
                     // The apply task holds the only report sender: `None` means it is gone,
                     // and nothing can be applied any more.
                     let Some(report) = report else { break Stop::Fatal };
+                    self.deliver_due_ticks();
                     if let Some(stop) = self.on_report(report) {
                         break stop;
                     }
@@ -286,7 +342,8 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 break stop;
             }
             // Take everything else already waiting, so that it all shares one write and one
-            // round of messages.
+            // round of messages; due ticks first, as everywhere.
+            self.deliver_due_ticks();
             while let Some(message) = self.transport.try_recv() {
                 self.step(Event::Incoming(message));
                 if self.actions.len() > MAX_PER_SOURCE {
@@ -335,6 +392,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             self.next_tick += self.config.tick_interval;
         }
         self.maybe_retry_compaction();
+        self.expire_orphans();
     }
 
     // ---- Stepping ----
@@ -474,11 +532,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 debug_assert_eq!(self.engine.last_log_index(), before.plus(count));
                 let term = self.engine.current_term();
                 for (offset, waiter) in waiters.into_iter().enumerate() {
-                    self.pending.push_back(Pending {
-                        index: before.plus(offset as u64 + 1),
+                    self.add_pending(
+                        before.plus(offset as u64 + 1),
                         term,
-                        waiter: PendingWaiter::Entry(waiter),
-                    });
+                        PendingWaiter::Entry(waiter),
+                    );
                 }
             }
         }
@@ -499,11 +557,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     None => MembershipError::NoLeader,
                 }));
             }
-            None => self.pending.push_back(Pending {
-                index: self.engine.last_log_index(),
-                term: self.engine.current_term(),
-                waiter: PendingWaiter::Membership(reply),
-            }),
+            None => self.add_pending(
+                self.engine.last_log_index(),
+                self.engine.current_term(),
+                PendingWaiter::Membership(reply),
+            ),
         }
     }
 
@@ -693,6 +751,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     ..
                 } => snapshot_index = last_included_index,
                 Action::ApplySnapshot { bytes } => {
+                    self.skip_pending_through(snapshot_index);
                     let job = ApplyJob::Restore {
                         index: snapshot_index,
                         bytes,
@@ -789,22 +848,96 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             let entry = (pending.index >= first).then(|| {
                 &entries[usize::try_from(pending.index.distance_from(first)).unwrap_or(0)]
             });
+            // Pending entries are sorted and every index below `first` was applied by an
+            // earlier job, which took its waiters then: `entry` is always found.
+            debug_assert!(entry.is_some(), "a pending entry below the applied range");
             let committed = entry.is_some_and(|entry| entry.term == pending.term);
             match (pending.waiter, committed) {
                 (PendingWaiter::Entry(waiter), true) => waiters.push((pending.index, waiter)),
-                (PendingWaiter::Entry(waiter), false) => waiter.fail(self.lost_write_error()),
                 (PendingWaiter::Membership(reply), true) => {
                     let _ = reply.send(Ok(()));
                 }
-                (PendingWaiter::Membership(reply), false) => {
-                    let _ = reply.send(Err(match self.leader_hint() {
-                        Some(leader_hint) => MembershipError::NotLeader { leader_hint },
-                        None => MembershipError::NoLeader,
-                    }));
-                }
+                (waiter, false) => waiter.refused(self.leader_hint()),
             }
         }
+        self.earliest_orphan_deadline = self.orphan_deadline();
         waiters
+    }
+
+    /// Records an entry appended for a waiter, keeping `pending` sorted by index. A leader
+    /// elected again after its log was cut back can append below entries it still waits on
+    /// from its earlier term.
+    fn add_pending(&mut self, index: LogIndex, term: Term, waiter: PendingWaiter<S>) {
+        let pending = Pending {
+            index,
+            term,
+            waiter,
+            orphaned_until: None,
+        };
+        if self.pending.back().is_none_or(|last| last.index <= index) {
+            self.pending.push_back(pending);
+        } else {
+            let position = self.pending.partition_point(|other| other.index <= index);
+            self.pending.insert(position, pending);
+        }
+    }
+
+    /// After losing leadership: every pending entry gets `outcome_wait_ticks` to learn its
+    /// fate (entries orphaned by an earlier step-down keep their deadline).
+    fn orphan_pending(&mut self) {
+        let deadline = self.ticks.saturating_add(self.config.outcome_wait_ticks);
+        for pending in &mut self.pending {
+            pending.orphaned_until.get_or_insert(deadline);
+        }
+        self.earliest_orphan_deadline = self.orphan_deadline();
+        self.expire_orphans();
+    }
+
+    fn orphan_deadline(&self) -> Option<u64> {
+        self.pending
+            .iter()
+            .filter_map(|pending| pending.orphaned_until)
+            .min()
+    }
+
+    /// Answers `OutcomeUnknown` to every orphaned entry whose wait is over.
+    fn expire_orphans(&mut self) {
+        if self
+            .earliest_orphan_deadline
+            .is_none_or(|deadline| self.ticks < deadline)
+        {
+            return;
+        }
+        let ticks = self.ticks;
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for pending in self.pending.drain(..) {
+            if pending
+                .orphaned_until
+                .is_some_and(|deadline| deadline <= ticks)
+            {
+                debug!(target: "yggr::node", node_id = self.id.get(), index = pending.index.get(), "fate of an entry not learned in time: outcome unknown");
+                pending.waiter.outcome_unknown();
+            } else {
+                kept.push_back(pending);
+            }
+        }
+        self.pending = kept;
+        self.earliest_orphan_deadline = self.orphan_deadline();
+    }
+
+    /// A snapshot from the leader replaced the log through `index`: the entries pending at or
+    /// below it can no longer be compared with what committed there.
+    fn skip_pending_through(&mut self, index: LogIndex) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.index <= index)
+        {
+            if let Some(pending) = self.pending.pop_front() {
+                pending.waiter.outcome_unknown();
+            }
+        }
+        self.earliest_orphan_deadline = self.orphan_deadline();
     }
 
     fn lost_write_error(&self) -> ProposeError {
@@ -838,23 +971,13 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             }
         }
         if was_leader && !leads {
+            // Held proposals were never appended: a definite refusal. Appended ones may still
+            // commit under the next leader; this node learns their fate as a follower.
             let error = self.lost_write_error();
-            for pending in self.pending.drain(..) {
-                match pending.waiter {
-                    PendingWaiter::Entry(waiter) => waiter.fail(error.clone()),
-                    PendingWaiter::Membership(reply) => {
-                        let _ = reply.send(Err(match &error {
-                            ProposeError::NotLeader { leader_hint } => MembershipError::NotLeader {
-                                leader_hint: *leader_hint,
-                            },
-                            _ => MembershipError::NoLeader,
-                        }));
-                    }
-                }
-            }
             for (_, waiter) in self.held.drain(..) {
                 waiter.fail(error.clone());
             }
+            self.orphan_pending();
         }
     }
 
@@ -891,15 +1014,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             .lifecycle
             .store(lifecycle_value, Ordering::Release);
         self.shared.leader.store(0, Ordering::Release);
+        // Appended entries whose fate is still open: they may commit after this node stops.
         for pending in self.pending.drain(..) {
-            match pending.waiter {
-                PendingWaiter::Entry(waiter) => waiter.fail(error.clone()),
-                PendingWaiter::Membership(reply) => {
-                    let _ = reply.send(Err(match stop {
-                        Stop::Clean => MembershipError::Shutdown,
-                        Stop::Fatal => MembershipError::Fatal,
-                    }));
-                }
+            match stop {
+                Stop::Clean => pending.waiter.outcome_unknown(),
+                Stop::Fatal => pending.waiter.fatal(),
             }
         }
         for (_, waiter) in self.held.drain(..) {

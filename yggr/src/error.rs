@@ -6,19 +6,35 @@ use yggr_core::NodeId;
 use crate::config::ConfigError;
 
 /// Why a write (or `propose`, or `write_batch`) failed.
+///
+/// Every variant but `OutcomeUnknown`, `DriverDead` and `Fatal` is a definite refusal: the
+/// command was not appended to the log, or the entry that held it was replaced by a committed
+/// entry of another leader, so it will never apply and retrying it cannot apply it twice.
+/// `OutcomeUnknown` says the write may or may not have applied; after `DriverDead` or `Fatal`
+/// the process restarts, and a write that was under way may have applied too.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProposeError {
-    /// This node does not lead; `leader_hint` does (or is about to). Retry there. The write
-    /// may still commit if this node had appended it before losing leadership.
+    /// This node does not lead; `leader_hint` does (or is about to). The write was not
+    /// executed and never will be: retry there.
     #[error("not the leader; try node {leader_hint}")]
     NotLeader {
         /// The node believed to lead.
         leader_hint: NodeId,
     },
-    /// No leader is known (an election is under way). Back off and retry.
+    /// No leader is known (an election is under way). The write was not executed and never
+    /// will be: back off and retry.
     #[error("no leader is known")]
     NoLeader,
+    /// The command was appended to the log, but this node could not learn whether it
+    /// committed: it lost leadership and did not hear the entry's fate within
+    /// [`Config::outcome_wait_ticks`](crate::Config::outcome_wait_ticks), it shut down first,
+    /// or a snapshot from the new leader skipped past the entry. The write may have been
+    /// applied or not. Do not retry it blindly (a retried increment could count twice): read
+    /// the state first, or make commands idempotent. For a batch, some of its commands may
+    /// have applied and others not.
+    #[error("the write's outcome is unknown: it may or may not have been applied")]
+    OutcomeUnknown,
     /// `max_pending_proposals` proposals are already in flight. Back off and retry.
     #[error("too many proposals in flight")]
     Busy,
@@ -31,14 +47,16 @@ pub enum ProposeError {
         /// `Config::max_command_bytes`.
         limit: usize,
     },
-    /// The node is shutting down.
+    /// The node is shutting down; the write was not appended.
     #[error("the node is shutting down")]
     Shutdown,
-    /// The driver task is gone without a clean shutdown. Restart the process.
+    /// The driver task is gone without a clean shutdown. Restart the process. A write that
+    /// was under way may have been applied.
     #[error("the node's driver stopped unexpectedly")]
     DriverDead,
     /// The node stopped after an unrecoverable fault: its storage failed, its transport
-    /// closed, or the state machine panicked. Restart the process.
+    /// closed, or the state machine panicked. Restart the process. A write that was under way
+    /// may have been applied.
     #[error("the node stopped after a fatal error")]
     Fatal,
 }
@@ -126,6 +144,11 @@ pub enum MembershipError {
     /// non-member is `NotLearner`.)
     #[error("node {0} is not a member")]
     UnknownNode(NodeId),
+    /// The change was appended to the log, but this node could not learn whether it
+    /// committed (see [`ProposeError::OutcomeUnknown`]). Check the membership before trying
+    /// again.
+    #[error("the membership change's outcome is unknown: it may or may not have been applied")]
+    OutcomeUnknown,
     /// The node is already a voter.
     #[error("node {0} is already a voter")]
     AlreadyVoter(NodeId),

@@ -191,6 +191,9 @@ impl Run {
                             target = None;
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
+                        // Appended, fate unknown: it may apply or not, so retrying it could
+                        // apply it twice. Move on to the next command.
+                        Err(ProposeError::OutcomeUnknown) => break,
                         Err(other) => panic!("write {command} failed: {other}"),
                     }
                     if stop.load(Ordering::Relaxed) {
