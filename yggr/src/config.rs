@@ -223,6 +223,11 @@ impl Config {
 /// tokio's bounded channels can hold.
 pub const MAX_QUEUE_LIMIT: usize = 1 << 30;
 
+/// The most linearizable reads a leader sets aside while its apply backlog is full; more are
+/// refused with [`ReadError::Busy`](crate::ReadError::Busy). (Writes need no bound of their
+/// own: each one set aside holds a unit of `max_pending_proposals`.)
+pub const MAX_PARKED_READS: usize = 4096;
+
 /// The largest `max_command_bytes` accepted (128 MiB): a log entry must fit one record of
 /// [`DiskStorage`](crate::DiskStorage) with room to spare.
 pub const MAX_COMMAND_BYTES: usize = 128 << 20;

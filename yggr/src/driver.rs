@@ -26,7 +26,7 @@ use yggr_core::{
 };
 
 use crate::apply::{ApplyJob, ApplyReport, ReadJob, Waiter};
-use crate::config::Config;
+use crate::config::{Config, MAX_PARKED_READS};
 use crate::error::{
     MembershipError, ProposeError, ReadError, ShutdownError, TransferLeadershipError,
 };
@@ -229,9 +229,13 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
     held: Vec<(Bytes, Waiter<S>)>,
     held_since_tick: u64,
-    /// Writes and reads set aside while the apply backlog is full, in arrival order; other
-    /// requests (status, membership, shutdown) are still served meanwhile.
+    /// Writes and reads a leader set aside while the apply backlog is full, in arrival order;
+    /// other requests (status, membership, shutdown) are still served meanwhile, and a
+    /// non-leader parks nothing (it can only redirect). Bounded: writes by the in-flight limit
+    /// (their waiters hold its units), reads by [`MAX_PARKED_READS`].
     parked: VecDeque<Request<S>>,
+    /// How many of `parked` are reads.
+    parked_reads: usize,
     snapshots: Snapshots,
     /// Ticks delivered so far.
     ticks: u64,
@@ -282,6 +286,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             held: Vec::new(),
             held_since_tick: 0,
             parked: VecDeque::new(),
+            parked_reads: 0,
             snapshots: Snapshots::default(),
             ticks: 0,
             next_tick: Instant::now() + tick_interval,
@@ -303,7 +308,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             tokio::select! {
                 biased;
                 received = self.requests.recv_many(&mut requests, MAX_PER_SOURCE),
-                    if handles_remain && self.parked.len() < MAX_PER_SOURCE =>
+                    if handles_remain =>
                 {
                     if received == 0 {
                         // Every handle is gone: nobody can ask anything any more.
@@ -362,7 +367,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             if let Some(stop) = stopping {
                 break stop;
             }
-            if requests.is_empty() && self.parked.len() < MAX_PER_SOURCE {
+            if requests.is_empty() {
                 while let Ok(request) = self.requests.try_recv() {
                     requests.push(request);
                     if requests.len() >= MAX_PER_SOURCE {
@@ -425,12 +430,22 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     }
 
     fn on_requests(&mut self, requests: &mut Vec<Request<S>>) {
-        if self.apply_backlog_full() && self.draining.is_none() {
+        // Only a leader sets writes and reads aside: anywhere else they end in a redirect,
+        // which costs the state machine nothing, so they are answered at once.
+        let leads = self.engine.role() == Role::Leader;
+        if leads && self.apply_backlog_full() && self.draining.is_none() {
             // Set writes and reads aside until the state machine catches up; serve the rest.
             let mut others = Vec::new();
             for request in requests.drain(..) {
                 match request {
-                    Request::ProposeOne { .. } | Request::Propose { .. } | Request::Read(_) => {
+                    Request::Read(read) if self.parked_reads >= MAX_PARKED_READS => {
+                        read.fail(ReadError::Busy);
+                    }
+                    Request::Read(_) => {
+                        self.parked_reads += 1;
+                        self.parked.push_back(request);
+                    }
+                    Request::ProposeOne { .. } | Request::Propose { .. } => {
                         self.parked.push_back(request);
                     }
                     other => others.push(other),
@@ -439,6 +454,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             *requests = others;
         } else if !self.parked.is_empty() {
             let mut resumed: Vec<Request<S>> = self.parked.drain(..).collect();
+            self.parked_reads = 0;
             resumed.append(requests);
             *requests = resumed;
         }
@@ -798,12 +814,12 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         Ok(())
     }
 
-    /// Whether the backlog is long enough that the driver sets new writes and reads aside
-    /// until the state machine catches up: 64 channels' worth of jobs. (Once
-    /// `MAX_PER_SOURCE` requests are set aside it stops taking requests at all.) Ticks, replication and elections go on
-    /// regardless, so a slow state machine never costs the node its place in the cluster. A
-    /// follower's backlog grows only with what the leader commits, and its jobs share their
-    /// bytes with the log the engine holds anyway.
+    /// Whether the backlog is long enough that a leader sets new writes and reads aside until
+    /// the state machine catches up: 64 channels' worth of jobs. Ticks, replication, elections
+    /// and every other request go on regardless, so a slow state machine never costs the node
+    /// its place in the cluster. A follower's backlog has no bound of its own: it grows with
+    /// what the leader commits (one job per committed batch), and its jobs share their bytes
+    /// with the log the engine holds anyway, so it costs little beyond the unapplied log.
     fn apply_backlog_full(&self) -> bool {
         self.apply_backlog.len() >= self.config.max_pending_applies.saturating_mul(64)
     }
@@ -1024,6 +1040,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         for (_, waiter) in self.held.drain(..) {
             waiter.fail(error.clone());
         }
+        self.parked_reads = 0;
         for request in self.parked.drain(..) {
             refuse_when_stopped(request, &self.engine, &self.shared, Some(stop));
         }

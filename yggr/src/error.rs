@@ -79,6 +79,11 @@ pub enum ReadError {
     /// return it today; it is kept for callers that match on it.
     #[error("the leader is not ready to serve reads")]
     NotReady,
+    /// The leader's state machine is far behind (its apply backlog is full) and
+    /// [`MAX_PARKED_READS`](crate::MAX_PARKED_READS) reads already wait for it. Back off and
+    /// retry.
+    #[error("too many reads waiting for the state machine")]
+    Busy,
     /// Leadership was lost before the read could be confirmed. Retry on the new leader.
     #[error("leadership was lost before the read was confirmed")]
     SteppedDown,

@@ -77,7 +77,7 @@ pub mod transport;
 mod apply;
 mod driver;
 
-pub use config::{Bootstrap, Config, ConfigError};
+pub use config::{Bootstrap, Config, ConfigError, MAX_PARKED_READS};
 pub use error::{
     MembershipError, NodeStartError, ProposeError, ReadError, ShutdownError, StatusError,
     TransferLeadershipError,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
-use yggr::{DecodeError, LocalNetwork, MemStorage, Node, ProposeError, StateMachine};
+use yggr::{DecodeError, LocalNetwork, MemStorage, Node, ProposeError, ReadError, StateMachine};
 
 /// `apply` blocks while the gate is closed (reads are served after it, on the apply task).
 #[derive(Clone, Default)]
@@ -260,4 +260,151 @@ async fn status_last_applied_counts_only_what_the_state_machine_applied() {
     let after = node.status().await.unwrap();
     assert_eq!(after.last_applied, stuck.commit_index);
     node.shutdown().await.unwrap();
+}
+
+/// A follower whose state machine is stuck, with far more committed jobs waiting than the
+/// backlog limit, still answers everything at once: writes and reads with a redirect (on a
+/// follower they can only end in one), status and metrics, thousands of requests in a row.
+/// Real time on two threads, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_writes_reads_and_status_at_once_whatever_its_apply_backlog() {
+    let network = LocalNetwork::new();
+    let gates: Vec<Gated> = (0..3).map(|_| Gated::default()).collect();
+    let mut nodes = Vec::new();
+    for (position, gate) in gates.iter().enumerate() {
+        gate.set_open(true);
+        let me = id(position as u64 + 1);
+        let peers = (1..=3).map(id).filter(|other| *other != me);
+        let mut config = test_config(me, peers);
+        // The smallest apply queue: the backlog limit is 64 jobs.
+        config.max_pending_applies = 1;
+        let node = Node::start(
+            config,
+            gate.clone(),
+            MemStorage::new(),
+            network.transport(me),
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let leader = loop {
+        if let Some(leader) = nodes.iter().find(|n| n.current_leader() == Some(n.id())) {
+            break leader.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let position = nodes.iter().position(|n| n.id() != leader.id()).unwrap();
+    let follower = nodes[position].clone();
+    gates[position].set_open(false);
+    // One commit at a time: each is an apply job of its own on the stuck follower, 200 of
+    // them against a limit of 64.
+    for _ in 0..200 {
+        leader.write(()).await.unwrap();
+    }
+    let quickly = Duration::from_secs(2);
+    let redirect = ProposeError::NotLeader {
+        leader_hint: leader.id(),
+    };
+    let mut problems = Vec::new();
+    match tokio::time::timeout(quickly, follower.write(())).await {
+        Ok(Err(error)) if error == redirect => {}
+        other => problems.push(format!("write: {other:?}")),
+    }
+    match tokio::time::timeout(
+        quickly,
+        follower.read_linearizable(|state: &Gated| state.applied),
+    )
+    .await
+    {
+        Ok(Err(ReadError::NotLeader { leader_hint })) if leader_hint == leader.id() => {}
+        other => problems.push(format!("read: {other:?}")),
+    }
+    // More requests than the driver ever set aside before it stopped taking any.
+    let many: Vec<_> = (0..5000)
+        .map(|_| {
+            let follower = follower.clone();
+            tokio::spawn(async move { follower.write(()).await })
+        })
+        .collect();
+    for request in many {
+        match tokio::time::timeout(quickly, request).await {
+            Ok(Ok(Err(ProposeError::NotLeader { .. } | ProposeError::Busy))) => {}
+            other => {
+                problems.push(format!("one of many writes: {other:?}"));
+                break;
+            }
+        }
+    }
+    if tokio::time::timeout(quickly, follower.status())
+        .await
+        .is_err()
+    {
+        problems.push("status did not answer".to_string());
+    }
+    gates[position].set_open(true);
+    for node in nodes {
+        let _ = node.shutdown().await;
+    }
+    assert!(
+        problems.is_empty(),
+        "a follower with a full apply backlog did not answer at once: {problems:#?}"
+    );
+}
+
+/// On a leader whose state machine is stuck, reads set aside are bounded: past
+/// `MAX_PARKED_READS` they are refused with `Busy`, and status still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_sets_aside_at_most_max_parked_reads_and_still_answers_status() {
+    let network = LocalNetwork::new();
+    let gate = Gated::default();
+    gate.set_open(true);
+    let leader = lone_leader(&network, gate.clone(), MemStorage::new(), |config| {
+        config.max_pending_applies = 1;
+    })
+    .await;
+    leader.write(()).await.unwrap();
+    gate.set_open(false);
+    let stuck = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.write(()).await }
+    });
+    // The first batch goes to the engine and fills the backlog; later ones are set aside.
+    let reads: Vec<_> = (0..2 * yggr::MAX_PARKED_READS + 1000)
+        .map(|_| {
+            let leader = leader.clone();
+            tokio::spawn(async move {
+                leader
+                    .read_linearizable(|state: &Gated| state.applied)
+                    .await
+            })
+        })
+        .collect();
+    let busy = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if reads.iter().any(|read| read.is_finished()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let status = tokio::time::timeout(Duration::from_secs(2), leader.status()).await;
+    gate.set_open(true);
+    let mut refused = 0;
+    for read in reads {
+        match read.await.unwrap() {
+            Ok(_) => {}
+            Err(ReadError::Busy) => refused += 1,
+            Err(other) => panic!("read: {other:?}"),
+        }
+    }
+    stuck.await.unwrap().unwrap();
+    leader.shutdown().await.unwrap();
+    assert!(
+        busy.is_ok(),
+        "no read was answered while the state machine was stuck"
+    );
+    assert!(status.is_ok(), "status did not answer with reads set aside");
+    assert!(refused > 0, "every read was set aside");
 }
