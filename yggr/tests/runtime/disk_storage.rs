@@ -11,7 +11,7 @@ use yggr::{DiskError, DiskStorage, Storage, StorageWrite, StoredState};
 
 use crate::common::id;
 
-fn entry(index: u64, term: u64) -> LogEntry<Bytes> {
+pub(crate) fn entry(index: u64, term: u64) -> LogEntry<Bytes> {
     LogEntry {
         index: LogIndex::new(index),
         term: Term::new(term),
@@ -19,11 +19,11 @@ fn entry(index: u64, term: u64) -> LogEntry<Bytes> {
     }
 }
 
-fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> StorageWrite {
+pub(crate) fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> StorageWrite {
     StorageWrite::Entries(range.map(|index| entry(index, term)).collect())
 }
 
-fn snapshot(index: u64, term: u64) -> StorageWrite {
+pub(crate) fn snapshot(index: u64, term: u64) -> StorageWrite {
     StorageWrite::Snapshot(RecoveredSnapshot {
         last_included_index: LogIndex::new(index),
         last_included_term: Term::new(term),
@@ -32,11 +32,11 @@ fn snapshot(index: u64, term: u64) -> StorageWrite {
     })
 }
 
-fn founding() -> Membership {
+pub(crate) fn founding() -> Membership {
     Membership::from_voters([id(1), id(2), id(3)])
 }
 
-async fn fresh(dir: &Path) -> DiskStorage {
+pub(crate) async fn fresh(dir: &Path) -> DiskStorage {
     let mut storage = DiskStorage::open(dir).await.unwrap();
     assert_eq!(storage.load().await.unwrap(), None);
     storage
@@ -46,7 +46,7 @@ async fn fresh(dir: &Path) -> DiskStorage {
     storage
 }
 
-async fn reopen(dir: &Path) -> StoredState {
+pub(crate) async fn reopen(dir: &Path) -> StoredState {
     DiskStorage::open(dir)
         .await
         .unwrap()
@@ -56,7 +56,7 @@ async fn reopen(dir: &Path) -> StoredState {
         .expect("bootstrapped storage")
 }
 
-fn indexes(state: &StoredState) -> Vec<(u64, u64)> {
+pub(crate) fn indexes(state: &StoredState) -> Vec<(u64, u64)> {
     state
         .log
         .iter()
@@ -64,7 +64,7 @@ fn indexes(state: &StoredState) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -74,7 +74,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-fn corrupt_offset(error: &std::io::Error) -> (PathBuf, u64) {
+pub(crate) fn corrupt_offset(error: &std::io::Error) -> (PathBuf, u64) {
     assert_eq!(error.kind(), ErrorKind::InvalidData, "{error}");
     let inner = error
         .get_ref()

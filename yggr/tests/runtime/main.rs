@@ -11,6 +11,7 @@ mod chaos;
 mod config_limits;
 mod crash_safety;
 mod disk_and_tcp;
+mod disk_corruption;
 mod disk_storage;
 mod disk_tcp_review;
 mod failures;

@@ -44,8 +44,9 @@
 //!
 //! Only the last batch of the last segment can be torn by a crash: a segment's header is
 //! synced before its first batch is written, and each append is synced before the next one
-//! is. So a batch that does not check out is torn when no valid batch follows it, and
-//! corruption when one does. Three details keep that test sound:
+//! is. A torn batch is short or holds an unwritten (all-zero) sector; [`check_torn_tail`]
+//! has the exact rule, and anything else that does not check out is corruption. Four
+//! details keep that test sound:
 //! - A batch starts at a multiple of 16, so its 16-byte header never straddles a 512-byte
 //!   sector: truncation rewrites a header in place, and a disk writes a sector whole or not
 //!   at all, so that rewrite cannot tear.
@@ -55,6 +56,9 @@
 //! - The header has its own checksum, so looking for a valid batch after a bad one costs a
 //!   16-byte check at each 16-byte boundary, and a record checksum only where a header
 //!   checks out: linear in the file's size whatever bytes it holds.
+//! - The header's checksum covers the batch's length, so a header that checks out says
+//!   where its batch ends even when the records do not check out: any byte past that end
+//!   was written by a later append, after this batch was synced.
 //!
 //! An entry is the protobuf `Entry` of the wire format (`yggr_core::wire::encode_entry`),
 //! the same bytes AppendEntries carries.
@@ -382,6 +386,126 @@ pub(crate) fn any_valid_batch(segment: &[u8], from: u64, salt: u64) -> bool {
         let place = BatchPlace { salt, offset: at };
         valid_batch(&segment[at as usize..], place).is_some()
     })
+}
+
+/// Checks the bytes of a segment's last file from `written_end` (where its last whole batch
+/// ends; `next_index` is the index a record there would hold) to the end of the file, which
+/// recovery found not to be a whole batch. `Ok` when they are what a crash in the middle of
+/// the last append, or of a cut, can leave: recovery cuts them off. Otherwise the error names
+/// the offset of the batch that does not check out and why it cannot be torn.
+///
+/// The rules, from what a crash can do to the one append whose `fdatasync` did not return
+/// (every earlier byte was synced before that append was written):
+/// - The records of an interrupted cut (see `cut_segment`): whole records that continue the
+///   batch before them, then the zero padding that preceded the batch after them.
+/// - A short file: it ends inside the header, or inside the records its header's length
+///   covers (the header checks out, so that length is the one that was written).
+/// - A full-length batch (the file ends where its header says it does) with an all-zero
+///   sector chunk: part of it never reached the disk. Its chunks are its bytes cut at every
+///   multiple of the sector size in the file, the first and last possibly shorter.
+/// - A header that does not check out, in a sector chunk that reads all zeros, with no valid
+///   batch anywhere after it: the header's sector never reached the disk.
+///
+/// Everything else is corruption: a full-length batch with no all-zero chunk (a flipped bit),
+/// any byte after the end of a batch whose header checks out (a later append wrote it, so
+/// the batch was synced before), a header that does not check out in a sector that was
+/// written (a disk writes a sector whole or not at all), or a valid batch after a bad one.
+///
+/// One crash state looks like something else: a last batch all of whose bytes read zeros,
+/// from its header to the end of the file, cannot be told from zeros written over several
+/// synced batches from a batch boundary on; it is taken for the torn append.
+pub(crate) fn check_torn_tail(
+    segment: &Bytes,
+    written_end: u64,
+    next_index: LogIndex,
+    salt: u64,
+) -> Result<(), FormatError> {
+    let length = segment.len() as u64;
+    assert!(written_end < length, "invariant: there is a tail to check");
+    if is_interrupted_cut(segment, written_end, next_index) {
+        return Ok(());
+    }
+    let at = align_batch(written_end);
+    if length < at + BATCH_HEADER_BYTES as u64 {
+        return Ok(());
+    }
+    let header = &segment[at as usize..];
+    if header_checks_out(header, BatchPlace { salt, offset: at }) {
+        let end = at + (BATCH_HEADER_BYTES as u64) + u64::from(u32_at(header, 4));
+        if end > length {
+            return Ok(());
+        }
+        if end < length {
+            return refused(
+                at as usize,
+                format!(
+                    "batch checksum mismatch with {} bytes after the batch: a later append \
+                     wrote them once this batch was synced, so it is not a torn write",
+                    length - end
+                ),
+            );
+        }
+        if holds_unwritten_sector(segment, at..end) {
+            return Ok(());
+        }
+        return refused(
+            at as usize,
+            "batch checksum mismatch over the batch's full length with no unwritten (all-zero) \
+             sector: a changed byte, not a torn write",
+        );
+    }
+    let sector_end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(length);
+    if !holds_unwritten_sector(segment, at..sector_end) {
+        return refused(
+            at as usize,
+            "batch header does not check out in a sector that was written: not a torn write",
+        );
+    }
+    if any_valid_batch(segment, at + BATCH_ALIGN, salt) {
+        return refused(
+            at as usize,
+            "batch checksum mismatch before a valid batch: it was synced before that one was \
+             written",
+        );
+    }
+    Ok(())
+}
+
+/// Whether any sector chunk of `range` (its bytes cut at every multiple of the sector size
+/// in the file) reads all zeros.
+fn holds_unwritten_sector(segment: &[u8], range: std::ops::Range<u64>) -> bool {
+    let mut start = range.start;
+    while start < range.end {
+        let end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(range.end);
+        if segment[start as usize..end as usize]
+            .iter()
+            .all(|byte| *byte == 0)
+        {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
+/// Whether the bytes from `written_end` on are what a cut interrupted after rewriting the
+/// header of the batch it cut into leaves: the records the shortened batch no longer covers,
+/// whole and continuing it from `next_index`, then the zero padding (shorter than a batch
+/// alignment) that preceded the next batch, which the cut had already removed.
+fn is_interrupted_cut(segment: &Bytes, written_end: u64, next_index: LogIndex) -> bool {
+    let mut at = written_end as usize;
+    let mut expected = next_index;
+    while let Record::Entry(entry, record_length) = decode_record(&segment.slice(at..)) {
+        if entry.index != expected {
+            return false;
+        }
+        at += record_length;
+        expected = LogIndex::new(expected.get() + 1);
+    }
+    let padding = &segment[at..];
+    at > written_end as usize
+        && (padding.len() as u64) < BATCH_ALIGN
+        && padding.iter().all(|byte| *byte == 0)
 }
 
 /// Appends the record of `entry` to `out`, or refuses an entry too large for a record (one

@@ -13,25 +13,75 @@
 //!     00000000000000004097.seg
 //! ```
 //!
-//! The byte layout of each file is in [`format`]. `meta`, `hard_state` and `snapshot` are
-//! replaced atomically (temporary file, fsync, rename, fsync of the directory). Segments are
-//! append-only: a batch of entries is one checksummed batch record, one write and one
-//! `fdatasync` of the last segment; once a segment reaches the size limit (64 MiB by default)
+//! The byte layout of each file is in the `format` module. `meta`, `hard_state` and
+//! `snapshot` are replaced atomically (temporary file, fsync, rename, fsync of the directory).
+//! Segments are append-only: a batch of entries is one checksummed batch record, one write and
+//! one `fdatasync` of the last segment; once a segment reaches the size limit (64 MiB by default)
 //! the next batch starts a new one, whose header is synced (with its directory) before the
 //! batch goes in. Truncating a conflicting suffix cuts one file in place (rewriting the header
 //! of the batch it cuts into first; batch headers never straddle a disk sector, so that rewrite
-//! is whole or absent) and removes whole later ones. After a snapshot, whole segments it
-//! covers are deleted.
+//! is whole or absent) and removes whole later ones, newest first. After a snapshot that the
+//! log continues, whole segments it covers are deleted, oldest first; a snapshot the log does
+//! not continue replaces it, and its segments are deleted newest first. Every removal is
+//! synced (the directory) before the next, so a crash part way through leaves a log without
+//! gaps that recovery finishes trimming (see below).
 //!
 //! # Recovery
 //!
 //! [`DiskStorage::open`] reads everything once, sequentially, and checks every checksum.
-//! Leftover temporary files are removed. Each append is one checksummed batch, synced before
-//! the next is written, so a crash can only tear the last batch of the last segment, in any
-//! way the disk likes (a short file, or pages of it missing): a batch that does not check out
-//! and has no valid batch after it is cut off (logged at `warn`) and the open succeeds. Any
-//! other mismatch, anywhere, is an error naming the file and the byte offset: truncating the
-//! log there could silently drop committed entries.
+//! Leftover temporary files are removed. Each append is one checksummed batch whose
+//! `fdatasync` returns before the next append is written, and a new segment's header is
+//! synced (with its directory entry) before its first batch. So a crash can damage only the
+//! last batch of the last segment, and only in two ways: the file ends early, or sectors of
+//! the batch never reached the disk and read as zeros. Recovery repairs exactly those states,
+//! logging each at `warn`, and refuses everything else:
+//!
+//! - **Segment creation.** A last segment shorter than a segment header, or exactly a
+//!   header's length of zeros, or a valid header with no batch, holds no entry: it is
+//!   removed. A longer segment whose header does not check out held synced batches, and a
+//!   header-sized one holding anything else was written wrong: both are refused.
+//! - **Torn last batch.** Past the last whole batch of the last segment, the rest of the file
+//!   is cut off when it is short of the batch its header announces (or of a header), or when
+//!   it is the batch's full length and one of its sector chunks (its bytes cut at every
+//!   512-byte multiple of the file offset) reads all zeros, or when its header's sector reads
+//!   all zeros and no valid batch follows. This is the rule etcd's write-ahead log applies,
+//!   made stricter by the batch's own header: because that header's checksum covers the
+//!   batch's length, any byte after the batch's announced end proves a later append was
+//!   written, after this batch was synced, so zeros that run from inside a batch across later
+//!   ones are refused.
+//! - **Interrupted cut.** The records a truncation had dropped from the batch it cut into,
+//!   followed only by the zero padding before the next batch, are cut off again.
+//! - **Everything else** is an error naming the file and the byte offset of the batch (or
+//!   file) that does not check out, and nothing on disk is changed: a full-length last batch
+//!   whose checksum fails without an all-zero sector (a flipped bit), a header that does not
+//!   check out in a sector that was written, a bad batch followed by a valid one, any mismatch
+//!   in a segment that is not the last, a gap between segments, a log that does not start at
+//!   index 1 with no snapshot before it, and any bad `meta`, `hard_state` or `snapshot`
+//!   file. Truncating the log there could silently drop acknowledged entries.
+//!
+//! One corruption cannot be told from a crash: zeros from a batch boundary to the end of the
+//! last segment look like an append none of whose data reached the disk, whether they cover
+//! one batch or several, and are cut off.
+//!
+//! A snapshot install that a crash interrupted is finished at open. The snapshot file is
+//! replaced before any segment is removed, so the open finds the new snapshot over what is
+//! left of the old log: a log that continues it is trimmed to the entries after it, and any
+//! other log is discarded, as the install was doing. That includes a log that starts past the
+//! snapshot's next index, which only an install interrupted while removing a log that does
+//! not continue the snapshot leaves (earlier builds removed its segments oldest first): its
+//! entries all follow the old log's entry at the snapshot's index, which conflicts with the
+//! snapshot, so none of them was committed.
+//!
+//! ## After a refusal
+//!
+//! The node cannot start over that directory, and must not be made to: editing or truncating
+//! the files until they open can drop entries this node acknowledged, and a restored backup
+//! has forgotten votes and entries alike; either can let a leader that lacks committed
+//! writes be elected. Bring the node back as a new member instead (the book's Operations
+//! chapter has the steps): move the directory aside for diagnosis, remove the node from the
+//! cluster through the leader (`remove_peer`), start it with the same id over a fresh, empty
+//! directory with `Bootstrap::Join`, and add it again (`add_learner`, then `promote_learner`
+//! once it has caught up). The other members must hold a majority of the voters meanwhile.
 //!
 //! # Failures
 //!
@@ -517,15 +567,17 @@ fn reconcile_log_with_snapshot(
         return Ok(());
     };
     if first > after {
-        return Err(corrupt(
-            &log_dir,
-            0,
-            format!(
-                "the log starts at index {} but the snapshot ends at {}",
-                first.get(),
-                floor.get()
-            ),
-        ));
+        // Only an install replacing a log that does not continue the snapshot, cut short by
+        // a crash after removing the log's first segments, leaves this: earlier builds
+        // removed them oldest first (this one removes them newest first), and a compaction
+        // never removes the segment holding `floor + 1`. The old log reached past the
+        // snapshot's index, so its entry there conflicts with the snapshot, and every entry
+        // left follows that one: none of them was committed, and discarding them finishes
+        // the install.
+        warn!(target: "yggr::node", first = first.get(), snapshot = floor.get(), "discarding a log that starts past the snapshot (a crash interrupted the snapshot's install)");
+        entries.clear();
+        log.clear(after)?;
+        return Ok(());
     }
     let at_floor = entries
         .iter()
@@ -541,4 +593,114 @@ fn reconcile_log_with_snapshot(
         log.clear(after)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every state a crash in the middle of a snapshot install can leave must open, to the
+    //! snapshot and a log that continues it. The log's segment removals are stopped after each
+    //! possible count by the log's test-only crash point.
+
+    use yggr_core::{EntryPayload, Term};
+
+    use super::*;
+
+    /// Four segments holding 1..=12 (three entries each), term 1.
+    const SEGMENT_BYTES: u64 = 64;
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> StorageWrite {
+        StorageWrite::Entries(
+            range
+                .map(|index| LogEntry {
+                    index: LogIndex::new(index),
+                    term: Term::new(term),
+                    payload: EntryPayload::Command(Bytes::from(vec![index as u8; 8])),
+                })
+                .collect(),
+        )
+    }
+
+    fn snapshot(index: u64, term: u64) -> StorageWrite {
+        StorageWrite::Snapshot(RecoveredSnapshot {
+            last_included_index: LogIndex::new(index),
+            last_included_term: Term::new(term),
+            membership: Membership::default(),
+            bytes: Bytes::from_static(b"state"),
+        })
+    }
+
+    fn open(dir: &Path) -> (DiskInner, StoredState) {
+        let (inner, state) = DiskInner::open(dir, SEGMENT_BYTES)
+            .unwrap_or_else(|error| panic!("a crash state does not open: {error}"));
+        (inner, state.expect("bootstrapped"))
+    }
+
+    fn indexes(state: &StoredState) -> Vec<(u64, u64)> {
+        state
+            .log
+            .iter()
+            .map(|entry| (entry.index.get(), entry.term.get()))
+            .collect()
+    }
+
+    /// Stores 1..=12 in four segments, then installs `install`, crashing after
+    /// `removals` segment removals; returns what a reopen recovers, after checking that the
+    /// log takes the entries after the snapshot.
+    fn install_interrupted_after(removals: usize, install: StorageWrite) -> StoredState {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut inner, _) = DiskInner::open(dir.path(), SEGMENT_BYTES).unwrap();
+        inner
+            .bootstrap(NodeId::new(1).unwrap(), &Membership::default())
+            .unwrap();
+        for first in [1, 4, 7, 10] {
+            inner.persist(vec![entries(first..=first + 2, 1)]).unwrap();
+        }
+        assert_eq!(inner.log.segment_count(), 4);
+        inner.log.removals_before_crash = Some(removals);
+        let _ = inner.persist(vec![install]);
+        drop(inner);
+        let (mut inner, state) = open(dir.path());
+        let floor = state.snapshot.as_ref().unwrap().last_included_index.get();
+        let next = state
+            .log
+            .last()
+            .map_or(floor + 1, |entry| entry.index.get() + 1);
+        inner.persist(vec![entries(next..=next + 1, 2)]).unwrap();
+        drop(inner);
+        let (_, reopened) = open(dir.path());
+        assert_eq!(reopened.log.last().unwrap().index.get(), next + 1);
+        state
+    }
+
+    /// A snapshot at 6 of term 2 does not continue a log whose entry 6 has term 1: the whole
+    /// log goes, and every crash point along the way recovers the snapshot with no log.
+    #[test]
+    fn every_crash_point_of_an_install_that_replaces_the_log_opens_to_the_snapshot_alone() {
+        for removals in 0..=4 {
+            let state = install_interrupted_after(removals, snapshot(6, 2));
+            let snapshot = state.snapshot.as_ref().unwrap();
+            assert_eq!(snapshot.last_included_index, LogIndex::new(6));
+            assert!(
+                state.log.is_empty(),
+                "after {removals} removals the log holds {:?}",
+                indexes(&state)
+            );
+        }
+    }
+
+    /// A snapshot at 8 of term 1 continues the log: the segments wholly below it go, and
+    /// every crash point recovers the snapshot followed by 9..=12.
+    #[test]
+    fn every_crash_point_of_an_install_that_continues_the_log_keeps_the_entries_after_it() {
+        for removals in 0..=2 {
+            let state = install_interrupted_after(removals, snapshot(8, 1));
+            let snapshot = state.snapshot.as_ref().unwrap();
+            assert_eq!(snapshot.last_included_index, LogIndex::new(8));
+            assert_eq!(
+                indexes(&state),
+                (9..=12).map(|index| (index, 1)).collect::<Vec<_>>(),
+                "after {removals} removals"
+            );
+        }
+    }
 }

@@ -19,9 +19,9 @@ use yggr_core::{LogEntry, LogIndex, Term};
 
 use super::files::sync_dir;
 use super::format::{
-    BATCH_ALIGN, BATCH_HEADER_BYTES, BatchPlace, MAX_BATCH_BYTES, Record, SEGMENT_HEADER_BYTES,
-    align_batch, any_valid_batch, batch_header, decode_record, decode_segment_header,
-    encode_record, encode_segment_header, finish_batch, start_batch, valid_batch,
+    BATCH_HEADER_BYTES, BatchPlace, MAX_BATCH_BYTES, Record, SEGMENT_HEADER_BYTES, align_batch,
+    batch_header, check_torn_tail, decode_record, decode_segment_header, encode_record,
+    encode_segment_header, finish_batch, start_batch, valid_batch,
 };
 use super::{DiskError, corrupt, io_error};
 
@@ -69,6 +69,26 @@ pub(crate) struct SegmentedLog {
     /// Once a batch holds this many record bytes, the rest of an append goes into the next
     /// one ([`MAX_BATCH_BYTES`]; smaller in tests).
     batch_bytes_limit: usize,
+    /// Test-only fault point: how many more segment files may be removed before the next
+    /// removal fails, as if the process had died there.
+    #[cfg(test)]
+    pub(crate) removals_before_crash: Option<usize>,
+}
+
+/// Fails, as a crash would stop the process, once `removals_before_crash` removals are done.
+#[cfg(test)]
+fn crash_point(removals_before_crash: &mut Option<usize>, path: &Path) -> Result<(), DiskError> {
+    match removals_before_crash {
+        Some(0) => Err(io_error(
+            path,
+            std::io::Error::other("the test's crash point before this removal"),
+        )),
+        Some(left) => {
+            *left -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn segment_name(first: LogIndex) -> String {
@@ -95,9 +115,10 @@ enum Ending {
 
 impl SegmentedLog {
     /// Reads every segment under `dir` once, in order, and returns the log with every stored
-    /// entry. A torn record at the very end of the last segment (a crash in the middle of an
-    /// append) is cut off; anything else that does not check out is an error naming the file
-    /// and the offset.
+    /// entry. What a crash can leave at the end of the last segment (an interrupted creation,
+    /// see [`interrupted_creation`]; a torn last batch, see [`check_torn_tail`]) is removed or
+    /// cut off; anything else that does not check out is an error naming the file and the
+    /// offset, and leaves the files as they were.
     pub(crate) fn recover(
         dir: &Path,
         segment_bytes_limit: u64,
@@ -122,6 +143,8 @@ impl SegmentedLog {
             next: LogIndex::new(1),
             segment_bytes_limit,
             batch_bytes_limit: MAX_BATCH_BYTES,
+            #[cfg(test)]
+            removals_before_crash: None,
         };
         let mut entries = Vec::new();
         let count = paths.len();
@@ -141,10 +164,9 @@ impl SegmentedLog {
                 ));
             }
             let bytes = Bytes::from(fs::read(&path).map_err(|error| io_error(&path, error))?);
-            if last && torn_header(&bytes) {
+            if last && interrupted_creation(&bytes) {
                 warn!(target: "yggr::node", path = %path.display(), "removing a segment whose creation a crash interrupted");
-                fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
-                sync_dir(dir).map_err(|error| io_error(dir, error))?;
+                log.remove_durably(&path)?;
                 continue;
             }
             let (segment, ending) = read_segment(first, &path, &bytes, &mut entries, last)?;
@@ -163,8 +185,7 @@ impl SegmentedLog {
                 // was. Keeping it would pin the next append to its name even when a snapshot
                 // has since moved the log's start past it.
                 warn!(target: "yggr::node", path = %path.display(), "removing a segment that holds no entries");
-                fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
-                sync_dir(dir).map_err(|error| io_error(dir, error))?;
+                log.remove_durably(&path)?;
                 continue;
             }
             log.segments.push(segment);
@@ -307,8 +328,8 @@ impl SegmentedLog {
 
     /// Creates the segment whose first entry will be `first` and makes it the active one.
     /// Its header and its directory entry are synced before any batch is written, so that a
-    /// crash in the middle of the first append can tear only that batch: a file whose header
-    /// does not check out then holds nothing but zeros or is shorter than a header.
+    /// crash in the middle of the first append can tear only that batch, and a crash before
+    /// leaves a file no longer than a header (see [`interrupted_creation`]).
     fn create_segment(&mut self, first: LogIndex) -> Result<(), DiskError> {
         let path = self.dir.join(segment_name(first));
         // The salt only has to differ between segments; it is not a secret and affects no
@@ -341,7 +362,7 @@ impl SegmentedLog {
         if index >= self.next {
             return Ok(());
         }
-        let mut removed_files = false;
+        // Newest first: a crash part way leaves a shorter log, never one with a gap.
         while self
             .segments
             .last()
@@ -349,11 +370,7 @@ impl SegmentedLog {
         {
             let segment = self.segments.pop().expect("checked above");
             self.active = None;
-            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
-            removed_files = true;
-        }
-        if removed_files {
-            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+            self.remove_durably(&segment.path)?;
         }
         if let Some(segment) = self.segments.last_mut()
             && segment.contains(index)
@@ -385,10 +402,12 @@ impl SegmentedLog {
         if whole == self.segments.len() {
             self.active = None;
         }
-        for segment in self.segments.drain(..whole) {
-            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
+        // Oldest first: a crash part way leaves a log that still starts at or below
+        // `index + 1`, with no gap, which recovery trims the same way.
+        let covered: Vec<Segment> = self.segments.drain(..whole).collect();
+        for segment in covered {
+            self.remove_durably(&segment.path)?;
         }
-        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
         if self.segments.is_empty() && self.next <= index {
             self.next = LogIndex::new(index.get() + 1);
         }
@@ -396,17 +415,26 @@ impl SegmentedLog {
     }
 
     /// Removes every segment; the next append starts at `next`.
+    ///
+    /// Newest first, each removal durable before the next: a crash part way leaves a prefix
+    /// of the log, starting where it did. Oldest first would leave a suffix, which can start
+    /// right after a snapshot being installed and pass for a log that continues it.
     pub(crate) fn clear(&mut self, next: LogIndex) -> Result<(), DiskError> {
         self.active = None;
-        let had_files = !self.segments.is_empty();
-        for segment in self.segments.drain(..) {
-            fs::remove_file(&segment.path).map_err(|error| io_error(&segment.path, error))?;
-        }
-        if had_files {
-            sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        while let Some(segment) = self.segments.pop() {
+            self.remove_durably(&segment.path)?;
         }
         self.next = next;
         Ok(())
+    }
+
+    /// Removes one segment file and syncs the directory, so that removals reach the disk in
+    /// the order they are made (an unsynced directory may keep any subset of them).
+    fn remove_durably(&mut self, path: &Path) -> Result<(), DiskError> {
+        #[cfg(test)]
+        crash_point(&mut self.removals_before_crash, path)?;
+        fs::remove_file(path).map_err(|error| io_error(path, error))?;
+        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))
     }
 
     /// Sets where the next append starts when nothing is stored (after a snapshot past the
@@ -479,10 +507,18 @@ fn cut_segment(segment: &mut Segment, file: &File, index: LogIndex) -> std::io::
     Ok(())
 }
 
-/// Whether the bytes of the last segment are a header a crash interrupted: shorter than a
-/// header, or nothing but zeros (a file whose size reached the disk before its data).
-fn torn_header(bytes: &[u8]) -> bool {
-    bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|byte| *byte == 0)
+/// Whether the bytes of the last segment are what a crash while [creating
+/// it](SegmentedLog::create_segment) can leave. The file is created empty, its header written
+/// and synced, then its directory entry synced, all before any batch is written: so the file
+/// is shorter than a header, or a header's length of zeros (the size reached the disk, the
+/// header's sector did not). Such a file holds no entry. A longer file whose header does not
+/// check out held synced batches, and is corruption; so is a header-sized one holding
+/// anything but zeros or a valid header (the header lies in one sector, written whole or not
+/// at all). A valid header with nothing after it is removed once read, as a segment with no
+/// entries.
+fn interrupted_creation(bytes: &[u8]) -> bool {
+    bytes.len() < SEGMENT_HEADER_BYTES
+        || (bytes.len() == SEGMENT_HEADER_BYTES && bytes.iter().all(|byte| *byte == 0))
 }
 
 /// Parses one segment, appending its entries to `entries`.
@@ -520,13 +556,7 @@ fn read_segment(
     while at < bytes.len() as u64 {
         let place = BatchPlace { salt, offset: at };
         let Some(length) = valid_batch(&bytes[at as usize..], place) else {
-            // Only the last batch ever written can be torn: if a valid one follows, this one
-            // was synced before it and is corrupt.
-            if last && !any_valid_batch(bytes, at + BATCH_ALIGN, salt) {
-                segment.length = written_end;
-                return Ok((segment, Ending::TornAt(written_end)));
-            }
-            return Err(corrupt(path, at, "batch checksum mismatch"));
+            break;
         };
         segment.batches.push((at, segment.offsets.len()));
         let end = at as usize + BATCH_HEADER_BYTES + length;
@@ -540,8 +570,25 @@ fn read_segment(
         written_end = end as u64;
         at = align_batch(written_end);
     }
-    segment.length = bytes.len() as u64;
-    Ok((segment, Ending::Clean))
+    let file_length = bytes.len() as u64;
+    // A segment that is not the last was synced whole before the next one was created. (A
+    // few bytes after its last batch, too few to start another, were accepted by earlier
+    // builds as the end of a torn append, and hold nothing.)
+    if written_end == file_length || (!last && at >= file_length) {
+        segment.length = file_length;
+        return Ok((segment, Ending::Clean));
+    }
+    if !last {
+        return Err(corrupt(
+            path,
+            at,
+            "batch checksum mismatch in a segment that is not the last one",
+        ));
+    }
+    check_torn_tail(bytes, written_end, segment.end(), salt)
+        .map_err(|error| corrupt(path, error.offset, error.reason))?;
+    segment.length = written_end;
+    Ok((segment, Ending::TornAt(written_end)))
 }
 
 /// Decodes the records of one valid batch (`range` of `bytes`) into `entries`.
@@ -589,6 +636,7 @@ fn read_batch_records(
 mod tests {
     use yggr_core::EntryPayload;
 
+    use super::super::format::BATCH_ALIGN;
     use super::*;
 
     fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<LogEntry<Bytes>> {
@@ -638,6 +686,66 @@ mod tests {
         let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&recovered), vec![1, 2, 3, 4, 5]);
         assert_eq!(log.next(), LogIndex::new(6));
+    }
+
+    /// The same crash when the cut batch was not the last: the cut first removed the later
+    /// batches, keeping the zero padding that preceded the first of them. The records the
+    /// shortened batch no longer covers, then that padding, are recognised as the cut's
+    /// leftovers; anything else there is not.
+    #[test]
+    fn a_crash_inside_a_cut_of_an_earlier_batch_recovers_the_kept_records() {
+        for leftover_damaged in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
+            log.append(&entries(1..=3)).unwrap();
+            log.append(&[entry_with(4, vec![4; 40]), entry_with(5, vec![5; 43])])
+                .unwrap();
+            log.append(&entries(6..=6)).unwrap();
+            let segment = &log.segments[0];
+            let (batch_start, _) = segment.batches[1];
+            let (next_batch, _) = segment.batches[2];
+            let keep_until = segment.offsets[4];
+            let path = segment.path.clone();
+            let place = BatchPlace {
+                salt: segment.salt,
+                offset: batch_start,
+            };
+            drop(log);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            file.set_len(next_batch).unwrap();
+            let mut header = [0; BATCH_HEADER_BYTES];
+            file.read_exact_at(&mut header, batch_start).unwrap();
+            let records_length = u32::from_le_bytes(header[4..8].try_into().unwrap());
+            let records_end = batch_start + BATCH_HEADER_BYTES as u64 + u64::from(records_length);
+            assert!(records_end < next_batch, "the later batch follows padding");
+            let mut padding = [0; BATCH_ALIGN as usize];
+            file.read_exact_at(
+                &mut padding[..(next_batch - records_end) as usize],
+                records_end,
+            )
+            .unwrap();
+            assert!(padding.iter().all(|byte| *byte == 0));
+            let records_start = batch_start + BATCH_HEADER_BYTES as u64;
+            let mut kept = vec![0; (keep_until - records_start) as usize];
+            file.read_exact_at(&mut kept, records_start).unwrap();
+            file.write_all_at(&batch_header(&kept, place), batch_start)
+                .unwrap();
+            if leftover_damaged {
+                file.write_all_at(&[1], next_batch - 1).unwrap();
+            }
+            drop(file);
+            match SegmentedLog::recover(dir.path(), 1 << 20) {
+                Ok((_, recovered)) => {
+                    assert!(!leftover_damaged);
+                    assert_eq!(indexes(&recovered), vec![1, 2, 3, 4]);
+                }
+                Err(error) => assert!(leftover_damaged, "{error}"),
+            }
+        }
     }
 
     #[test]
@@ -772,10 +880,12 @@ mod tests {
         assert_eq!(indexes(&result.unwrap().1), vec![1]);
     }
 
-    /// A torn tail full of batch magic, each claiming to run to the end of the file, is cut
-    /// (the scan's cost is checked in `format`).
+    /// A torn last batch whose header's sector never reached the disk, while later sectors
+    /// did and hold batch magic at every boundary, each claiming to run to the end of the
+    /// file, is cut (the scan's cost is checked in `format`). The same magic where the
+    /// header's sector was written is corruption.
     #[test]
-    fn a_tail_of_forged_batch_headers_is_cut_as_torn() {
+    fn a_torn_tail_of_forged_batch_headers_is_cut_and_forged_header_sector_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         log.append(&entries(1..=1)).unwrap();
@@ -784,18 +894,31 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes.resize(align_batch(bytes.len() as u64) as usize, 0);
         let start = bytes.len();
+        assert!(start < 512);
         bytes.resize(start + (64 << 10), 0);
-        let mut at = start;
-        while at + BATCH_HEADER_BYTES <= bytes.len() {
-            let length = (bytes.len() - at - BATCH_HEADER_BYTES) as u32;
-            bytes[at..at + 4].copy_from_slice(b"YBAT");
-            bytes[at + 4..at + 8].copy_from_slice(&length.to_le_bytes());
-            at += BATCH_ALIGN as usize;
-        }
-        fs::write(&path, bytes).unwrap();
+        let forge_from = |bytes: &mut Vec<u8>, from: usize| {
+            let mut at = from;
+            while at + BATCH_HEADER_BYTES <= bytes.len() {
+                let length = (bytes.len() - at - BATCH_HEADER_BYTES) as u32;
+                bytes[at..at + 4].copy_from_slice(b"YBAT");
+                bytes[at + 4..at + 8].copy_from_slice(&length.to_le_bytes());
+                at += BATCH_ALIGN as usize;
+            }
+        };
+        let mut torn = bytes.clone();
+        forge_from(&mut torn, 512);
+        fs::write(&path, &torn).unwrap();
         let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&recovered), vec![1]);
         assert_eq!(log.next(), LogIndex::new(2));
+        drop(log);
+        forge_from(&mut bytes, start);
+        fs::write(&path, &bytes).unwrap();
+        let error = SegmentedLog::recover(dir.path(), 1 << 20).unwrap_err();
+        assert!(
+            matches!(error, DiskError::Corrupt { offset, .. } if offset == start as u64),
+            "{error}"
+        );
     }
 
     /// An append larger than a batch holds goes to disk as several batches, each whole, and
