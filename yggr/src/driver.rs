@@ -13,13 +13,15 @@
 //! leader never serves a lease read on a clock that stood still.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 use yggr_core::{
     Action, ConfigChange, ConfigChangeRejection, Engine, Event, LogIndex, MembershipChangeError,
     NodeId, ReadFailure, RecoveredSnapshot, Role, Rpc, Term,
@@ -96,6 +98,9 @@ pub(crate) struct Shared {
     /// published by the apply task after each job. The engine's own applied index runs ahead
     /// of it by whatever waits in the apply channel.
     pub(crate) state_machine_applied: AtomicU64,
+    /// Snapshots taken and stored, and snapshots that failed, for `NodeMetrics`.
+    pub(crate) snapshots_taken: AtomicU64,
+    pub(crate) snapshots_failed: AtomicU64,
 }
 
 impl Shared {
@@ -105,6 +110,8 @@ impl Shared {
             leader: AtomicU64::new(0),
             lifecycle: AtomicU8::new(lifecycle::RUNNING),
             state_machine_applied: AtomicU64::new(applied.get()),
+            snapshots_taken: AtomicU64::new(0),
+            snapshots_failed: AtomicU64::new(0),
         }
     }
 
@@ -178,12 +185,24 @@ impl<S: StateMachine> PendingWaiter<S> {
 }
 
 /// Snapshots for compaction, taken on the apply task one at a time.
+///
+/// A snapshot goes through three steps, none of which holds up heartbeats or replication:
+/// the apply task takes it; the engine compacts its log in memory and the storage prepares
+/// the bytes on the side ([`Storage::prepare_snapshot`]); then the next iteration's write
+/// stores it. Until then storage holds the previous snapshot and the whole log, which is
+/// what a crash in between recovers.
 #[derive(Default)]
 struct Snapshots {
     /// A snapshot is wanted (a hint, a request, a retry) and not yet handed to the apply task.
     wanted: bool,
-    /// The apply task is taking one.
+    /// One is being taken, prepared or stored: no other is started meanwhile.
     in_flight: bool,
+    /// Prepared and ready to store with the next iteration's write.
+    ready_to_store: Option<RecoveredSnapshot>,
+    /// The index of the newest snapshot handed to storage, whichever way it came (taken here
+    /// or received from a leader): an older one prepared meanwhile is not stored over it.
+    stored_index: LogIndex,
+
     /// After a refused snapshot: the tick from which to ask again, and the applied index at
     /// the refusal (another `max_log_entries` applied also asks again).
     retry_at: Option<(u64, LogIndex)>,
@@ -193,6 +212,12 @@ struct Snapshots {
     waiting_for_next: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
     /// Callers whose snapshot was taken, answered once the iteration's write is durable.
     taken: Vec<oneshot::Sender<Result<(), SnapshotError>>>,
+}
+
+/// A snapshot whose bytes the storage is writing on the side.
+struct Preparation<E> {
+    snapshot: RecoveredSnapshot,
+    work: Pin<Box<dyn Future<Output = Result<(), E>> + Send>>,
 }
 
 /// Why the driver stops.
@@ -237,6 +262,7 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     /// How many of `parked` are reads.
     parked_reads: usize,
     snapshots: Snapshots,
+    preparation: Option<Preparation<St::Error>>,
     /// Ticks delivered so far.
     ticks: u64,
     /// When the next tick falls due.
@@ -288,6 +314,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             parked: VecDeque::new(),
             parked_reads: 0,
             snapshots: Snapshots::default(),
+            preparation: None,
             ticks: 0,
             next_tick: Instant::now() + tick_interval,
             draining: None,
@@ -334,6 +361,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     if let Some(stop) = self.on_report(report) {
                         break stop;
                     }
+                }
+                prepared = prepared(&mut self.preparation) => {
+                    self.deliver_due_ticks();
+                    self.on_snapshot_prepared(prepared);
                 }
                 open = has_room(self.apply.as_ref()), if !self.apply_backlog.is_empty() => {
                     // `feed_apply_backlog` below fills the room.
@@ -643,28 +674,35 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     fn on_report(&mut self, report: ApplyReport) -> Option<Stop> {
         match report {
             ApplyReport::Snapshot { index, bytes } => {
-                self.snapshots.in_flight = false;
                 self.snapshots.retry_at = None;
+                let start = self.actions.len();
                 self.step(Event::SnapshotTaken {
                     last_included_index: index,
                     bytes,
                 });
-                // Answered once this iteration's storage write (the snapshot's) is durable.
-                let taken = std::mem::take(&mut self.snapshots.waiting_for_current);
-                self.snapshots.taken.extend(taken);
+                // The engine compacted in memory; its storage write is taken out of the
+                // iteration and prepared on the side.
+                let persist = self.actions[start..]
+                    .iter()
+                    .position(|action| matches!(action, Action::PersistSnapshot { .. }));
+                match persist
+                    .and_then(|position| snapshot_write(&self.actions.remove(start + position)))
+                {
+                    Some(StorageWrite::Snapshot(snapshot)) => {
+                        let work = Box::pin(self.storage.prepare_snapshot(&snapshot));
+                        self.preparation = Some(Preparation { snapshot, work });
+                    }
+                    _ => {
+                        // Nothing to store (the engine already had this one): done.
+                        self.snapshots.in_flight = false;
+                        let taken = std::mem::take(&mut self.snapshots.waiting_for_current);
+                        self.snapshots.taken.extend(taken);
+                    }
+                }
                 None
             }
             ApplyReport::SnapshotFailed(error) => {
-                self.snapshots.in_flight = false;
-                self.snapshots.retry_at = Some((
-                    self.ticks
-                        .saturating_add(self.config.election_timeout_max_ticks),
-                    self.engine.last_applied(),
-                ));
-                debug!(target: "yggr::node", node_id = self.id.get(), %error, "snapshot not taken; asking again later");
-                for waiter in self.snapshots.waiting_for_current.drain(..) {
-                    let _ = waiter.send(Err(error.clone()));
-                }
+                self.snapshot_failed(&error);
                 None
             }
             ApplyReport::Fatal(reason) => {
@@ -674,6 +712,52 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         }
     }
 
+    /// The storage finished preparing a snapshot: store it with the next write, or give up
+    /// on it.
+    fn on_snapshot_prepared<E: std::fmt::Display>(&mut self, prepared: Result<(), E>) {
+        let Some(preparation) = self.preparation.take() else {
+            return;
+        };
+        match prepared {
+            Ok(()) => self.snapshots.ready_to_store = Some(preparation.snapshot),
+            Err(error) => self.snapshot_failed(&SnapshotError::new(format!(
+                "storage could not prepare the snapshot through {}: {error}",
+                preparation.snapshot.last_included_index
+            ))),
+        }
+    }
+
+    /// A snapshot was refused by the state machine or could not be prepared: nothing stored
+    /// changed; ask again later.
+    fn snapshot_failed(&mut self, error: &SnapshotError) {
+        self.snapshots.in_flight = false;
+        self.shared.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+        self.snapshots.retry_at = Some((
+            self.ticks
+                .saturating_add(self.config.election_timeout_max_ticks),
+            self.engine.last_applied(),
+        ));
+        warn!(target: "yggr::node", node_id = self.id.get(), %error, "snapshot failed; another will be taken later");
+        for waiter in self.snapshots.waiting_for_current.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    /// The prepared snapshot's write, first in the iteration's writes, unless a newer
+    /// snapshot was stored meanwhile (one received from a leader).
+    fn prepared_snapshot_write(&mut self) -> Option<StorageWrite> {
+        let snapshot = self.snapshots.ready_to_store.take()?;
+        self.snapshots.in_flight = false;
+        let taken = std::mem::take(&mut self.snapshots.waiting_for_current);
+        self.snapshots.taken.extend(taken);
+        if snapshot.last_included_index <= self.snapshots.stored_index {
+            return None;
+        }
+        self.snapshots.stored_index = snapshot.last_included_index;
+        self.shared.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        Some(StorageWrite::Snapshot(snapshot))
+    }
+
     // ---- Carrying out ----
 
     /// Makes the iteration's writes durable, then performs everything else in order.
@@ -681,7 +765,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
         let was_leader = self.shared.leader.load(Ordering::Relaxed) == self.id.get();
         // Entries move into the storage write rather than being copied; everything else keeps
         // its order for after the write.
-        let mut writes = Vec::new();
+        let mut writes: Vec<StorageWrite> = self.prepared_snapshot_write().into_iter().collect();
         let mut actions = Vec::with_capacity(self.actions.len());
         for action in self.actions.drain(..) {
             match action {
@@ -693,7 +777,13 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     current_term,
                     voted_for,
                 }),
-                Action::PersistSnapshot { .. } => {
+                Action::PersistSnapshot {
+                    last_included_index,
+                    ..
+                } => {
+                    // Received from a leader: stored now (it is acknowledged only once durable).
+                    self.snapshots.stored_index =
+                        self.snapshots.stored_index.max(last_included_index);
                     writes.extend(snapshot_write(&action));
                     actions.push(action);
                 }
@@ -1078,6 +1168,14 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
     }
 }
 
+/// Waits for the snapshot being prepared, if any (never completes without one).
+async fn prepared<E>(preparation: &mut Option<Preparation<E>>) -> Result<(), E> {
+    match preparation {
+        Some(preparation) => preparation.work.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits until the apply channel has room (true) or the apply task has gone (false). The
 /// driver is the channel's only sender, so the room is still there when it fills it.
 async fn has_room<S: StateMachine>(apply: Option<&mpsc::Sender<ApplyJob<S>>>) -> bool {
@@ -1227,5 +1325,7 @@ pub(crate) fn metrics(engine: &Engine<Bytes>, shared: &Shared) -> NodeMetrics {
         status: status(engine, shared),
         replication: ReplicationMetrics { followers },
         last_log_index: engine.last_log_index(),
+        snapshots_taken: shared.snapshots_taken.load(Ordering::Relaxed),
+        snapshots_failed: shared.snapshots_failed.load(Ordering::Relaxed),
     }
 }

@@ -60,4 +60,11 @@ pub struct NodeMetrics {
     pub replication: ReplicationMetrics,
     /// The index of the last entry in the node's log.
     pub last_log_index: LogIndex,
+    /// Snapshots of the state machine this node took and stored for compaction, since it
+    /// started.
+    pub snapshots_taken: u64,
+    /// Snapshots of the state machine that failed since the node started: the state machine
+    /// refused or panicked, or storage could not prepare the bytes. Each is logged at `warn`,
+    /// and another is tried later.
+    pub snapshots_failed: u64,
 }

@@ -18,6 +18,10 @@
 //! - [`StorageWrite::Snapshot`] replaces the stored snapshot; stored entries it covers are
 //!   discarded, and later ones kept only if the stored entry at its index has its term.
 //!
+//! A snapshot the node takes of its own state is first handed to
+//! [`Storage::prepare_snapshot`], which may write its bytes while the node goes on working,
+//! and then to `persist` like any other write.
+//!
 //! An error from `persist` is fatal: the node stops (a failed fsync cannot be retried safely)
 //! and every caller waiting on it is answered with `Fatal`.
 //!
@@ -101,4 +105,26 @@ pub trait Storage: Send + 'static {
         &mut self,
         writes: Vec<StorageWrite>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Writes the bulk of `snapshot` ahead of the [`persist`](Storage::persist) that stores
+    /// it, so that a large snapshot does not hold the node up. The driver runs the returned
+    /// future beside its other work (heartbeats, replication, answers to clients) and, once it
+    /// completes, hands the same snapshot to `persist` as a [`StorageWrite::Snapshot`], which
+    /// can then finish quickly from what was prepared (for a disk: write and fsync a file
+    /// here, rename it there). Only snapshots the node takes of its own state go this way; a
+    /// snapshot received from a leader goes straight to `persist`. Until `persist` stores it,
+    /// nothing stored may change: a crash in between recovers the previous snapshot and the
+    /// whole log. The future must not borrow the storage. The default prepares nothing and
+    /// leaves all the work to `persist`.
+    ///
+    /// # Errors
+    /// When the bytes cannot be written. The node drops that snapshot (logged and counted in
+    /// [`NodeMetrics`](crate::NodeMetrics)) and takes another later; nothing stored changed.
+    fn prepare_snapshot(
+        &self,
+        snapshot: &RecoveredSnapshot,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let _ = snapshot;
+        std::future::ready(Ok(()))
+    }
 }

@@ -24,6 +24,7 @@ mod process_stall;
 mod reads;
 mod smoke;
 mod snapshot_durability;
+mod snapshot_off_the_path;
 mod snapshot_retry;
 mod snapshot_trigger;
 mod tcp_stats;

@@ -13,17 +13,20 @@ pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// Replaces `dir/name` with `bytes`, durably and atomically.
 pub(crate) fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+    write_synced(&temp, bytes)?;
     fs::rename(&temp, dir.join(name))?;
     sync_dir(dir)
+}
+
+/// Creates or replaces `path` with `bytes` and syncs it (not its directory entry).
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Makes the directory's entries (files created, renamed or removed in it) durable.

@@ -96,14 +96,16 @@ pub(crate) mod format;
 mod segment;
 
 use std::fs::{self, File};
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tracing::warn;
-use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot};
+use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term};
 
-use self::files::{read_if_exists, replace_atomically, sweep_temp_files};
+use self::files::{read_if_exists, replace_atomically, sweep_temp_files, write_synced};
 use self::format::{
     decode_hard_state, decode_meta, decode_snapshot, encode_hard_state, encode_meta,
     encode_snapshot,
@@ -194,7 +196,23 @@ pub struct DiskStorage {
     inner: Option<Box<DiskInner>>,
     /// What `open` recovered, handed out by the first `load`.
     recovered: Option<Option<StoredState>>,
+    /// The snapshot whose file [`Storage::prepare_snapshot`] wrote and synced last, for the
+    /// `persist` that stores it to rename rather than write.
+    prepared: Arc<Mutex<Option<PreparedSnapshot>>>,
 }
+
+/// A snapshot file written and synced ahead of the `persist` that stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PreparedSnapshot {
+    index: LogIndex,
+    term: Term,
+    /// Bytes in the file, as `encode_snapshot` gives them.
+    length: usize,
+}
+
+/// Where a prepared snapshot waits: a temporary name, so that an open after a crash sweeps
+/// it away.
+const PREPARED_SNAPSHOT_FILE: &str = "snapshot.prepared.tmp";
 
 #[derive(Debug)]
 struct DiskInner {
@@ -230,6 +248,7 @@ impl DiskStorage {
             path,
             inner: Some(Box::new(inner)),
             recovered: Some(recovered),
+            prepared: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -317,7 +336,44 @@ impl Storage for DiskStorage {
     }
 
     async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
-        self.blocking(move |inner| inner.persist(writes)).await
+        let prepared = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        self.blocking(move |inner| inner.persist(writes, prepared))
+            .await
+    }
+
+    /// Writes the snapshot's file under a temporary name and syncs it, on the blocking pool;
+    /// `persist` then renames it into place. Nothing the storage holds changes here.
+    fn prepare_snapshot(
+        &self,
+        snapshot: &RecoveredSnapshot,
+    ) -> impl Future<Output = Result<(), DiskError>> + Send + 'static {
+        let dir = self.path.clone();
+        let snapshot = snapshot.clone();
+        let prepared = Arc::clone(&self.prepared);
+        async move {
+            let path = dir.join(PREPARED_SNAPSHOT_FILE);
+            let written = tokio::task::spawn_blocking(move || {
+                let bytes = encode_snapshot(&snapshot);
+                write_synced(&path, &bytes).map_err(|error| io_error(&path, error))?;
+                Ok::<_, DiskError>(PreparedSnapshot {
+                    index: snapshot.last_included_index,
+                    term: snapshot.last_included_term,
+                    length: bytes.len(),
+                })
+            })
+            .await
+            .map_err(|error| DiskError::Poisoned {
+                reason: format!("a storage task failed: {error}"),
+            })??;
+            *prepared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(written);
+            Ok(())
+        }
     }
 }
 
@@ -435,7 +491,11 @@ impl DiskInner {
         Ok(())
     }
 
-    fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
+    fn persist(
+        &mut self,
+        writes: Vec<StorageWrite>,
+        prepared: Option<PreparedSnapshot>,
+    ) -> Result<(), DiskError> {
         let mut writes = writes.into_iter().peekable();
         while let Some(write) = writes.next() {
             match write {
@@ -458,7 +518,11 @@ impl DiskInner {
                     self.guarded(|inner| inner.store_entries(entries))?;
                 }
                 StorageWrite::Snapshot(snapshot) => {
-                    self.guarded(|inner| inner.store_snapshot(&snapshot))?;
+                    let ready = prepared.filter(|prepared| {
+                        prepared.index == snapshot.last_included_index
+                            && prepared.term == snapshot.last_included_term
+                    });
+                    self.guarded(|inner| inner.store_snapshot(&snapshot, ready))?;
                 }
             }
         }
@@ -500,12 +564,29 @@ impl DiskInner {
         self.log.append(&entries)
     }
 
-    fn store_snapshot(&mut self, snapshot: &RecoveredSnapshot) -> Result<(), DiskError> {
+    /// Stores `snapshot`: from the file `prepared` describes when there is one (a rename),
+    /// else by writing it.
+    fn store_snapshot(
+        &mut self,
+        snapshot: &RecoveredSnapshot,
+        prepared: Option<PreparedSnapshot>,
+    ) -> Result<(), DiskError> {
         let index = snapshot.last_included_index;
         // The snapshot is durable before any log it covers is removed: a crash in between
         // recovers the new snapshot over the old log, and recovery trims the log the same way.
-        replace_atomically(&self.dir, SNAPSHOT_FILE, &encode_snapshot(snapshot))
-            .map_err(|error| io_error(&self.dir.join(SNAPSHOT_FILE), error))?;
+        let target = self.dir.join(SNAPSHOT_FILE);
+        let from_prepared = prepared.is_some_and(|prepared| {
+            let path = self.dir.join(PREPARED_SNAPSHOT_FILE);
+            fs::metadata(&path).is_ok_and(|metadata| metadata.len() == prepared.length as u64)
+        });
+        if from_prepared {
+            fs::rename(self.dir.join(PREPARED_SNAPSHOT_FILE), &target)
+                .and_then(|()| files::sync_dir(&self.dir))
+                .map_err(|error| io_error(&target, error))?;
+        } else {
+            replace_atomically(&self.dir, SNAPSHOT_FILE, &encode_snapshot(snapshot))
+                .map_err(|error| io_error(&target, error))?;
+        }
         let continues = self.log.term_at(index)? == Some(snapshot.last_included_term);
         if continues {
             self.log.remove_through(index)?;
@@ -653,11 +734,13 @@ mod tests {
             .bootstrap(NodeId::new(1).unwrap(), &Membership::default())
             .unwrap();
         for first in [1, 4, 7, 10] {
-            inner.persist(vec![entries(first..=first + 2, 1)]).unwrap();
+            inner
+                .persist(vec![entries(first..=first + 2, 1)], None)
+                .unwrap();
         }
         assert_eq!(inner.log.segment_count(), 4);
         inner.log.removals_before_crash = Some(removals);
-        let _ = inner.persist(vec![install]);
+        let _ = inner.persist(vec![install], None);
         drop(inner);
         let (mut inner, state) = open(dir.path());
         let floor = state.snapshot.as_ref().unwrap().last_included_index.get();
@@ -665,7 +748,9 @@ mod tests {
             .log
             .last()
             .map_or(floor + 1, |entry| entry.index.get() + 1);
-        inner.persist(vec![entries(next..=next + 1, 2)]).unwrap();
+        inner
+            .persist(vec![entries(next..=next + 1, 2)], None)
+            .unwrap();
         drop(inner);
         let (_, reopened) = open(dir.path());
         assert_eq!(reopened.log.last().unwrap().index.get(), next + 1);
