@@ -273,7 +273,11 @@ async fn watch_leadership(
             _ = tokio::time::sleep(tick) => {}
             _ = stop.wait_for(|stopping| *stopping) => return,
         }
-        let removed = service.observe_membership().await == Ok(Standing::Removed);
+        // A node that has stopped answers nothing: keep the last word on its membership.
+        let removed = match service.observe_membership().await {
+            Ok(standing) => standing == Standing::Removed,
+            Err(_) => was_removed,
+        };
         if removed != was_removed {
             was_removed = removed;
             if removed {
