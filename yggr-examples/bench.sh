@@ -3,8 +3,11 @@
 # with 1, 16, 64 and 256 clients, 256-byte values, random keys (-r 100000), and prints a
 # table next to the disk's fdatasync rate measured in the same run.
 #
-#   yggr-examples/bench.sh                 # 20000 requests per cell (more for more clients)
-#   REQUESTS=50000 yggr-examples/bench.sh
+#   yggr-examples/bench.sh                 # REQUESTS=20000, the default
+#   REQUESTS=30000 yggr-examples/bench.sh  # what BENCHMARKS.md's figures were measured with
+#
+# REQUESTS (default 20000) sets each cell's request count: REQUESTS/4 with 1 client, REQUESTS
+# with 16, and 2 x REQUESTS with 64 and 256 (the default run sends 210,000 requests in all).
 #
 # Needs redis-benchmark (Debian/Ubuntu: `apt-get install redis-tools`) and python3 (for the
 # fdatasync reference). Uses ports 6101-6103 and 7101-7103 and a scratch data directory.
@@ -22,7 +25,7 @@ requests="${REQUESTS:-20000}"
 data_dir="$(mktemp -d "${TMPDIR:-/var/tmp}/kv-bench.XXXXXX")"
 
 echo "building kv (release)..."
-cargo build --release --quiet --manifest-path "$workspace/Cargo.toml" -p yggr-examples --bin kv
+cargo build --release --manifest-path "$workspace/Cargo.toml" -p yggr-examples --bin kv
 kv="${CARGO_TARGET_DIR:-$workspace/target}/release/kv"
 
 pids=()

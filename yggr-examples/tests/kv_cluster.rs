@@ -212,6 +212,55 @@ impl Cluster {
         })
     }
 
+    /// Starts node `id` on fresh ports with `--join`: it waits for a leader to add it.
+    fn launch_joiner(&mut self, id: u64) {
+        let addresses = free_addresses(2);
+        let process = Process {
+            raft: addresses[0],
+            client: addresses[1],
+            child: None,
+        };
+        self.nodes.insert(id, process);
+        self.launch(id, true);
+    }
+
+    /// Adds a joiner as a learner through the leader, waits until it has caught up, then
+    /// promotes it to voter.
+    fn add_as_voter(&self, id: u64) {
+        let leader = self.leader();
+        let raft = self.nodes[&id].raft.to_string();
+        let client = self.client(id).to_string();
+        let name = id.to_string();
+        let added = call(
+            self.client(leader),
+            &["RAFT.ADDLEARNER", &name, &raft, &client],
+        )
+        .unwrap();
+        assert_eq!(added, Reply::Simple("OK".to_string()), "{added:?}");
+        eventually("the new node to catch up as a learner", || {
+            let fields = status_fields(self.client(id))?;
+            let applied = fields.get("last_applied")?.parse::<u64>().ok()?;
+            (fields.get("role")? == "learner" && applied > 1).then_some(())
+        });
+        let promoted = call(self.client(leader), &["RAFT.PROMOTE", &name]).unwrap();
+        assert_eq!(promoted, Reply::Simple("OK".to_string()), "{promoted:?}");
+    }
+
+    /// Transfers leadership to `id` and waits until every running member names it.
+    fn make_lead(&self, id: u64) {
+        let transferred = call(
+            self.client(self.leader()),
+            &["RAFT.TRANSFER", &id.to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            transferred,
+            Reply::Simple("OK".to_string()),
+            "{transferred:?}"
+        );
+        eventually("the node to lead", || (self.leader() == id).then_some(()));
+    }
+
     fn kill_hard(&mut self, id: u64) {
         let mut child = self.nodes.get_mut(&id).unwrap().child.take().unwrap();
         child.kill().unwrap();
@@ -417,39 +466,9 @@ fn stopping_and_restarting_the_whole_cluster_keeps_every_acknowledged_write() {
 fn a_fourth_node_joins_serves_reads_after_catching_up_and_is_removed() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.write(&["SET", "x", "42"]);
-    let addresses = free_addresses(2);
-    cluster.nodes.insert(
-        4,
-        Process {
-            raft: addresses[0],
-            client: addresses[1],
-            child: None,
-        },
-    );
-    cluster.launch(4, true);
-    let leader = cluster.leader();
-    let raft = cluster.nodes[&4].raft.to_string();
-    let client = cluster.client(4).to_string();
-    let added = call(
-        cluster.client(leader),
-        &["RAFT.ADDLEARNER", "4", &raft, &client],
-    )
-    .unwrap();
-    assert_eq!(added, Reply::Simple("OK".to_string()), "{added:?}");
-    eventually("node 4 to catch up as a learner", || {
-        let fields = status_fields(cluster.client(4))?;
-        (fields.get("role")? == "learner" && fields.get("last_applied")?.parse::<u64>().ok()? > 1)
-            .then_some(())
-    });
-    let promoted = call(cluster.client(leader), &["RAFT.PROMOTE", "4"]).unwrap();
-    assert_eq!(promoted, Reply::Simple("OK".to_string()), "{promoted:?}");
-    let transferred = call(cluster.client(leader), &["RAFT.TRANSFER", "4"]).unwrap();
-    assert_eq!(
-        transferred,
-        Reply::Simple("OK".to_string()),
-        "{transferred:?}"
-    );
-    eventually("node 4 to lead", || (cluster.leader() == 4).then_some(()));
+    cluster.launch_joiner(4);
+    cluster.add_as_voter(4);
+    cluster.make_lead(4);
     assert_eq!(call(cluster.client(4), &["GET", "x"]).unwrap().text(), "42");
     // A follower now redirects to the new node's client address, learned through the log.
     assert_eq!(
@@ -467,6 +486,46 @@ fn a_fourth_node_joins_serves_reads_after_catching_up_and_is_removed() {
         status_fields(cluster.client(next))
     });
     assert_eq!(fields["voters"], "1,2,3");
+    assert_eq!(cluster.read("x").text(), "42");
+}
+
+#[test]
+fn a_node_that_removed_itself_says_so_in_raft_status_and_refuses_writes_for_good() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.write(&["SET", "x", "42"]);
+    cluster.launch_joiner(4);
+    // A joiner no leader has added yet is not a member, and was not removed either.
+    let waiting = eventually("the joiner to answer", || status_fields(cluster.client(4)));
+    assert_eq!(
+        waiting.get("member").map(String::as_str),
+        Some("no"),
+        "{waiting:?}"
+    );
+    cluster.add_as_voter(4);
+    cluster.make_lead(4);
+    let leading = status_fields(cluster.client(4)).unwrap();
+    assert_eq!(
+        leading.get("member").map(String::as_str),
+        Some("yes"),
+        "{leading:?}"
+    );
+    let removed = call(cluster.client(4), &["RAFT.REMOVE", "4"]).unwrap();
+    assert_eq!(removed, Reply::Simple("OK".to_string()), "{removed:?}");
+    // The removal committed while node 4 led, so its own log holds the configuration
+    // without it: it knows, and says so rather than wait for a leader that never comes.
+    let fields = eventually("node 4 to report its removal", || {
+        let fields = status_fields(cluster.client(4))?;
+        (fields.get("member")? == "removed").then_some(fields)
+    });
+    assert_eq!(fields["voters"], "1,2,3", "{fields:?}");
+    assert_eq!(fields["learners"], "", "{fields:?}");
+    for command in [&["SET", "x", "43"][..], &["GET", "x"]] {
+        let reply = call(cluster.client(4), command).unwrap();
+        assert!(
+            matches!(&reply, Reply::Error(text) if text.starts_with("ERR") && text.contains("removed")),
+            "{command:?} on a removed node: {reply:?}"
+        );
+    }
     assert_eq!(cluster.read("x").text(), "42");
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, NodeStartError, TcpTransport};
 use yggr_examples::kv::commands::Service;
+use yggr_examples::kv::membership::Standing;
 use yggr_examples::kv::resp::Limits;
 use yggr_examples::kv::server::{ServerOptions, serve};
 use yggr_examples::kv::store::{AddressBook, KvCommand, KvStore, Member};
@@ -223,14 +224,10 @@ async fn run(args: Args) -> Result<(), String> {
             client: args.client_addr,
         },
     ));
-    let server = tokio::spawn(serve(
-        listener,
-        Service::new(node.clone(), book.clone(), known.iter().copied().collect()),
-        options,
-        stopped.clone(),
-    ));
+    let service = Service::new(node.clone(), book.clone(), known.iter().copied().collect());
+    let server = tokio::spawn(serve(listener, service.clone(), options, stopped.clone()));
     let watcher = tokio::spawn(watch_leadership(
-        node.clone(),
+        service,
         book,
         known,
         config_tick(args.tick_ms),
@@ -259,19 +256,35 @@ fn config_tick(tick_ms: u64) -> Duration {
 
 /// Logs when this node becomes (or stops being) the leader, and as leader makes sure the
 /// replicated address book names every member this node was told about, so that followers
-/// can redirect clients to it.
+/// can redirect clients to it. Every tick it also records the node's membership, which is how
+/// the node later knows it was removed (and logs it when it was).
 async fn watch_leadership(
-    node: Node<KvStore>,
+    service: Service,
     book: AddressBook,
     known: Vec<(NodeId, Member)>,
     tick: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let node = service.node().clone();
     let mut leading = false;
+    let mut was_removed = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        // A node that has stopped answers nothing: keep the last word on its membership.
+        let removed = match service.observe_membership().await {
+            Ok(standing) => standing == Standing::Removed,
+            Err(_) => was_removed,
+        };
+        if removed != was_removed {
+            was_removed = removed;
+            if removed {
+                warn!(target: "kv", node_id = node.id().get(), "this node was removed from the cluster: it answers clients with an error; stop it");
+            } else {
+                info!(target: "kv", node_id = node.id().get(), "this node is a member again");
+            }
         }
         let now_leading = node.current_leader() == Some(node.id());
         if now_leading != leading {

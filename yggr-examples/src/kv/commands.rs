@@ -1,21 +1,30 @@
 //! What each Redis command does: a write goes through the log (`Node::write`), a read is
 //! linearizable (`Node::read_linearizable`), and the `RAFT.*` commands drive the cluster.
 //! Errors become the replies a Redis cluster client understands: `MOVED` to the leader,
-//! `TRYAGAIN` while there is none.
+//! `TRYAGAIN` while there is none, and a plain error on a node that knows it was removed
+//! (no leader will ever come for it).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use yggr::{MembershipError, Node, NodeId, ProposeError, ReadError, Role, TransferLeadershipError};
+use yggr::{
+    MembershipError, Node, NodeId, ProposeError, ReadError, Role, StatusError,
+    TransferLeadershipError,
+};
 
+use super::membership::{MembershipRecord, Standing};
 use super::resp::Reply;
 use super::status;
 use super::store::{AddressBook, KvCommand, KvResponse, KvStore, Member, parse_integer};
 
 /// The most value bytes one `MGET` reply may carry.
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// The most bytes of an unknown command's name its error echoes (Redis's limit too): a
+/// client sending a 60 KB name gets a short error, not its 60 KB back.
+pub const UNKNOWN_NAME_ECHO_BYTES: usize = 128;
 
 /// Runs commands against one node.
 #[derive(Clone)]
@@ -25,6 +34,7 @@ pub struct Service {
     /// Addresses this node was told about at start (its `--peer` flags): where to redirect
     /// before the replicated book has them.
     configured: Arc<BTreeMap<NodeId, Member>>,
+    membership: MembershipRecord,
 }
 
 impl Service {
@@ -38,6 +48,7 @@ impl Service {
             node,
             book,
             configured: Arc::new(configured),
+            membership: MembershipRecord::default(),
         }
     }
 
@@ -46,15 +57,31 @@ impl Service {
         &self.node
     }
 
+    /// What this service has seen of its node's membership.
+    pub fn membership_record(&self) -> &MembershipRecord {
+        &self.membership
+    }
+
+    /// Looks at the node's membership now and records it. Call it periodically (the `kv`
+    /// binary does, every tick): a node learns it was removed only from what it saw before.
+    ///
+    /// # Errors
+    /// The node has stopped.
+    pub async fn observe_membership(&self) -> Result<Standing, StatusError> {
+        let metrics = self.node.node_metrics().await?;
+        Ok(self
+            .membership
+            .observe(&metrics.status, metrics.last_log_index))
+    }
+
     /// Runs one command (its name and arguments) and returns the reply.
     pub async fn execute(&self, arguments: &[Bytes]) -> Reply {
-        let Some((name, arguments)) = arguments.split_first() else {
+        let Some((given, arguments)) = arguments.split_first() else {
             return Reply::error("empty command");
         };
-        let given = String::from_utf8_lossy(name);
-        let name = given.to_ascii_uppercase();
+        let name = String::from_utf8_lossy(given).to_ascii_uppercase();
         let Some(arity) = arity(&name) else {
-            return Reply::error(format!("unknown command '{given}'"));
+            return unknown_command(given);
         };
         if !arity.accepts(arguments.len()) {
             return Reply::error(format!(
@@ -202,7 +229,7 @@ impl Service {
         match self.node.read_linearizable(read).await {
             Ok(reply) => reply,
             Err(ReadError::NotLeader { leader_hint }) => self.moved(leader_hint),
-            Err(ReadError::NoLeader) => try_again("no leader is known"),
+            Err(ReadError::NoLeader) => self.no_leader(),
             Err(ReadError::NotReady) => try_again("the leader is not ready"),
             Err(ReadError::SteppedDown) => try_again("the leader stepped down"),
             Err(ReadError::Shutdown) => shutting_down(),
@@ -259,7 +286,7 @@ impl Service {
         match outcome {
             Ok(()) => Reply::Simple("OK"),
             Err(MembershipError::NotLeader { leader_hint }) => self.moved(leader_hint),
-            Err(MembershipError::NoLeader) => try_again("no leader is known"),
+            Err(MembershipError::NoLeader) => self.no_leader(),
             Err(MembershipError::Busy) => try_again("busy"),
             Err(MembershipError::ChangeInProgress) => {
                 try_again("another membership change is in progress")
@@ -272,7 +299,7 @@ impl Service {
     fn transfer_error(&self, error: TransferLeadershipError) -> Reply {
         match error {
             TransferLeadershipError::NotLeader { leader_hint } => self.moved(leader_hint),
-            TransferLeadershipError::NoLeader => try_again("no leader is known"),
+            TransferLeadershipError::NoLeader => self.no_leader(),
             TransferLeadershipError::Shutdown => shutting_down(),
             error => Reply::error(error),
         }
@@ -281,21 +308,34 @@ impl Service {
     fn propose_error(&self, error: ProposeError) -> Reply {
         match error {
             ProposeError::NotLeader { leader_hint } => self.moved(leader_hint),
-            ProposeError::NoLeader => try_again("no leader is known"),
+            ProposeError::NoLeader => self.no_leader(),
             ProposeError::Busy => try_again("busy: too many writes in flight"),
             ProposeError::Shutdown => shutting_down(),
             error => Reply::error(error),
         }
     }
 
-    /// `MOVED 0 <leader's client address>`, which `redis-cli -c` follows; `TRYAGAIN` when
-    /// the book does not know where the leader listens yet.
     /// Where `id` takes clients: the replicated book, else this node's `--peer` flags.
     pub fn client_address(&self, id: NodeId) -> Option<SocketAddr> {
         leader_address(&self.book, id)
             .or_else(|| self.configured.get(&id).map(|member| member.client))
     }
 
+    /// `TRYAGAIN` while no leader is known; on a node that knows it was removed, an error
+    /// that says so instead, as no leader will ever come for it.
+    fn no_leader(&self) -> Reply {
+        if self.membership.is_removed() {
+            Reply::error(
+                "this node was removed from the cluster: send commands to a member \
+                 (RAFT.STATUS on a member names the leader)",
+            )
+        } else {
+            try_again("no leader is known")
+        }
+    }
+
+    /// `MOVED 0 <leader's client address>`, which `redis-cli -c` follows; `TRYAGAIN` when
+    /// the book does not know where the leader listens yet.
     fn moved(&self, leader: NodeId) -> Reply {
         match self.client_address(leader) {
             Some(address) => Reply::Error(format!("MOVED 0 {address}")),
@@ -360,6 +400,19 @@ fn config_get(arguments: &[Bytes]) -> Reply {
     ])
 }
 
+/// `-ERR unknown command '<name>'`, the name cut to at most [`UNKNOWN_NAME_ECHO_BYTES`]
+/// bytes, before any character the cut would split.
+fn unknown_command(given: &[u8]) -> Reply {
+    // Three bytes past the limit complete any character that starts before it.
+    let head = &given[..given.len().min(UNKNOWN_NAME_ECHO_BYTES + 3)];
+    let text = String::from_utf8_lossy(head);
+    let mut end = text.len().min(UNKNOWN_NAME_ECHO_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Reply::error(format!("unknown command '{}'", &text[..end]))
+}
+
 fn try_again(reason: &str) -> Reply {
     Reply::Error(format!("TRYAGAIN {reason}"))
 }
@@ -416,4 +469,53 @@ fn arity(name: &str) -> Option<Arity> {
         "COMMAND" | "CONFIG" | "CLIENT" => Arity::AtLeast(0),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use yggr::{Bootstrap, Config, LocalNetwork, MemStorage};
+
+    /// A service over a one-node cluster in memory. The node is not waited on: the tests that
+    /// use it exercise what is answered before any command reaches the node.
+    pub(crate) async fn lone_service() -> Service {
+        let me = NodeId::new(1).expect("1 is a node id");
+        let mut config = Config::new(me, []);
+        config.bootstrap = Bootstrap::NewCluster {
+            members: [me].into(),
+        };
+        let book = AddressBook::default();
+        let node = Node::start(
+            config,
+            KvStore::new(me, book.clone(), None),
+            MemStorage::new(),
+            LocalNetwork::new().transport(me),
+        )
+        .await
+        .expect("a one-node cluster in memory starts");
+        Service::new(node, book, BTreeMap::new())
+    }
+
+    #[tokio::test]
+    async fn an_unknown_command_echoes_at_most_128_bytes_of_its_name() {
+        let service = lone_service().await;
+        let name = Bytes::from(vec![b'x'; 60 << 10]);
+        let Reply::Error(text) = service.execute(&[name]).await else {
+            panic!("an unknown command is an error");
+        };
+        assert!(text.starts_with("ERR unknown command 'xxx"), "{text}");
+        let echoed = text.bytes().filter(|byte| *byte == b'x').count();
+        assert_eq!(echoed, UNKNOWN_NAME_ECHO_BYTES);
+        // A cut that would fall inside a multi-byte character falls before it instead.
+        let mut name = vec![b'a'; UNKNOWN_NAME_ECHO_BYTES - 1];
+        name.extend_from_slice("é".as_bytes());
+        let Reply::Error(text) = service.execute(&[Bytes::from(name)]).await else {
+            panic!("an unknown command is an error");
+        };
+        let expected = format!(
+            "ERR unknown command '{}'",
+            "a".repeat(UNKNOWN_NAME_ECHO_BYTES - 1)
+        );
+        assert_eq!(text, expected);
+    }
 }

@@ -5,10 +5,12 @@
 //! - [`resp`]: the Redis protocol, parsed without I/O.
 //! - [`store`]: the state machine (keys and values, and the members' addresses).
 //! - [`commands`]: what each command does, and how errors become redirects.
+//! - [`membership`]: whether this node is a member, or knows it was removed.
 //! - [`status`]: `RAFT.STATUS` and `INFO`.
 //! - [`server`]: the client listener.
 
 pub mod commands;
+pub mod membership;
 pub mod resp;
 pub mod server;
 pub mod status;

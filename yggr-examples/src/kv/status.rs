@@ -12,14 +12,21 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
     ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
 }
 
-/// `RAFT.STATUS`: id, role, term, commit and applied indexes, leader (id and client
-/// address), voters and learners, and on the leader one `follower_<id>` line per follower.
+/// `RAFT.STATUS`: id, role, membership (`member:yes`, `no` or `removed`, see [`Standing`]),
+/// term, commit and applied indexes, leader (id and client address), voters and learners, and
+/// on the leader one `follower_<id>` line per follower. It is answered by the node asked,
+/// from its own view: never redirected.
+///
+/// [`Standing`]: super::membership::Standing
 pub async fn raft_status(service: &Service) -> Reply {
     let metrics = match service.node().node_metrics().await {
         Ok(metrics) => metrics,
         Err(error) => return Reply::error(error),
     };
     let status = &metrics.status;
+    let standing = service
+        .membership_record()
+        .observe(status, metrics.last_log_index);
     let is_learner = status.membership.is_learner(status.id);
     let leader_client = status
         .leader
@@ -28,6 +35,7 @@ pub async fn raft_status(service: &Service) -> Reply {
     let mut text = String::new();
     let _ = writeln!(text, "id:{}", status.id);
     let _ = writeln!(text, "role:{}", role_name(status.role, is_learner));
+    let _ = writeln!(text, "member:{}", standing.as_str());
     let _ = writeln!(text, "term:{}", status.current_term.get());
     let _ = writeln!(text, "commit_index:{}", status.commit_index.get());
     let _ = writeln!(text, "last_applied:{}", status.last_applied.get());
