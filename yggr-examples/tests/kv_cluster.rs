@@ -765,3 +765,110 @@ fn a_refused_addlearner_for_a_voter_does_not_cut_the_cluster_off_from_it() {
     }
     panic!("two of three voters up, yet no write commits in 20 s: {last:?}");
 }
+
+/// What one INCR client saw: increments acknowledged, and increments whose outcome it cannot
+/// know (an `-ERR outcome unknown`, or a connection lost mid-request).
+#[derive(Default)]
+struct IncrTally {
+    acknowledged: u64,
+    unknown: u64,
+}
+
+/// INCRs `key` until `stop`, following MOVED and retrying TRYAGAIN (both mean "not executed",
+/// so a retry cannot count twice), moving on after anything else.
+fn incr_until(
+    addresses: Vec<SocketAddr>,
+    key: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> IncrTally {
+    let mut tally = IncrTally::default();
+    let mut target = addresses[0];
+    let mut next = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match call(target, &["INCR", key]) {
+            Ok(Reply::Integer(_)) => tally.acknowledged += 1,
+            Ok(Reply::Error(error)) if error.starts_with("MOVED") => {
+                target = error.rsplit(' ').next().unwrap().parse().unwrap();
+            }
+            Ok(Reply::Error(error)) if error.starts_with("TRYAGAIN") => {
+                next += 1;
+                target = addresses[next % addresses.len()];
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Reply::Error(error)) if error.starts_with("ERR outcome unknown") => {
+                tally.unknown += 1;
+            }
+            other => {
+                // A node killed or stopped under the request: it may have been executed.
+                if !matches!(&other, Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused)
+                {
+                    tally.unknown += 1;
+                }
+                next += 1;
+                target = addresses[next % addresses.len()];
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    tally
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to node `id`'s process.
+fn signal(cluster: &Cluster, id: u64, signal: &str) {
+    let pid = cluster.nodes[&id].child.as_ref().unwrap().id();
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn incrs_through_leader_changes_end_at_the_acknowledged_count_plus_at_most_the_unknown_ones() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.write(&["SET", "counter", "0"]);
+    let addresses: Vec<SocketAddr> = (1..=3).map(|id| cluster.client(id)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            let mut addresses = addresses.clone();
+            addresses.rotate_left(client % 3);
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || incr_until(addresses, "counter", &stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Transfers with increments in flight.
+    for _ in 0..3 {
+        let leader = cluster.leader();
+        let target = (1..=3).find(|id| *id != leader).unwrap();
+        cluster.make_lead(target);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A leader paused for many election timeouts (SIGSTOP), then resumed.
+    let paused = cluster.leader();
+    signal(&cluster, paused, "STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&cluster, paused, "CONT");
+    std::thread::sleep(Duration::from_millis(500));
+    // A leader killed outright, and restarted.
+    let killed = cluster.leader();
+    cluster.kill_hard(killed);
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.launch(killed, false);
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, mut unknown) = (0, 0);
+    for client in clients {
+        let tally = client.join().unwrap();
+        acknowledged += tally.acknowledged;
+        unknown += tally.unknown;
+    }
+    let counter: u64 = cluster.read("counter").text().parse().unwrap();
+    eprintln!("counter {counter}: {acknowledged} acknowledged, {unknown} unknown");
+    assert!(acknowledged > 50, "the load kept going: {acknowledged}");
+    assert!(
+        counter >= acknowledged && counter <= acknowledged + unknown,
+        "counter {counter}: {acknowledged} increments acknowledged, {unknown} unknown"
+    );
+}

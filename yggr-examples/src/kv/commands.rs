@@ -232,6 +232,7 @@ impl Service {
             Err(ReadError::NoLeader) => self.no_leader(),
             Err(ReadError::NotReady) => try_again("the leader is not ready"),
             Err(ReadError::SteppedDown) => try_again("the leader stepped down"),
+            Err(ReadError::Busy) => try_again("busy: too many reads waiting"),
             Err(ReadError::Shutdown) => shutting_down(),
             Err(error) => Reply::error(error),
         }
@@ -292,6 +293,7 @@ impl Service {
                 try_again("another membership change is in progress")
             }
             Err(MembershipError::Shutdown) => shutting_down(),
+            Err(MembershipError::OutcomeUnknown) => outcome_unknown(),
             Err(error) => Reply::error(error),
         }
     }
@@ -311,6 +313,9 @@ impl Service {
             ProposeError::NoLeader => self.no_leader(),
             ProposeError::Busy => try_again("busy: too many writes in flight"),
             ProposeError::Shutdown => shutting_down(),
+            // Never MOVED or TRYAGAIN: clients take those for "not executed" and retry on
+            // their own, which would apply an INCR twice.
+            ProposeError::OutcomeUnknown => outcome_unknown(),
             error => Reply::error(error),
         }
     }
@@ -415,6 +420,15 @@ fn unknown_command(given: &[u8]) -> Reply {
 
 fn try_again(reason: &str) -> Reply {
     Reply::Error(format!("TRYAGAIN {reason}"))
+}
+
+/// The reply to a command that was appended to the log but whose fate the node could not
+/// learn: an `-ERR` (which no Redis client retries by itself) that says so.
+pub(crate) fn outcome_unknown() -> Reply {
+    Reply::error(
+        "outcome unknown: the command was appended but its leader lost its role before it \
+         committed; it may or may not have been applied (read before retrying)",
+    )
 }
 
 fn shutting_down() -> Reply {
