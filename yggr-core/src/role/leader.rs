@@ -367,9 +367,32 @@ impl<C: Clone> Engine<C> {
                 term = self.current_term.get(),
                 "stepping down: no longer a voter in the committed configuration"
             );
+            // Hand over rather than leave the cluster an election timeout without a leader: a
+            // remaining voter that holds the whole log is told to campaign at once, as in a
+            // leadership transfer (thesis §3.10).
+            if let Some(successor) = self.caught_up_voter() {
+                self.lease_revoked = true;
+                self.send(successor, Rpc::TimeoutNow);
+            }
             let term = self.current_term;
             self.become_follower(term, None);
         }
+    }
+
+    /// A voter of the committed configuration, other than this node, whose log matches the
+    /// whole of ours (the lowest id among them, for determinism).
+    fn caught_up_voter(&self) -> Option<NodeId> {
+        let last = self.log.last_index();
+        self.committed_membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|voter| *voter != self.id)
+            .find(|voter| {
+                self.progress
+                    .get(voter)
+                    .is_some_and(|progress| progress.match_index == last)
+            })
     }
 }
 

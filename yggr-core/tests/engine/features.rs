@@ -381,6 +381,26 @@ fn leader_that_removes_itself_steps_down_once_the_change_commits() {
 }
 
 #[test]
+fn leader_that_removes_itself_hands_over_to_a_caught_up_voter_without_waiting_for_an_election_timeout()
+ {
+    let mut net = Net::new(3);
+    net.elect(1);
+    let term = net.engine(1).current_term();
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(1))),
+    );
+    // No tick passes: only a handover can make another node lead.
+    net.deliver_all();
+    assert_eq!(net.engine(1).role(), Role::Follower);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    let (successor, successor_term) = leaders[0];
+    assert_ne!(successor, id(1));
+    assert_eq!(successor_term, term.next());
+}
+
+#[test]
 fn new_leader_refuses_membership_change_before_committing_in_its_term() {
     let mut leader = engine(1, &[1, 2, 3]);
     win_election_with_vote_from(&mut leader, 2);
