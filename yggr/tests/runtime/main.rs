@@ -24,6 +24,8 @@ mod smoke;
 mod snapshot_durability;
 mod snapshot_retry;
 mod snapshot_trigger;
+mod tcp_idle;
+mod tcp_options;
 mod tcp_stats;
 mod tick_clock;
 mod writes;
