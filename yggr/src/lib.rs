@@ -87,7 +87,8 @@ pub use state_machine::{DecodeError, SnapshotError, StateMachine};
 pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
 pub use storage::{DiskError, DiskStorage, MemStorage, Storage, StorageWrite, StoredState};
 pub use transport::{
-    LocalNetwork, LocalTransport, TcpHandle, TcpOptions, TcpStats, TcpTransport, Transport,
+    LocalNetwork, LocalTransport, TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport,
+    Transport,
 };
 pub use yggr_core as core;
 pub use yggr_core::{

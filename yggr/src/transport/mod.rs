@@ -30,7 +30,7 @@ use bytes::Bytes;
 use yggr_core::{Message, NodeId};
 
 pub use local::{LocalNetwork, LocalTransport};
-pub use tcp::{TcpHandle, TcpOptions, TcpStats, TcpTransport};
+pub use tcp::{TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport};
 
 /// One node's connection to its peers. See the [module documentation](self) for the contract.
 pub trait Transport: Send + 'static {

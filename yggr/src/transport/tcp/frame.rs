@@ -12,9 +12,21 @@
 //! │ length (n)  │ protobuf Envelope (yggr_core::wire), n bytes  │
 //! │ u32 LE      │                                               │
 //! └─────────────┴───────────────────────────────────────────────┘
+//!
+//! or a keep-alive, from a writer whose connection has been quiet
+//! ┌─────────────┐
+//! │ length 0    │
+//! │ u32 LE      │
+//! └─────────────┘
 //! ```
 //!
-//! A length above the frame limit is refused before anything is allocated for it.
+//! A length above the frame limit is refused before anything is allocated for it. A length
+//! of zero is a keep-alive: it carries no message (an Envelope is never empty: it names its
+//! sender) and only shows the receiver, whose idle timeout it resets, that the writer lives.
+//! Keep-alives are part of protocol version 1: no release has spoken version 1 without them
+//! (0.1.0 is the first), so the version was not bumped.
+//! The connection is one-way: the accepting side never writes on it, so a writer that finds
+//! anything to read has found the connection closed.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use yggr_core::wire::{WireError, decode_message_bytes, encode_message};
@@ -26,6 +38,9 @@ pub(crate) const PROTOCOL_VERSION: u32 = 1;
 /// The handshake's length.
 pub(crate) const HANDSHAKE_BYTES: usize = 8 + 4 + 8;
 const LENGTH_BYTES: usize = 4;
+
+/// A keep-alive: a frame of length zero.
+pub(crate) const KEEP_ALIVE: [u8; LENGTH_BYTES] = [0; LENGTH_BYTES];
 
 /// Why bytes from a peer were refused. Each closes the connection.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +79,9 @@ pub(crate) fn decode_handshake(bytes: &[u8; HANDSHAKE_BYTES]) -> Result<NodeId, 
 }
 
 fn put_frame(payload: &[u8], out: &mut BytesMut) {
+    // An Envelope names its sender, so it never encodes to nothing: a frame of length zero
+    // would be read as a keep-alive and the message lost.
+    assert!(!payload.is_empty(), "an encoded message is never empty");
     out.reserve(LENGTH_BYTES + payload.len());
     out.put_u32_le(payload.len() as u32);
     out.put_slice(payload);
@@ -131,12 +149,15 @@ fn encode_frames_within(
         + encode_frames_within(&piece(second), limit, out)?)
 }
 
-/// Takes one whole frame off the front of `buffer` and decodes it; `Ok(None)` when the
-/// buffer does not hold a whole frame yet.
+/// Takes one whole frame off the front of `buffer` and decodes it, skipping keep-alives;
+/// `Ok(None)` when the buffer does not hold a whole message frame yet.
 pub(crate) fn decode_frame(
     buffer: &mut BytesMut,
     limit: usize,
 ) -> Result<Option<Message<Bytes>>, FrameError> {
+    while buffer.starts_with(&KEEP_ALIVE) {
+        buffer.advance(LENGTH_BYTES);
+    }
     if buffer.len() < LENGTH_BYTES {
         return Ok(None);
     }
@@ -258,6 +279,27 @@ mod tests {
         assert_eq!(decode_frame(&mut encoded, 1024).unwrap(), Some(message()));
         assert_eq!(decode_frame(&mut encoded, 1024).unwrap(), Some(message()));
         assert!(encoded.is_empty());
+    }
+
+    /// A keep-alive carries no message: the reader takes it off the buffer, wherever it
+    /// falls between messages, and hands on only the messages.
+    #[test]
+    fn keep_alives_between_frames_are_consumed_and_deliver_nothing() {
+        let mut encoded = BytesMut::new();
+        encoded.put_slice(&KEEP_ALIVE);
+        encode_frame(&message(), &mut encoded);
+        encoded.put_slice(&KEEP_ALIVE);
+        encoded.put_slice(&KEEP_ALIVE);
+        encode_frame(&message(), &mut encoded);
+        encoded.put_slice(&KEEP_ALIVE);
+        assert_eq!(decode_frame(&mut encoded, 1024).unwrap(), Some(message()));
+        assert_eq!(decode_frame(&mut encoded, 1024).unwrap(), Some(message()));
+        assert_eq!(decode_frame(&mut encoded, 1024).unwrap(), None);
+        assert!(encoded.is_empty(), "the trailing keep-alive was consumed");
+        // A keep-alive cut short is left for the next read.
+        let mut partial = BytesMut::from(&KEEP_ALIVE[..2]);
+        assert_eq!(decode_frame(&mut partial, 1024).unwrap(), None);
+        assert_eq!(partial.len(), 2);
     }
 
     #[test]

@@ -22,9 +22,7 @@ pub(super) async fn accept(
     listener: TcpListener,
     inbound: mpsc::Sender<Message<Bytes>>,
 ) {
-    let slots = Arc::new(Semaphore::new(
-        shared.options.max_inbound_connections.max(1),
-    ));
+    let slots = Arc::new(Semaphore::new(shared.options.max_inbound_connections));
     let mut readers = JoinSet::new();
     loop {
         tokio::select! {
@@ -87,6 +85,8 @@ async fn read_from(
                 }
             }
         }
+        // Any bytes count, keep-alives included: a live writer sends one after a third of the
+        // idle timeout, so only a peer that is gone (or not a yggr writer) stays quiet this long.
         match timeout(shared.options.idle_timeout, stream.read_buf(&mut buffer)).await {
             Ok(Ok(0) | Err(_)) => return,
             Ok(Ok(_)) => {}

@@ -6,22 +6,30 @@
 //!   ([`TcpOptions::outbound_queue`] messages). [`Transport::send`] never waits: when the
 //!   queue is full the message is dropped (and counted), which Raft recovers from by
 //!   retransmitting. The writer takes everything queued at once and writes all of it as
-//!   frames in one `write` call. A broken connection is re-established with exponential
-//!   backoff and jitter; messages queued while it is down are dropped rather than sent stale.
+//!   frames in one `write` call. A quiet connection carries a keep-alive frame every third
+//!   of [`TcpOptions::idle_timeout`], so a live peer never closes it; and since the peer
+//!   never writes on it, the writer also watches it for reading, which shows a close or a
+//!   reset before the next message instead of losing that message to it (a write that fails
+//!   anyway is made once more over a fresh connection). A broken connection is
+//!   re-established, with exponential backoff and jitter after a failed connect or an
+//!   early close; messages queued while it is down are dropped rather than sent stale.
 //! - **Inbound**: one acceptor task, one reader task per accepted connection. A connection
 //!   starts with a handshake naming the protocol version and the sender's id; a sender
 //!   outside the address book, a bad handshake, a handshake that does not arrive in time, a
 //!   frame over [`TcpOptions::max_frame_bytes`], bytes that do not decode, or a message whose
 //!   sender differs from the handshake's closes that connection alone and is counted in
-//!   [`TcpStats`]. A connection idle for [`TcpOptions::idle_timeout`] is closed, so a peer
-//!   gone without a goodbye does not hold a slot. Nothing a peer sends can panic or stall
-//!   the node.
+//!   [`TcpStats`]. A connection that delivers nothing, keep-alives included, for
+//!   [`TcpOptions::idle_timeout`] is closed, so a peer gone without a goodbye does not hold
+//!   a slot. Nothing a peer sends can panic or stall the node.
 //! - **Address book**: the peers this node may talk to, by id. It may name nodes that are
 //!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
 //!   can be added to the cluster later.
 //!
 //! The wire format (module `frame`): a fixed handshake, then length-prefixed protobuf frames
-//! (the `yggr_core::wire` encoding).
+//! (the `yggr_core::wire` encoding) and empty keep-alive frames.
+//!
+//! [`TcpOptions`] are checked when the transport starts ([`TcpOptions::validate`]); every
+//! node of a cluster should use the same ones.
 
 mod frame;
 mod inbound;
@@ -47,28 +55,198 @@ use super::Transport;
 #[non_exhaustive]
 pub struct TcpOptions {
     /// The largest frame accepted from a peer; a longer one closes the connection. Default
-    /// 64 MiB (a snapshot chunk or a batch of entries must fit).
+    /// 64 MiB (a snapshot chunk or a batch of entries must fit); from [`MIN_FRAME_BYTES`] to
+    /// [`MAX_FRAME_BYTES`]. Every node must use the same value.
     pub max_frame_bytes: usize,
-    /// Messages queued per peer before further ones are dropped. Default 4096.
+    /// Messages queued per peer before further ones are dropped. Default 4096; at most
+    /// [`MAX_TCP_LIMIT`], like the two limits below.
     pub outbound_queue: usize,
     /// Messages received and not yet taken by the node before readers wait. Default 8192.
     pub inbound_queue: usize,
     /// Inbound connections open at once; more are closed at once. Default 1024.
     pub max_inbound_connections: usize,
-    /// How long an inbound connection may take to send its handshake. Default 5 s.
+    /// How long an inbound connection may take to send its handshake. Default 5 s; from
+    /// [`MIN_TCP_DURATION`] to [`MAX_TCP_DURATION`], like every duration here but
+    /// `idle_timeout`.
     pub handshake_timeout: Duration,
-    /// How long a connect or a write may take before the connection counts as broken.
-    /// Default 5 s.
+    /// How long a connect or a write (a keep-alive's included) may take before the
+    /// connection counts as broken. Default 5 s.
     pub io_timeout: Duration,
     /// An inbound connection that delivers nothing for this long is closed, so a peer that
-    /// vanished without closing it (a power cut) does not hold a slot for ever; a live peer
-    /// whose writer finds it closed simply reconnects. Default 60 s.
+    /// vanished without closing it (a power cut) does not hold a slot for ever. A live peer's
+    /// connection is never idle that long: its writer sends a keep-alive after a third of it
+    /// without traffic (so every node must use the same value), and a writer that finds its
+    /// connection closed anyway reconnects before it writes. Default 60 s; at least 50 ms
+    /// ([`MIN_IDLE_TIMEOUT`]).
+    ///
+    /// The transport does not know the election timeout, but the two are related: keep this
+    /// well above it (the default is sixty times the longest default election timeout), so
+    /// that a node stalled for less than an election timeout (a long pause of its process, a
+    /// saturated link), which the cluster rides out without an election, does not lose its
+    /// connections either.
     pub idle_timeout: Duration,
-    /// The first wait before reconnecting; it doubles up to `reconnect_backoff_max`.
-    /// Default 50 ms.
+    /// The first wait before reconnecting after a failed connect, or after the second
+    /// connection in a row that the peer closed within `reconnect_backoff_max` of its making
+    /// (it refuses this node, say); it doubles up to `reconnect_backoff_max`. Default 50 ms.
     pub reconnect_backoff_min: Duration,
     /// The longest wait before reconnecting. Default 2 s.
     pub reconnect_backoff_max: Duration,
+}
+
+/// The smallest [`TcpOptions::max_frame_bytes`] accepted (1 KiB): every message that carries
+/// no entries and no snapshot data fits it many times over.
+pub const MIN_FRAME_BYTES: usize = 1 << 10;
+
+/// The largest [`TcpOptions::max_frame_bytes`] accepted: a frame's length travels as a u32.
+pub const MAX_FRAME_BYTES: usize = u32::MAX as usize;
+
+/// The largest [`TcpOptions::outbound_queue`], [`TcpOptions::inbound_queue`] and
+/// [`TcpOptions::max_inbound_connections`] accepted (2³⁰, as for the node's own queues):
+/// far above any useful value, and within what tokio's channels and semaphores can hold.
+pub const MAX_TCP_LIMIT: usize = 1 << 30;
+
+/// The shortest duration accepted for any of [`TcpOptions`]' timeouts and backoffs: tokio's
+/// timers count whole milliseconds.
+pub const MIN_TCP_DURATION: Duration = Duration::from_millis(1);
+
+/// The shortest [`TcpOptions::idle_timeout`] accepted. Keep-alives go every third of it;
+/// much below this they would race the scheduler, and live peers would lose connections.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// The longest duration accepted for any of [`TcpOptions`]' timeouts and backoffs: an hour.
+pub const MAX_TCP_DURATION: Duration = Duration::from_secs(3600);
+
+impl TcpOptions {
+    /// Checks every limit and timing, as [`TcpTransport::start_with`] does before it binds.
+    ///
+    /// # Errors
+    /// [`TcpOptionsError`], naming the first field found outside its range: a limit of
+    /// zero or above its maximum, a duration below its floor or above an hour, or a
+    /// `reconnect_backoff_min` above `reconnect_backoff_max`.
+    pub fn validate(&self) -> Result<(), TcpOptionsError> {
+        let limits = [
+            (
+                "max_frame_bytes",
+                self.max_frame_bytes,
+                MIN_FRAME_BYTES,
+                MAX_FRAME_BYTES,
+            ),
+            ("outbound_queue", self.outbound_queue, 1, MAX_TCP_LIMIT),
+            ("inbound_queue", self.inbound_queue, 1, MAX_TCP_LIMIT),
+            (
+                "max_inbound_connections",
+                self.max_inbound_connections,
+                1,
+                MAX_TCP_LIMIT,
+            ),
+        ];
+        for (field, value, min, max) in limits {
+            if !(min..=max).contains(&value) {
+                return Err(TcpOptionsError::LimitOutOfRange {
+                    field,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        let durations = [
+            (
+                "handshake_timeout",
+                self.handshake_timeout,
+                MIN_TCP_DURATION,
+            ),
+            ("io_timeout", self.io_timeout, MIN_TCP_DURATION),
+            ("idle_timeout", self.idle_timeout, MIN_IDLE_TIMEOUT),
+            (
+                "reconnect_backoff_min",
+                self.reconnect_backoff_min,
+                MIN_TCP_DURATION,
+            ),
+            (
+                "reconnect_backoff_max",
+                self.reconnect_backoff_max,
+                MIN_TCP_DURATION,
+            ),
+        ];
+        for (field, value, min) in durations {
+            if !(min..=MAX_TCP_DURATION).contains(&value) {
+                return Err(TcpOptionsError::DurationOutOfRange {
+                    field,
+                    value,
+                    min,
+                    max: MAX_TCP_DURATION,
+                });
+            }
+        }
+        if self.reconnect_backoff_min > self.reconnect_backoff_max {
+            return Err(TcpOptionsError::InvertedBackoff {
+                min: self.reconnect_backoff_min,
+                max: self.reconnect_backoff_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// How long an outbound connection may stay quiet before its writer sends a keep-alive:
+    /// a third of the idle timeout, so two may be late before the peer gives up on it.
+    fn keep_alive_interval(&self) -> Duration {
+        self.idle_timeout / 3
+    }
+}
+
+/// [`TcpOptions`] refused by [`TcpOptions::validate`], and so by [`TcpTransport::start_with`]
+/// (inside an [`io::Error`] of kind [`InvalidInput`](io::ErrorKind::InvalidInput)). Each
+/// names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TcpOptionsError {
+    /// A size, queue or connection limit of zero, or outside what the transport can hold.
+    #[error("TcpOptions::{field} is {value}; it must be within {min}..={max}")]
+    LimitOutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// The smallest value accepted.
+        min: usize,
+        /// The largest value accepted.
+        max: usize,
+    },
+    /// A timeout or backoff of zero, below its floor, or above an hour.
+    #[error("TcpOptions::{field} is {value:?}; it must be within {min:?}..={max:?}")]
+    DurationOutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The shortest value accepted.
+        min: Duration,
+        /// The longest value accepted.
+        max: Duration,
+    },
+    /// The backoff would start above its own ceiling.
+    #[error(
+        "TcpOptions::reconnect_backoff_min ({min:?}) is above TcpOptions::reconnect_backoff_max ({max:?})"
+    )]
+    InvertedBackoff {
+        /// `reconnect_backoff_min`.
+        min: Duration,
+        /// `reconnect_backoff_max`.
+        max: Duration,
+    },
+}
+
+impl TcpOptionsError {
+    /// The field refused (for [`InvertedBackoff`](Self::InvertedBackoff),
+    /// `reconnect_backoff_min`, the one that starts above the other).
+    pub fn field(&self) -> &'static str {
+        match self {
+            TcpOptionsError::LimitOutOfRange { field, .. }
+            | TcpOptionsError::DurationOutOfRange { field, .. } => field,
+            TcpOptionsError::InvertedBackoff { .. } => "reconnect_backoff_min",
+        }
+    }
 }
 
 impl Default for TcpOptions {
@@ -101,7 +279,8 @@ pub struct TcpStats {
     pub messages_dropped: u64,
     /// Outbound connections established.
     pub connections_opened: u64,
-    /// Outbound connects or writes that failed (each followed by a reconnect).
+    /// Outbound connects or writes that failed, and outbound connections the peer closed
+    /// (each followed by a reconnect).
     pub connection_failures: u64,
     /// Inbound connections accepted after a valid handshake.
     pub connections_accepted: u64,
@@ -250,21 +429,23 @@ impl TcpTransport {
     /// [`start`](Self::start) with other limits and timings.
     ///
     /// # Errors
-    /// When `listen` cannot be bound.
+    /// When `options` are out of range ([`TcpOptions::validate`]): an error of kind
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) holding the [`TcpOptionsError`], which
+    /// names the field. When `listen` cannot be bound (the error names the address).
     pub async fn start_with(
         node_id: NodeId,
         listen: SocketAddr,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         options: TcpOptions,
     ) -> io::Result<TcpTransport> {
+        options
+            .validate()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|error| io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;
         let local_addr = listener.local_addr()?;
-        let inbound_queue = options.inbound_queue.max(1);
-        // A frame's length travels as a u32.
-        let mut options = options;
-        options.max_frame_bytes = options.max_frame_bytes.min(u32::MAX as usize);
+        let inbound_queue = options.inbound_queue;
         let shared = Arc::new(Shared {
             id: node_id,
             options,
@@ -317,7 +498,7 @@ impl Transport for TcpTransport {
         }
         // Reap writers that stopped, so the set does not grow with peers that came and went.
         while self.tasks.try_join_next().is_some() {}
-        let (queue, receiver) = mpsc::channel(shared.options.outbound_queue.max(1));
+        let (queue, receiver) = mpsc::channel(shared.options.outbound_queue);
         let _ = queue.try_send(message);
         self.tasks
             .spawn(outbound::write_to_peer(shared.clone(), to, receiver));

@@ -1,19 +1,40 @@
 //! One writer task per peer: connect, handshake, then write whatever is queued as frames in
-//! one go; on any failure, back off (with jitter) and connect again.
+//! one go.
+//!
+//! A quiet connection must stay usable, because the quiet ones are exactly those a failover
+//! needs (followers never talk to each other while a leader is stable). Two things see to
+//! it:
+//!
+//! - The peer never writes on this connection, so the task also waits for it to become
+//!   readable: any readable event is the peer closing or resetting it, and is seen before
+//!   the next message, not by losing that message to the reset. Before each batch the
+//!   socket is asked directly (a close the runtime has not reported yet shows there too),
+//!   and a batch that finds its connection closed, or whose write fails, is written once
+//!   more over a fresh connection.
+//! - A connection quiet for a third of the idle timeout carries a keep-alive frame, so a
+//!   live peer never closes it for being idle.
+//!
+//! A lost connection is made again at once. A failed connect, or a second connection in a
+//! row that the peer closed soon after it was made (it refuses this node, say), waits first,
+//! with a backoff that doubles, and jitter.
 
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 use yggr_core::{Message, NodeId};
 
-use super::frame::{encode_frames, encode_handshake};
+use super::frame::{KEEP_ALIVE, encode_frames, encode_handshake};
 use super::{Shared, bump};
 
 /// The most messages written in one `write` call.
@@ -23,105 +44,458 @@ const MAX_BATCH: usize = 1024;
 pub(super) async fn write_to_peer(
     shared: Arc<Shared>,
     peer: NodeId,
-    mut queue: mpsc::Receiver<Message<Bytes>>,
+    queue: mpsc::Receiver<Message<Bytes>>,
 ) {
-    let options = &shared.options;
-    // Jitter from a seed of the two ids: reconnect storms spread out, and a test run
-    // repeats the same schedule.
-    let mut rng = ChaCha8Rng::seed_from_u64(shared.id.get() ^ peer.get().rotate_left(32));
-    let mut backoff = options.reconnect_backoff_min;
-    // Whether the last attempt to connect failed.
-    let mut failing = false;
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut buffer = BytesMut::with_capacity(64 << 10);
+    let mut writer = Writer::new(shared, peer, queue);
     loop {
-        let Some(address) = shared.address(peer) else {
+        let Some(address) = writer.shared.address(peer) else {
             return;
         };
-        let connected = timeout(options.io_timeout, connect(&shared, address)).await;
-        let mut stream = match connected {
-            Ok(Ok(stream)) => stream,
-            failed => {
-                let error = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => format!("no answer within {:?}", options.io_timeout),
-                };
-                // The first failure of a streak is worth an operator's eye (a wrong address
-                // looks like this, and nothing else would say so); the retries are not.
-                if failing {
-                    debug!(target: "yggr::node", peer = peer.get(), %address, %error, "connect failed again");
-                } else {
-                    warn!(target: "yggr::node", peer = peer.get(), %address, %error, "cannot connect to peer; retrying with backoff");
-                    failing = true;
-                }
-                bump(&shared.counters.connection_failures, 1);
-                // What was queued meanwhile would be stale by the time it arrived.
-                let mut stale = batch.len() as u64;
-                batch.clear();
-                while queue.try_recv().is_ok() {
-                    stale += 1;
-                }
-                bump(&shared.counters.messages_dropped, stale);
-                let jitter = rng.random_range(0.5..1.5);
-                tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                backoff = (backoff * 2).min(options.reconnect_backoff_max);
-                if queue.is_closed() {
-                    return;
-                }
-                continue;
-            }
-        };
-        bump(&shared.counters.connections_opened, 1);
-        if failing {
-            info!(target: "yggr::node", peer = peer.get(), %address, "connected to peer");
-            failing = false;
-        }
-        backoff = options.reconnect_backoff_min;
-        loop {
-            // A batch carried over from a connection to a peer's old address goes first.
-            if batch.is_empty() && queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let Some(mut connection) = writer.connect_after_failures(address).await else {
+            writer.back_off().await;
+            if writer.queue.is_closed() {
                 return;
             }
-            let received = batch.len();
-            // The address book may have changed since the connection was made: a removed
-            // peer gets nothing more, a moved one gets this batch over a new connection.
-            match shared.address(peer) {
-                None => {
-                    bump(&shared.counters.messages_dropped, received as u64);
+            continue;
+        };
+        match writer.serve(&mut connection).await {
+            Ended::Stop => return,
+            Ended::Moved => {}
+            Ended::Lost => {
+                if !writer.after_loss(&connection).await {
                     return;
-                }
-                Some(current) if current != address => break,
-                Some(_) => {}
-            }
-            buffer.clear();
-            // Messages whose frames are in the buffer: sent or dropped together below.
-            let mut encoded = 0u64;
-            for message in batch.drain(..) {
-                match encode_frames(&message, options.max_frame_bytes, &mut buffer) {
-                    Ok(_frames) => encoded += 1,
-                    Err(bytes) => {
-                        // The peer would refuse it and close the connection: never send it.
-                        warn!(target: "yggr::node", peer = peer.get(), bytes, limit = options.max_frame_bytes, kind = message.rpc.kind(), "dropping a message larger than the frame limit");
-                        bump(&shared.counters.messages_dropped, 1);
-                    }
-                }
-            }
-            match timeout(options.io_timeout, stream.write_all(&buffer)).await {
-                Ok(Ok(())) => bump(&shared.counters.frames_sent, encoded),
-                _ => {
-                    debug!(target: "yggr::node", peer = peer.get(), "connection lost; reconnecting");
-                    bump(&shared.counters.connection_failures, 1);
-                    bump(&shared.counters.messages_dropped, encoded);
-                    break;
                 }
             }
         }
     }
 }
 
-async fn connect(shared: &Shared, address: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+/// How serving one connection ended.
+enum Ended {
+    /// The transport dropped the queue, or the peer left the address book.
+    Stop,
+    /// The peer's address changed; the batch in hand goes to the new one.
+    Moved,
+    /// The connection broke or the peer closed it.
+    Lost,
+}
+
+/// What woke a writer waiting on an idle connection.
+enum Wake {
+    /// Messages were taken from the queue into the batch.
+    Batch,
+    /// The transport dropped the queue.
+    QueueClosed,
+    /// The peer closed or reset the connection (or, against the protocol, wrote on it).
+    PeerClosed(std::io::Result<usize>),
+    /// Nothing was written for the keep-alive interval.
+    KeepAliveDue,
+}
+
+/// One connection to the peer.
+struct Connection {
+    address: SocketAddr,
+    /// Only read to learn that the peer closed the connection: it never writes.
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    opened: Instant,
+    /// When the last frame (a keep-alive included) went out, or the connection was made.
+    last_write: Instant,
+}
+
+impl Connection {
+    /// What the socket says, without waiting, if the peer has closed or reset the connection
+    /// (or written on it). It asks the socket itself rather than the runtime's record of
+    /// its readiness, which learns of a close only once the reactor has run.
+    fn closed_by_peer(&self) -> Option<std::io::Result<usize>> {
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.reader.as_ref()).peek(&mut probe) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => None,
+            read => Some(read),
+        }
+    }
+
+    /// Writes all of `bytes`.
+    ///
+    /// # Errors
+    /// The write's error, or `TimedOut` past `limit`.
+    async fn write(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+        match timeout(limit, self.writer.write_all(bytes)).await {
+            Ok(Ok(())) => {
+                self.last_write = Instant::now();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// A writer's state across its connections.
+struct Writer {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    queue: mpsc::Receiver<Message<Bytes>>,
+    /// Messages taken from the queue and not yet written or dropped.
+    batch: Vec<Message<Bytes>>,
+    /// The frames of the batch being written.
+    buffer: BytesMut,
+    rng: ChaCha8Rng,
+    /// The wait before the next connect, if it must wait.
+    backoff: Duration,
+    /// Whether the last attempt to connect failed.
+    failing: bool,
+    /// Connections in a row that the peer closed before they had lived
+    /// `reconnect_backoff_max`.
+    early_closes: u32,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, peer: NodeId, queue: mpsc::Receiver<Message<Bytes>>) -> Writer {
+        // Jitter from a seed of the two ids: reconnect storms spread out, and a test run
+        // repeats the same schedule.
+        let rng = ChaCha8Rng::seed_from_u64(shared.id.get() ^ peer.get().rotate_left(32));
+        let backoff = shared.options.reconnect_backoff_min;
+        Writer {
+            shared,
+            peer,
+            queue,
+            batch: Vec::with_capacity(MAX_BATCH),
+            buffer: BytesMut::with_capacity(64 << 10),
+            rng,
+            backoff,
+            failing: false,
+            early_closes: 0,
+        }
+    }
+
+    /// Decides what follows the loss of `connection`: returns whether to connect again. One
+    /// that served a while says nothing about the next, and a single early close may be a
+    /// peer restarting: both reconnect at once, so a message queued meanwhile is not dropped.
+    /// A second early close in a row most likely means the peer refuses this node: back off.
+    async fn after_loss(&mut self, connection: &Connection) -> bool {
+        let options = &self.shared.options;
+        if connection.opened.elapsed() >= options.reconnect_backoff_max {
+            self.backoff = options.reconnect_backoff_min;
+            self.early_closes = 0;
+            return true;
+        }
+        self.early_closes += 1;
+        if self.early_closes > 1 {
+            self.back_off().await;
+        }
+        !self.queue.is_closed()
+    }
+
+    /// Connects to `address`, logging the first failure of a streak and the recovery.
+    async fn connect_after_failures(&mut self, address: SocketAddr) -> Option<Connection> {
+        let error = match self.connect(address).await {
+            Ok(connection) => {
+                if self.failing {
+                    info!(target: "yggr::node", peer = self.peer.get(), %address, "connected to peer");
+                    self.failing = false;
+                }
+                return Some(connection);
+            }
+            Err(error) => error,
+        };
+        // The first failure of a streak is worth an operator's eye (a wrong address looks
+        // like this, and nothing else would say so); the retries are not.
+        if self.failing {
+            debug!(target: "yggr::node", peer = self.peer.get(), %address, %error, "connect failed again");
+        } else {
+            warn!(target: "yggr::node", peer = self.peer.get(), %address, %error, "cannot connect to peer; retrying with backoff");
+            self.failing = true;
+        }
+        None
+    }
+
+    /// Connects and sends the handshake, within the I/O timeout; counts the outcome.
+    ///
+    /// # Errors
+    /// The connect's or the handshake's error, or `TimedOut`.
+    async fn connect(&self, address: SocketAddr) -> std::io::Result<Connection> {
+        let limit = self.shared.options.io_timeout;
+        let connected = match timeout(limit, connect(&self.shared, address)).await {
+            Ok(connected) => connected,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {limit:?}"),
+            )),
+        };
+        let counters = &self.shared.counters;
+        match connected {
+            Ok(stream) => {
+                bump(&counters.connections_opened, 1);
+                let (reader, writer) = stream.into_split();
+                let now = Instant::now();
+                Ok(Connection {
+                    address,
+                    reader,
+                    writer,
+                    opened: now,
+                    last_write: now,
+                })
+            }
+            Err(error) => {
+                bump(&counters.connection_failures, 1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops what is queued (it would be stale by the time it arrived) and waits out the
+    /// backoff, with jitter; the next wait is twice as long, up to the maximum.
+    async fn back_off(&mut self) {
+        let mut stale = self.batch.len() as u64;
+        self.batch.clear();
+        while self.queue.try_recv().is_ok() {
+            stale += 1;
+        }
+        bump(&self.shared.counters.messages_dropped, stale);
+        let jitter = self.rng.random_range(0.5..1.5);
+        tokio::time::sleep(self.backoff.mul_f64(jitter)).await;
+        self.backoff = (self.backoff * 2).min(self.shared.options.reconnect_backoff_max);
+    }
+
+    /// Writes batches (and keep-alives when quiet) until the connection is lost, the peer
+    /// moves or leaves, or the transport is dropped.
+    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+        let io_timeout = self.shared.options.io_timeout;
+        loop {
+            // A batch carried over from a connection to a peer's old address goes first.
+            if self.batch.is_empty() {
+                match self.wait(connection).await {
+                    Wake::Batch => {}
+                    Wake::QueueClosed => return Ended::Stop,
+                    Wake::PeerClosed(read) => {
+                        self.peer_closed(read);
+                        return Ended::Lost;
+                    }
+                    Wake::KeepAliveDue => {
+                        if let Err(error) = connection.write(&KEEP_ALIVE, io_timeout).await {
+                            debug!(target: "yggr::node", peer = self.peer.get(), %error, "keep-alive failed; reconnecting");
+                            bump(&self.shared.counters.connection_failures, 1);
+                            return Ended::Lost;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // The address book may have changed since the connection was made: a removed
+            // peer gets nothing more, a moved one gets this batch over a new connection.
+            match self.shared.address(self.peer) {
+                None => {
+                    bump(
+                        &self.shared.counters.messages_dropped,
+                        self.batch.len() as u64,
+                    );
+                    self.batch.clear();
+                    return Ended::Stop;
+                }
+                Some(current) if current != connection.address => return Ended::Moved,
+                Some(_) => {}
+            }
+            let encoded = self.encode_batch();
+            if encoded == 0 {
+                // Every message of the batch was too large, and was dropped.
+                continue;
+            }
+            if !self.write_batch(connection, encoded).await {
+                return Ended::Lost;
+            }
+        }
+    }
+
+    /// Waits for messages, the peer's close, or the time for a keep-alive, whichever comes
+    /// first; the peer's close is looked at first, so no message is written into a
+    /// connection already known to be closed.
+    async fn wait(&mut self, connection: &mut Connection) -> Wake {
+        let keep_alive_due = connection.last_write + self.shared.options.keep_alive_interval();
+        // Anything the peer sends would be a protocol violation; one byte is enough to tell.
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            biased;
+            read = connection.reader.read(&mut probe) => Wake::PeerClosed(read),
+            received = self.queue.recv_many(&mut self.batch, MAX_BATCH) => {
+                if received == 0 { Wake::QueueClosed } else { Wake::Batch }
+            }
+            () = tokio::time::sleep_until(keep_alive_due) => Wake::KeepAliveDue,
+        }
+    }
+
+    fn peer_closed(&self, read: std::io::Result<usize>) {
+        let peer = self.peer.get();
+        match read {
+            Ok(0) => debug!(target: "yggr::node", peer, "peer closed the connection; reconnecting"),
+            Ok(_) => {
+                warn!(target: "yggr::node", peer, "peer wrote on an outbound connection; closing it");
+            }
+            Err(error) => {
+                debug!(target: "yggr::node", peer, %error, "connection reset; reconnecting");
+            }
+        }
+        bump(&self.shared.counters.connection_failures, 1);
+    }
+
+    /// Encodes the batch into the buffer, dropping (and counting) what no frame can carry.
+    /// Returns how many messages the buffer holds: they are sent or dropped together.
+    fn encode_batch(&mut self) -> u64 {
+        let limit = self.shared.options.max_frame_bytes;
+        self.buffer.clear();
+        let mut encoded = 0;
+        for message in self.batch.drain(..) {
+            match encode_frames(&message, limit, &mut self.buffer) {
+                Ok(_frames) => encoded += 1,
+                Err(bytes) => {
+                    // The peer would refuse it and close the connection: never send it.
+                    warn!(target: "yggr::node", peer = self.peer.get(), bytes, limit, kind = message.rpc.kind(), "dropping a message larger than the frame limit");
+                    bump(&self.shared.counters.messages_dropped, 1);
+                }
+            }
+        }
+        encoded
+    }
+
+    /// Writes the buffer, holding `encoded` messages. A connection found closed by the peer
+    /// just now, or a write that fails with an error (the close raced it), gets the batch
+    /// written once more over a fresh connection, which replaces `connection`: a message
+    /// taken from the queue is not lost to a close the writer could not see coming. A write
+    /// that timed out is not retried: the peer is alive but not reading, and the batch would
+    /// arrive stale. Returns whether the batch went out; if not, it is counted as dropped and
+    /// the connection is lost.
+    async fn write_batch(&mut self, connection: &mut Connection, encoded: u64) -> bool {
+        let counters = &self.shared.counters;
+        let limit = self.shared.options.io_timeout;
+        if let Some(read) = connection.closed_by_peer() {
+            self.peer_closed(read);
+        } else {
+            match connection.write(&self.buffer, limit).await {
+                Ok(()) => {
+                    bump(&counters.frames_sent, encoded);
+                    return true;
+                }
+                Err(error) => {
+                    bump(&counters.connection_failures, 1);
+                    if error.kind() == std::io::ErrorKind::TimedOut {
+                        debug!(target: "yggr::node", peer = self.peer.get(), "write timed out; reconnecting");
+                        bump(&counters.messages_dropped, encoded);
+                        return false;
+                    }
+                    debug!(target: "yggr::node", peer = self.peer.get(), %error, "write failed");
+                }
+            }
+        }
+        debug!(target: "yggr::node", peer = self.peer.get(), "sending the batch again over a new connection");
+        if let Ok(fresh) = self.connect(connection.address).await {
+            *connection = fresh;
+            match connection.write(&self.buffer, limit).await {
+                Ok(()) => {
+                    bump(&counters.frames_sent, encoded);
+                    return true;
+                }
+                Err(_) => bump(&counters.connection_failures, 1),
+            }
+        }
+        debug!(target: "yggr::node", peer = self.peer.get(), "connection lost; reconnecting");
+        bump(&counters.messages_dropped, encoded);
+        false
+    }
+}
+
+async fn connect(shared: &Shared, address: SocketAddr) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     stream.write_all(&encode_handshake(shared.id)).await?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::RwLock;
+
+    use bytes::BytesMut;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use yggr_core::{Rpc, Term, VoteResponse};
+
+    use super::super::frame::{HANDSHAKE_BYTES, decode_frame};
+    use super::super::{Counters, TcpOptions};
+    use super::*;
+
+    fn id(raw: u64) -> NodeId {
+        NodeId::new(raw).unwrap()
+    }
+
+    fn vote() -> Message<Bytes> {
+        Message {
+            from: id(1),
+            term: Term::new(4),
+            rpc: Rpc::RequestVoteResponse(VoteResponse { granted: true }),
+        }
+    }
+
+    /// Node 1's writer to node 2, listening at `address`.
+    fn writer_to(address: SocketAddr) -> (Writer, mpsc::Sender<Message<Bytes>>) {
+        let shared = Arc::new(Shared {
+            id: id(1),
+            options: TcpOptions::default(),
+            book: RwLock::new(HashMap::from([(id(2), address)])),
+            counters: Counters::default(),
+        });
+        let (queue, receiver) = mpsc::channel(8);
+        (Writer::new(shared, id(2), receiver), queue)
+    }
+
+    /// The message a new connection carries after its handshake.
+    async fn first_message_on(connection: &mut TcpStream) -> Message<Bytes> {
+        let mut bytes = BytesMut::new();
+        loop {
+            connection.read_buf(&mut bytes).await.unwrap();
+            if bytes.len() > HANDSHAKE_BYTES {
+                let mut frames = bytes.split_off(HANDSHAKE_BYTES);
+                if let Some(message) = decode_frame(&mut frames, 1 << 20).unwrap() {
+                    return message;
+                }
+                bytes.unsplit(frames);
+            }
+        }
+    }
+
+    /// The peer closed the connection, and the writer took a batch before anything told it:
+    /// the batch must go out over a fresh connection, not into the closed one.
+    #[tokio::test]
+    async fn a_batch_that_finds_its_connection_closed_goes_out_over_a_fresh_one() {
+        for reset in [false, true] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (mut writer, _queue) = writer_to(listener.local_addr().unwrap());
+            let mut connection = writer
+                .connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (mut first, _) = listener.accept().await.unwrap();
+            if !reset {
+                // Everything read: an orderly close. Otherwise unread bytes make it a reset.
+                first.read_exact(&mut [0; HANDSHAKE_BYTES]).await.unwrap();
+            }
+            drop(first);
+
+            writer.batch.push(vote());
+            let encoded = writer.encode_batch();
+            assert!(writer.write_batch(&mut connection, encoded).await);
+            let second = timeout(Duration::from_secs(5), listener.accept()).await;
+            let (mut second, _) = second.expect("a fresh connection").unwrap();
+            let message = timeout(Duration::from_secs(5), first_message_on(&mut second)).await;
+            assert_eq!(message.ok(), Some(vote()), "reset: {reset}");
+            let counters = &writer.shared.counters;
+            let read = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            assert_eq!(read(&counters.frames_sent), 1);
+            assert_eq!(read(&counters.messages_dropped), 0);
+            assert_eq!(read(&counters.connections_opened), 2);
+            assert_eq!(read(&counters.connection_failures), 1);
+        }
+    }
 }
