@@ -149,3 +149,38 @@ async fn shutdown_drains_answers_everyone_and_refuses_what_comes_after() {
     cluster.converged(&acknowledged).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_shutting_down_hands_over_first_so_the_cluster_waits_no_election_timeout() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    cluster.write(1).await;
+    let term = leader.status().await.unwrap().current_term;
+    let others: Vec<_> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|me| *me != leader.id())
+        .collect();
+    let started = tokio::time::Instant::now();
+    cluster.nodes.remove(&leader.id());
+    leader.shutdown().await.unwrap();
+    let successor = eventually(Duration::from_secs(10), || async {
+        others
+            .iter()
+            .map(|me| cluster.node(*me))
+            .find(|node| node.current_leader() == Some(node.id()))
+    })
+    .await
+    .expect("another node leads");
+    // An election after the leader vanished would take at least the minimum election
+    // timeout (10 ticks of 10 ms) of silence; a handover takes a round trip or two.
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "a successor led after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(successor.status().await.unwrap().current_term, term.next());
+    assert_eq!(cluster.write(2).await, 2);
+    cluster.shutdown().await;
+}
