@@ -117,6 +117,8 @@ struct Cluster {
     root: tempfile::TempDir,
     nodes: BTreeMap<u64, Process>,
     extra: Vec<String>,
+    /// Nodes `1..=founders` founded the cluster; the others joined it later.
+    founders: u64,
 }
 
 impl Cluster {
@@ -125,6 +127,7 @@ impl Cluster {
             root: tempfile::tempdir().unwrap(),
             nodes: BTreeMap::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            founders: size,
         };
         for id in 1..=size {
             let addresses = free_addresses(2);
@@ -147,6 +150,8 @@ impl Cluster {
         self.root.path().join(format!("node-{id}"))
     }
 
+    /// Starts node `id` with the flags an operator gives it: a joiner names the nodes running
+    /// now; a founder, first started or restarted, names the other founders and no one else.
     fn launch(&mut self, id: u64, join: bool) {
         let me = &self.nodes[&id];
         let log = std::fs::OpenOptions::new()
@@ -169,7 +174,12 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log);
         for (other, process) in &self.nodes {
-            if *other != id && (process.child.is_some() || !join) {
+            let named = if join {
+                process.child.is_some()
+            } else {
+                *other <= self.founders
+            };
+            if *other != id && named {
                 command
                     .arg("--peer")
                     .arg(format!("{other}={},{}", process.raft, process.client));
@@ -487,6 +497,39 @@ fn a_fourth_node_joins_serves_reads_after_catching_up_and_is_removed() {
     });
     assert_eq!(fields["voters"], "1,2,3");
     assert_eq!(cluster.read("x").text(), "42");
+}
+
+#[test]
+fn a_restarted_founder_reaches_a_member_added_after_it_was_founded() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.write(&["SET", "x", "42"]);
+    cluster.launch_joiner(4);
+    cluster.add_as_voter(4);
+    cluster.make_lead(4);
+    // Node 2 comes back with its usual flags, which name only the other founders: node 4's
+    // address is in its stored log alone, in an entry it has not applied yet.
+    cluster.stop(2);
+    cluster.launch(2, false);
+    let target: u64 = eventually("node 4's commit index", || {
+        status_fields(cluster.client(4))?
+            .get("commit_index")?
+            .parse()
+            .ok()
+    });
+    let caught_up = eventually("node 2 to catch up with node 4 leading", || {
+        let fields = status_fields(cluster.client(2))?;
+        let applied = fields.get("last_applied")?.parse::<u64>().ok()?;
+        (applied >= target).then_some(fields)
+    });
+    assert_eq!(caught_up["leader_id"], "4", "{caught_up:?}");
+    assert_eq!(cluster.leader(), 4, "node 4 led throughout");
+    assert_eq!(
+        cluster.write(&["SET", "y", "7"]),
+        Reply::Simple("OK".to_string())
+    );
+    cluster.make_lead(2);
+    assert_eq!(call(cluster.client(2), &["GET", "y"]).unwrap().text(), "7");
+    assert_eq!(call(cluster.client(2), &["GET", "x"]).unwrap().text(), "42");
 }
 
 #[test]

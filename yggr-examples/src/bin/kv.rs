@@ -20,7 +20,11 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
-use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, NodeStartError, TcpTransport};
+use yggr::{
+    Bootstrap, Config, DiskStorage, Node, NodeId, NodeStartError, StoredState, TcpHandle,
+    TcpTransport,
+};
+use yggr_examples::kv::addresses::{Preloaded, recover_addresses};
 use yggr_examples::kv::commands::Service;
 use yggr_examples::kv::membership::Standing;
 use yggr_examples::kv::resp::Limits;
@@ -181,7 +185,11 @@ async fn run(args: Args) -> Result<(), String> {
         Bootstrap::NewCluster { members }
     };
     info!(target: "kv", node_id = me.get(), ?bootstrap, data_dir = %args.data_dir.display(), "starting");
+    let storage = Preloaded::read(storage)
+        .await
+        .map_err(|error| format!("cannot read {}: {error}", args.data_dir.display()))?;
     let peers_handle = transport.handle();
+    seed_addresses(me, storage.stored(), &peers_handle);
     let mut config = Config::new(me, []);
     config.bootstrap = bootstrap;
     config.tick_interval = Duration::from_millis(args.tick_ms.max(1));
@@ -247,6 +255,26 @@ async fn run(args: Args) -> Result<(), String> {
     match outcome {
         Ok(()) => Ok(()),
         Err(error) => Err(format!("shutdown: {error}")),
+    }
+}
+
+/// Gives the transport the address of every member the stored state names, before the node
+/// starts: it applies nothing until a leader reports the commit index, and it can hear only a
+/// leader its transport knows, one added after this node was founded too. What the log says
+/// replaces a `--peer` flag for the same node, as applying it would.
+fn seed_addresses(me: NodeId, stored: Option<&StoredState>, peers: &TcpHandle) {
+    let Some(stored) = stored else {
+        return;
+    };
+    let recovered = recover_addresses(stored);
+    let mut seeded = 0;
+    for (id, member) in recovered.members.iter().filter(|(id, _)| **id != me) {
+        peers.add_peer(*id, member.raft);
+        seeded += 1;
+    }
+    info!(target: "kv", node_id = me.get(), addresses = seeded, "recovered members' addresses from the stored snapshot and log");
+    if recovered.undecodable > 0 {
+        warn!(target: "kv", node_id = me.get(), skipped = recovered.undecodable, "stored address records that do not decode were skipped");
     }
 }
 

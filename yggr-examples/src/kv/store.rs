@@ -426,10 +426,35 @@ pub fn decode(bytes: &[u8]) -> Result<KvCommand, &'static str> {
 type SnapshotParts = (BTreeMap<NodeId, Member>, HashMap<Bytes, Bytes>);
 
 fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotParts, &'static str> {
-    let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
-        return Err("not a KV snapshot");
-    };
-    let mut reader = Reader { bytes: rest };
+    let mut reader = snapshot_reader(bytes)?;
+    let book = read_book(&mut reader)?;
+    let count = reader.u64()?;
+    if count > reader.bytes.len() as u64 / 8 {
+        return Err("bad key count");
+    }
+    let mut data = HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        data.insert(reader.owned()?, reader.owned()?);
+    }
+    reader.finish((book, data))
+}
+
+/// The address book at the front of a snapshot, read without touching its keys and values.
+///
+/// # Errors
+/// The bytes are not a snapshot this store wrote, or its book is short or bad.
+pub(crate) fn decode_snapshot_book(bytes: &[u8]) -> Result<BTreeMap<NodeId, Member>, &'static str> {
+    read_book(&mut snapshot_reader(bytes)?)
+}
+
+fn snapshot_reader(bytes: &[u8]) -> Result<Reader<'_>, &'static str> {
+    match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+        Some(rest) => Ok(Reader { bytes: rest }),
+        None => Err("not a KV snapshot"),
+    }
+}
+
+fn read_book(reader: &mut Reader<'_>) -> Result<BTreeMap<NodeId, Member>, &'static str> {
     let members = reader.u32()?;
     let mut book = BTreeMap::new();
     for _ in 0..members {
@@ -440,15 +465,13 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotParts, &'static str> {
         };
         book.insert(id, member);
     }
-    let count = reader.u64()?;
-    if count > reader.bytes.len() as u64 / 8 {
-        return Err("bad key count");
-    }
-    let mut data = HashMap::with_capacity(count as usize);
-    for _ in 0..count {
-        data.insert(reader.owned()?, reader.owned()?);
-    }
-    reader.finish((book, data))
+    Ok(book)
+}
+
+/// Whether `bytes`, a command's log bytes, claim to be a [`KvCommand::SetMember`]: a look
+/// at the tag alone, so that a scan of the log decodes (and copies) nothing else.
+pub(crate) fn is_set_member(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&TAG_SET_MEMBER)
 }
 
 #[cfg(test)]
