@@ -43,6 +43,30 @@ impl StateMachine for Gated {
     }
 }
 
+/// Three nodes over `Gated` state machines (gates open) with the smallest apply queue, so
+/// the backlog limit is 64 jobs.
+async fn gated_cluster(network: &LocalNetwork) -> (Vec<Gated>, Vec<Node<Gated>>) {
+    let gates: Vec<Gated> = (0..3).map(|_| Gated::default()).collect();
+    let mut nodes = Vec::new();
+    for (position, gate) in gates.iter().enumerate() {
+        gate.set_open(true);
+        let me = id(position as u64 + 1);
+        let peers = (1..=3).map(id).filter(|other| *other != me);
+        let mut config = test_config(me, peers);
+        config.max_pending_applies = 1;
+        let node = Node::start(
+            config,
+            gate.clone(),
+            MemStorage::new(),
+            network.transport(me),
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    (gates, nodes)
+}
+
 /// Linearizable reads queued on the leader: with 60 (under the 64-job backlog limit) the
 /// test passes; with 100 the leader's driver stops.
 const READS: usize = 100;
@@ -59,31 +83,8 @@ const READS: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_on_a_leader_with_a_slow_apply_do_not_stop_its_heartbeats() {
     let network = LocalNetwork::new();
-    let gates: Vec<Gated> = (0..3).map(|_| Gated::default()).collect();
-    let mut nodes = Vec::new();
-    for (position, gate) in gates.iter().enumerate() {
-        gate.set_open(true);
-        let me = id(position as u64 + 1);
-        let peers = (1..=3).map(id).filter(|other| *other != me);
-        let mut config = test_config(me, peers);
-        // As in the commit's own test: the smallest apply queue (backlog limit 64 jobs).
-        config.max_pending_applies = 1;
-        let node = Node::start(
-            config,
-            gate.clone(),
-            MemStorage::new(),
-            network.transport(me),
-        )
-        .await
-        .unwrap();
-        nodes.push(node);
-    }
-    let leader = loop {
-        if let Some(leader) = nodes.iter().find(|n| n.current_leader() == Some(n.id())) {
-            break leader.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (gates, nodes) = gated_cluster(&network).await;
+    let leader = leader_among(nodes.iter()).await;
     leader.write(()).await.unwrap();
     let term = leader.status().await.unwrap().current_term;
     for gate in &gates {
@@ -269,31 +270,8 @@ async fn status_last_applied_counts_only_what_the_state_machine_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_answers_writes_reads_and_status_at_once_whatever_its_apply_backlog() {
     let network = LocalNetwork::new();
-    let gates: Vec<Gated> = (0..3).map(|_| Gated::default()).collect();
-    let mut nodes = Vec::new();
-    for (position, gate) in gates.iter().enumerate() {
-        gate.set_open(true);
-        let me = id(position as u64 + 1);
-        let peers = (1..=3).map(id).filter(|other| *other != me);
-        let mut config = test_config(me, peers);
-        // The smallest apply queue: the backlog limit is 64 jobs.
-        config.max_pending_applies = 1;
-        let node = Node::start(
-            config,
-            gate.clone(),
-            MemStorage::new(),
-            network.transport(me),
-        )
-        .await
-        .unwrap();
-        nodes.push(node);
-    }
-    let leader = loop {
-        if let Some(leader) = nodes.iter().find(|n| n.current_leader() == Some(n.id())) {
-            break leader.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (gates, nodes) = gated_cluster(&network).await;
+    let leader = leader_among(nodes.iter()).await;
     let position = nodes.iter().position(|n| n.id() != leader.id()).unwrap();
     let follower = nodes[position].clone();
     gates[position].set_open(false);

@@ -24,14 +24,7 @@ async fn followers_receive_entries_before_the_leaders_fsync_but_nothing_is_ackno
             .unwrap();
         nodes.push(node);
     }
-    let leader = eventually(Duration::from_secs(30), || async {
-        nodes
-            .iter()
-            .find(|node| node.current_leader() == Some(node.id()))
-            .cloned()
-    })
-    .await
-    .expect("a leader");
+    let leader = leader_among(nodes.iter()).await;
     leader.write(1).await.unwrap();
     let position = ids.iter().position(|me| *me == leader.id()).unwrap();
     let gate = gates[position].clone();

@@ -67,14 +67,7 @@ async fn a_leader_contact_queued_during_a_stall_counts_as_recent_so_no_vote_is_g
         };
         nodes.insert(*me, node.unwrap());
     }
-    let leader = eventually(Duration::from_secs(30), || async {
-        nodes
-            .values()
-            .find(|node| node.current_leader() == Some(node.id()))
-            .cloned()
-    })
-    .await
-    .expect("a leader");
+    let leader = leader_among(nodes.values()).await;
     assert_ne!(leader.id(), stalled);
     let other = ids
         .iter()

@@ -122,14 +122,7 @@ async fn a_snapshot_slower_to_store_than_several_election_timeouts_costs_the_lea
             .unwrap();
         nodes.insert(*me, node);
     }
-    let leader = eventually(Duration::from_secs(30), || async {
-        nodes
-            .values()
-            .find(|node| node.current_leader() == Some(node.id()))
-            .cloned()
-    })
-    .await
-    .expect("a leader");
+    let leader = leader_among(nodes.values()).await;
     let term = leader.status().await.unwrap().current_term;
     let mut slowest = Duration::ZERO;
     // Past three snapshot points, with every snapshot taking a second to store.
@@ -196,6 +189,14 @@ mod disk {
     use crate::common::id;
     use crate::disk_storage::{entries, founding, indexes, snapshot};
 
+    /// Storage in `dir` founded by node 1, holding entries 1 to 5 of term 1.
+    async fn five_entries(dir: &std::path::Path) -> DiskStorage {
+        let mut storage = DiskStorage::open(dir).await.unwrap();
+        storage.bootstrap(id(1), &founding()).await.unwrap();
+        storage.persist(vec![entries(1..=5, 1)]).await.unwrap();
+        storage
+    }
+
     fn prepared_of(write: &StorageWrite) -> &yggr::core::RecoveredSnapshot {
         match write {
             StorageWrite::Snapshot(snapshot) => snapshot,
@@ -206,9 +207,7 @@ mod disk {
     #[tokio::test]
     async fn a_prepared_snapshot_is_stored_by_its_persist_and_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).await.unwrap();
-        storage.bootstrap(id(1), &founding()).await.unwrap();
-        storage.persist(vec![entries(1..=5, 1)]).await.unwrap();
+        let mut storage = five_entries(dir.path()).await;
         let write = snapshot(3, 1);
         storage.prepare_snapshot(prepared_of(&write)).await.unwrap();
         // Prepared, not stored: the directory still holds no snapshot.
@@ -224,9 +223,7 @@ mod disk {
     #[tokio::test]
     async fn a_crash_between_preparing_and_storing_a_snapshot_recovers_the_previous_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).await.unwrap();
-        storage.bootstrap(id(1), &founding()).await.unwrap();
-        storage.persist(vec![entries(1..=5, 1)]).await.unwrap();
+        let mut storage = five_entries(dir.path()).await;
         let write = snapshot(3, 1);
         storage.prepare_snapshot(prepared_of(&write)).await.unwrap();
         drop(storage);
@@ -245,9 +242,7 @@ mod disk {
     #[tokio::test]
     async fn a_snapshot_stored_without_its_preparation_is_written_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).await.unwrap();
-        storage.bootstrap(id(1), &founding()).await.unwrap();
-        storage.persist(vec![entries(1..=5, 1)]).await.unwrap();
+        let mut storage = five_entries(dir.path()).await;
         // Prepared for index 2, stored at 3: the preparation does not match and is not used.
         storage
             .prepare_snapshot(prepared_of(&snapshot(2, 1)))

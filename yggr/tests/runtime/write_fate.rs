@@ -54,14 +54,7 @@ fn check_against_log(answers: &BTreeMap<u64, Answer>, log: &[u64]) {
 
 /// The node among `candidates` that leads, once one does.
 async fn new_leader_among(cluster: &Cluster, candidates: &[NodeId]) -> Node<Recorder> {
-    eventually(Duration::from_secs(30), || async {
-        candidates
-            .iter()
-            .map(|me| cluster.node(*me))
-            .find(|node| node.current_leader() == Some(node.id()))
-    })
-    .await
-    .expect("one of the others is elected")
+    leader_among(candidates.iter().map(|me| &cluster.nodes[me])).await
 }
 
 fn others(cluster: &Cluster, leader: NodeId) -> Vec<NodeId> {
@@ -230,14 +223,7 @@ async fn writes_of_a_leader_paused_mid_write_answer_with_their_response_once_ano
         nodes.insert(*me, node);
         storages.insert(*me, storage);
     }
-    let leader = eventually(Duration::from_secs(30), || async {
-        nodes
-            .values()
-            .find(|node| node.current_leader() == Some(node.id()))
-            .cloned()
-    })
-    .await
-    .unwrap();
+    let leader = leader_among(nodes.values()).await;
     leader.write(0).await.unwrap();
     storages[&leader.id()].faults.hold_entries();
     let writes: Vec<_> = (1..=4)
@@ -248,14 +234,8 @@ async fn writes_of_a_leader_paused_mid_write_answer_with_their_response_once_ano
         .copied()
         .filter(|me| *me != leader.id())
         .collect();
-    let new_leader = eventually(Duration::from_secs(30), || async {
-        followers
-            .iter()
-            .map(|me| nodes[me].clone())
-            .find(|node| node.current_leader() == Some(node.id()))
-    })
-    .await
-    .expect("the others elect a leader while the old one is paused");
+    // The others elect a leader while the old one is paused.
+    let new_leader = leader_among(followers.iter().map(|me| &nodes[me])).await;
     new_leader.write(100).await.unwrap();
     // The paused leader resumes, finishes its write and learns what happened meanwhile.
     storages[&leader.id()].faults.release(false);

@@ -251,6 +251,23 @@ impl Cluster {
     }
 }
 
+/// Waits (up to 30 s, polling) until one of `nodes` believes it leads, and returns it.
+pub async fn leader_among<'a, S: StateMachine>(
+    nodes: impl IntoIterator<Item = &'a Node<S>> + Clone,
+) -> Node<S> {
+    eventually(Duration::from_secs(30), || {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .into_iter()
+                .find(|node| node.current_leader() == Some(node.id()))
+                .cloned()
+        }
+    })
+    .await
+    .expect("one of the nodes leads")
+}
+
 /// Polls `check` every 10 ms of virtual time until it returns `Some`, or `limit` passes.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
