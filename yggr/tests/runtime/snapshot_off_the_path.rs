@@ -223,7 +223,7 @@ mod disk {
     #[tokio::test]
     async fn a_crash_between_preparing_and_storing_a_snapshot_recovers_the_previous_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = five_entries(dir.path()).await;
+        let storage = five_entries(dir.path()).await;
         let write = snapshot(3, 1);
         storage.prepare_snapshot(prepared_of(&write)).await.unwrap();
         drop(storage);
