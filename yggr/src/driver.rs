@@ -338,6 +338,12 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             let next_tick = self.next_tick;
             tokio::select! {
                 biased;
+                // First: it completes once per snapshot, and behind a steady stream of
+                // requests or messages a later branch might never be polled at all.
+                prepared = prepared(&mut self.preparation) => {
+                    self.deliver_due_ticks();
+                    self.on_snapshot_prepared(prepared);
+                }
                 received = self.requests.recv_many(&mut requests, MAX_PER_SOURCE),
                     if handles_remain =>
                 {
@@ -365,10 +371,6 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     if let Some(stop) = self.on_report(report) {
                         break stop;
                     }
-                }
-                prepared = prepared(&mut self.preparation) => {
-                    self.deliver_due_ticks();
-                    self.on_snapshot_prepared(prepared);
                 }
                 open = has_room(self.apply.as_ref()), if !self.apply_backlog.is_empty() => {
                     // `feed_apply_backlog` below fills the room.
