@@ -22,6 +22,7 @@ mod membership;
 mod operations;
 mod process_stall;
 mod reads;
+mod review_findings;
 mod smoke;
 mod snapshot_durability;
 mod snapshot_off_the_path;
