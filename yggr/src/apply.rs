@@ -163,7 +163,6 @@ pub(crate) type BatchReply<S> =
 /// `OutcomeUnknown`, since a definite error would claim that applied commands did not.
 pub(crate) struct BatchCollector<S: StateMachine> {
     inner: Mutex<BatchInner<S>>,
-    _in_flight: InFlight,
 }
 
 struct BatchInner<S: StateMachine> {
@@ -176,6 +175,8 @@ struct BatchInner<S: StateMachine> {
     /// `DriverDead`); `Fatal` wins over the others.
     undecided: Option<ProposeError>,
     reply: Option<BatchReply<S>>,
+    /// The batch's share of the in-flight limit, given back before the answer goes out.
+    in_flight: Option<InFlight>,
 }
 
 impl<S: StateMachine> BatchInner<S> {
@@ -194,6 +195,8 @@ impl<S: StateMachine> BatchInner<S> {
             (None, Some(refusal)) if !any_applied => Err(refusal),
             _ => Err(ProposeError::OutcomeUnknown),
         };
+        // Room first: a caller that writes again as soon as it hears back must find it.
+        self.in_flight = None;
         let _ = reply.send(answer);
     }
 }
@@ -211,8 +214,8 @@ impl<S: StateMachine> BatchCollector<S> {
                 refusal: None,
                 undecided: None,
                 reply: Some(reply),
+                in_flight: Some(in_flight),
             }),
-            _in_flight: in_flight,
         })
     }
 
@@ -265,7 +268,9 @@ impl<S: StateMachine> Waiter<S> {
     /// Answers with what the state machine returned.
     pub(crate) fn complete(self, response: S::Response) {
         match self {
-            Waiter::Write { reply, .. } => {
+            Waiter::Write { reply, _in_flight } => {
+                // Room first: a caller that writes again as soon as it hears back must find it.
+                drop(_in_flight);
                 let _ = reply.send(Ok(response));
             }
             Waiter::BatchItem { batch, slot, .. } => batch.complete(slot, response),
@@ -275,7 +280,8 @@ impl<S: StateMachine> Waiter<S> {
     /// Answers with an error.
     pub(crate) fn fail(self, error: ProposeError) {
         match self {
-            Waiter::Write { reply, .. } => {
+            Waiter::Write { reply, _in_flight } => {
+                drop(_in_flight);
                 let _ = reply.send(Err(error));
             }
             Waiter::BatchItem { batch, .. } => batch.fail(error),

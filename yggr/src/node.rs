@@ -250,10 +250,11 @@ impl<S: StateMachine> Node<S> {
     /// committed on a majority and applied here.
     ///
     /// # Errors
-    /// [`ProposeError`]: `NotLeader` or `NoLeader` off the leader (and when the leader loses
-    /// its role before the command commits: it may still commit), `Busy` above
-    /// `max_pending_proposals`, `TooLarge` above `max_command_bytes`, `Shutdown`,
-    /// `DriverDead`, `Fatal`.
+    /// [`ProposeError`]: `NotLeader` or `NoLeader` off the leader, or when another leader's
+    /// entry committed in the command's place (never executed: safe to retry);
+    /// `OutcomeUnknown` when this node lost leadership and could not learn in time whether
+    /// the command committed (it may have); `Busy` above `max_pending_proposals`, `TooLarge`
+    /// above `max_command_bytes`, `Shutdown`, `DriverDead`, `Fatal`.
     pub async fn write(&self, command: S::Command) -> Result<S::Response, ProposeError> {
         if let Some(gone) = self.stopping() {
             return Err(propose_error(gone));
@@ -299,7 +300,8 @@ impl<S: StateMachine> Node<S> {
     /// the same order once all of them have applied here; or an error.
     ///
     /// # Errors
-    /// As [`Node::write`]. After an error some of the commands may have committed.
+    /// As [`Node::write`], for the batch as a whole: a refusal only when every command was
+    /// refused; `OutcomeUnknown` when some may have applied and others not.
     pub async fn write_batch(
         &self,
         commands: Vec<S::Command>,

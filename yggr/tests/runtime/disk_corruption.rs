@@ -197,7 +197,6 @@ async fn a_bit_flip_in_the_last_batch_is_refused_as_corruption() {
 /// zeros, not whether that chunk lies in a record that fails its own checksum (an unwritten
 /// sector fails the record holding it; these records all check out).
 #[tokio::test]
-#[ignore = "review finding: corruption in a last batch whose commands end in zeros is cut as torn"]
 async fn a_bit_flip_in_a_last_batch_whose_commands_end_in_zeros_is_refused_as_corruption() {
     // Little-endian integers, as `Recorder` encodes its commands.
     let integers = || {

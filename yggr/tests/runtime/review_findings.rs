@@ -59,7 +59,6 @@ fn send_write(node: &Node<Recorder>, command: u64) {
 /// (`in_flight` stays set) for as long as the load lasts. On a multi-threaded runtime under
 /// load, requests (or acknowledgements) are waiting at nearly every iteration.
 #[tokio::test(start_paused = true)]
-#[ignore = "review finding: a prepared snapshot is starved by a steady stream of requests"]
 async fn a_snapshot_is_stored_while_writes_keep_arriving() {
     let network = LocalNetwork::new();
     let node = lone_leader(

@@ -216,3 +216,28 @@ async fn a_batch_delay_holds_proposals_until_the_batch_fills_or_the_delay_passes
     assert_eq!(storage.persists.load(Ordering::Relaxed) - persists, 1);
     node.shutdown().await.unwrap();
 }
+
+/// A write's share of `max_pending_proposals` is given back before its writer hears back, so
+/// a writer that writes again at once never finds the limit taken by its own answered write.
+/// Real threads: the answer comes from the apply thread while the writer runs on a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_writes_again_at_once_is_never_busy_because_of_its_answered_write() {
+    let network = yggr::LocalNetwork::new();
+    let node = lone_leader(
+        &network,
+        Recorder::default(),
+        yggr::MemStorage::new(),
+        |config| {
+            config.max_pending_proposals = 1;
+        },
+    )
+    .await;
+    for command in 0..2000 {
+        assert!(node.write(command).await.is_ok(), "write {command}");
+        assert!(
+            node.write_batch(vec![command]).await.is_ok(),
+            "batch {command}"
+        );
+    }
+    node.shutdown().await.unwrap();
+}

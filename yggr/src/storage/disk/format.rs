@@ -401,8 +401,9 @@ pub(crate) fn any_valid_batch(segment: &[u8], from: u64, salt: u64) -> bool {
 /// - A short file: it ends inside the header, or inside the records its header's length
 ///   covers (the header checks out, so that length is the one that was written).
 /// - A full-length batch (the file ends where its header says it does) with an all-zero
-///   sector chunk: part of it never reached the disk. Its chunks are its bytes cut at every
-///   multiple of the sector size in the file, the first and last possibly shorter.
+///   sector chunk outside the records that check out: part of it never reached the disk. Its
+///   chunks are its bytes cut at every multiple of the sector size in the file, the first and
+///   last possibly shorter. Zeros inside a record whose own checksum holds are its data.
 /// - A header that does not check out, in a sector chunk that reads all zeros, with no valid
 ///   batch anywhere after it: the header's sector never reached the disk.
 ///
@@ -445,13 +446,13 @@ pub(crate) fn check_torn_tail(
                 ),
             );
         }
-        if holds_unwritten_sector(segment, at..end) {
+        if holds_unwritten_sector_outside_valid_records(segment, at, end) {
             return Ok(());
         }
         return refused(
             at as usize,
             "batch checksum mismatch over the batch's full length with no unwritten (all-zero) \
-             sector: a changed byte, not a torn write",
+             sector outside its valid records: a changed byte, not a torn write",
         );
     }
     let sector_end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(length);
@@ -469,6 +470,53 @@ pub(crate) fn check_torn_tail(
         );
     }
     Ok(())
+}
+
+/// Whether a sector chunk of the full-length batch at `at..end` reads all zeros in bytes
+/// that no record checking out covers. Zeros inside records whose own checksums hold are
+/// data they carry (a zero-filled value), not a sector that never reached the disk: an
+/// unwritten sector always breaks the record (or the record length) it falls in.
+fn holds_unwritten_sector_outside_valid_records(segment: &Bytes, at: u64, end: u64) -> bool {
+    // The records that check out, in order; a record whose length cannot be read ends the
+    // walk, leaving the rest of the batch uncovered.
+    let mut valid: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut position = at + BATCH_HEADER_BYTES as u64;
+    while position < end {
+        let bytes = segment.slice(position as usize..end as usize);
+        if bytes.len() < RECORD_HEADER_BYTES {
+            break;
+        }
+        let length = u32_at(&bytes, 0) as usize;
+        if length == 0 || length > MAX_RECORD_BYTES || RECORD_HEADER_BYTES + length > bytes.len() {
+            break;
+        }
+        let record_end = position + (RECORD_HEADER_BYTES + length) as u64;
+        if matches!(decode_record(&bytes), Record::Entry(..)) {
+            valid.push(position..record_end);
+        }
+        position = record_end;
+    }
+    let covered = |start: u64, end: u64| {
+        let mut reached = start;
+        for record in &valid {
+            if record.start <= reached && record.end > reached {
+                reached = record.end;
+            }
+        }
+        reached >= end
+    };
+    let mut start = at;
+    while start < end {
+        let chunk_end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
+        let zeros = segment[start as usize..chunk_end as usize]
+            .iter()
+            .all(|byte| *byte == 0);
+        if zeros && !covered(start, chunk_end) {
+            return true;
+        }
+        start = chunk_end;
+    }
+    false
 }
 
 /// Whether any sector chunk of `range` (its bytes cut at every multiple of the sector size

@@ -99,6 +99,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -202,17 +203,32 @@ pub struct DiskStorage {
 }
 
 /// A snapshot file written and synced ahead of the `persist` that stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PreparedSnapshot {
     index: LogIndex,
     term: Term,
     /// Bytes in the file, as `encode_snapshot` gives them.
     length: usize,
+    /// The file's name in the storage directory (see [`prepared_snapshot_name`]).
+    name: String,
 }
 
-/// Where a prepared snapshot waits: a temporary name, so that an open after a crash sweeps
-/// it away.
-const PREPARED_SNAPSHOT_FILE: &str = "snapshot.prepared.tmp";
+/// Preparations started by this process, numbering their files: a preparation still running
+/// for a node that has stopped can never write over the file of a node started since over
+/// the same directory.
+static PREPARATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a prepared snapshot waits: a temporary name (an open after a crash sweeps it away),
+/// unique to the preparation.
+fn prepared_snapshot_name(snapshot: &RecoveredSnapshot) -> String {
+    format!(
+        "snapshot.{}-{}-{}.prepared{}",
+        snapshot.last_included_index.get(),
+        snapshot.last_included_term.get(),
+        PREPARATIONS.fetch_add(1, Ordering::Relaxed),
+        files::TEMP_SUFFIX
+    )
+}
 
 #[derive(Debug)]
 struct DiskInner {
@@ -354,24 +370,33 @@ impl Storage for DiskStorage {
         let dir = self.path.clone();
         let snapshot = snapshot.clone();
         let prepared = Arc::clone(&self.prepared);
+        let name = prepared_snapshot_name(&snapshot);
         async move {
-            let path = dir.join(PREPARED_SNAPSHOT_FILE);
+            let base = dir.clone();
             let written = tokio::task::spawn_blocking(move || {
+                let path = dir.join(&name);
                 let bytes = encode_snapshot(&snapshot);
                 write_synced(&path, &bytes).map_err(|error| io_error(&path, error))?;
                 Ok::<_, DiskError>(PreparedSnapshot {
                     index: snapshot.last_included_index,
                     term: snapshot.last_included_term,
                     length: bytes.len(),
+                    name,
                 })
             })
             .await
             .map_err(|error| DiskError::Poisoned {
                 reason: format!("a storage task failed: {error}"),
             })??;
-            *prepared
+            let replaced = prepared
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(written);
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .replace(written);
+            // A preparation never stored (its snapshot was dropped) leaves its file behind:
+            // remove it now rather than at the next open.
+            if let Some(replaced) = replaced {
+                let _ = std::fs::remove_file(base.join(&replaced.name));
+            }
             Ok(())
         }
     }
@@ -518,7 +543,7 @@ impl DiskInner {
                     self.guarded(|inner| inner.store_entries(entries))?;
                 }
                 StorageWrite::Snapshot(snapshot) => {
-                    let ready = prepared.filter(|prepared| {
+                    let ready = prepared.as_ref().filter(|prepared| {
                         prepared.index == snapshot.last_included_index
                             && prepared.term == snapshot.last_included_term
                     });
@@ -569,18 +594,22 @@ impl DiskInner {
     fn store_snapshot(
         &mut self,
         snapshot: &RecoveredSnapshot,
-        prepared: Option<PreparedSnapshot>,
+        prepared: Option<&PreparedSnapshot>,
     ) -> Result<(), DiskError> {
         let index = snapshot.last_included_index;
         // The snapshot is durable before any log it covers is removed: a crash in between
         // recovers the new snapshot over the old log, and recovery trims the log the same way.
         let target = self.dir.join(SNAPSHOT_FILE);
-        let from_prepared = prepared.is_some_and(|prepared| {
-            let path = self.dir.join(PREPARED_SNAPSHOT_FILE);
-            fs::metadata(&path).is_ok_and(|metadata| metadata.len() == prepared.length as u64)
-        });
-        if from_prepared {
-            fs::rename(self.dir.join(PREPARED_SNAPSHOT_FILE), &target)
+        let from_prepared = prepared
+            .map(|prepared| self.dir.join(&prepared.name))
+            .filter(|path| {
+                prepared.is_some_and(|prepared| {
+                    fs::metadata(path)
+                        .is_ok_and(|metadata| metadata.len() == prepared.length as u64)
+                })
+            });
+        if let Some(path) = from_prepared {
+            fs::rename(&path, &target)
                 .and_then(|()| files::sync_dir(&self.dir))
                 .map_err(|error| io_error(&target, error))?;
         } else {
