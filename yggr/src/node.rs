@@ -140,7 +140,7 @@ impl<S: StateMachine> Node<S> {
             (Bootstrap::Recover, None) => return Err(NodeStartError::NothingToRecover),
         };
         let env = match config.random_seed {
-            Some(seed) => RandomEnv::seeded(seed ^ id.get()),
+            Some(seed) => RandomEnv::seeded(node_seed(seed, id)),
             None => RandomEnv::from_entropy(),
         };
         let mut engine = Engine::with_config(id, founding, env, config.engine_config())
@@ -594,11 +594,44 @@ fn status_error(gone: Gone) -> StatusError {
     }
 }
 
+/// The engine's seed for node `id` from `Config::random_seed`: different for every node
+/// whatever the configured seeds. (`seed ^ id` was not: nodes configured with their own ids
+/// as seeds all drew the same election timeouts, and split their votes for ever.)
+fn node_seed(seed: u64, id: NodeId) -> u64 {
+    splitmix64(seed ^ splitmix64(id.get()))
+}
+
+/// SplitMix64's output function: a bijection of `u64` that spreads every input bit.
+fn splitmix64(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn recovered_state(stored: StoredState) -> RecoveredHardState<Bytes> {
     RecoveredHardState {
         current_term: stored.current_term,
         voted_for: stored.voted_for,
         snapshot: stored.snapshot,
         log: stored.log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_seeded_with_their_own_ids_draw_different_randomness() {
+        let seeds: std::collections::BTreeSet<u64> = (1..=64)
+            .map(|raw| node_seed(raw, NodeId::new(raw).unwrap()))
+            .collect();
+        assert_eq!(seeds.len(), 64);
+        // And one seed shared by every node still gives each its own.
+        let shared: std::collections::BTreeSet<u64> = (1..=64)
+            .map(|raw| node_seed(7, NodeId::new(raw).unwrap()))
+            .collect();
+        assert_eq!(shared.len(), 64);
     }
 }
