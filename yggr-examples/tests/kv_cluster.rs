@@ -532,6 +532,70 @@ fn a_restarted_founder_reaches_a_member_added_after_it_was_founded() {
     assert_eq!(call(cluster.client(2), &["GET", "x"]).unwrap().text(), "42");
 }
 
+/// Whether node `id`'s log (its stderr) holds `text`.
+fn log_mentions(cluster: &Cluster, id: u64, text: &str) -> bool {
+    std::fs::read_to_string(cluster.root.path().join(format!("node-{id}.log")))
+        .is_ok_and(|log| log.contains(text))
+}
+
+/// A founder that lost its data directory and is started again with its founding flags must
+/// not come back as a member with an empty log: its peers know it by the incarnation of its
+/// old data, so the leader refuses it and it refuses the leader, each saying why in its log,
+/// while the others go on serving. The documented way back works: remove it, start it over a
+/// fresh directory with `--join` (same id, same ports), add it again.
+#[test]
+fn a_founder_whose_data_was_wiped_is_refused_by_its_peers_and_rejoins_with_join() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.make_lead(1);
+    for key in ["a", "b", "c"] {
+        cluster.write(&["SET", key, key]);
+    }
+    cluster.kill_hard(2);
+    std::fs::remove_dir_all(cluster.data_dir(2)).unwrap();
+    cluster.launch(2, false);
+
+    eventually(
+        "the leader to refuse the wiped node, and it the leader",
+        || {
+            (log_mentions(
+                &cluster,
+                1,
+                "peer 2: it came back with another data directory",
+            ) && log_mentions(
+                &cluster,
+                2,
+                "peer 1: it knows this node by another incarnation",
+            ))
+            .then_some(())
+        },
+    );
+    // The wiped node is not fed by the leader, and the other two still serve writes.
+    let ok = Reply::Simple("OK".to_string());
+    eventually("a write through node 1 with node 2 refused", || {
+        (call(cluster.client(1), &["SET", "d", "d"]).ok()? == ok).then_some(())
+    });
+    let wiped = status_fields(cluster.client(2)).expect("the wiped node answers");
+    assert_eq!(wiped["last_applied"], "0", "{wiped:?}");
+    assert_ne!(wiped["leader_id"], "1", "{wiped:?}");
+
+    // The way back, as the book's operations chapter has it.
+    let removed = eventually("node 2's removal", || {
+        let reply = call(cluster.client(1), &["RAFT.REMOVE", "2"]).ok()?;
+        (reply == ok).then_some(reply)
+    });
+    assert_eq!(removed, ok);
+    cluster.kill_hard(2);
+    std::fs::remove_dir_all(cluster.data_dir(2)).unwrap();
+    cluster.launch(2, true);
+    cluster.add_as_voter(2);
+    cluster.make_lead(2);
+    for key in ["a", "b", "c", "d"] {
+        assert_eq!(call(cluster.client(2), &["GET", key]).unwrap().text(), key);
+    }
+    let fields = status_fields(cluster.client(2)).unwrap();
+    assert_eq!(fields["voters"], "1,2,3", "{fields:?}");
+}
+
 #[test]
 fn a_node_that_removed_itself_says_so_in_raft_status_and_refuses_writes_for_good() {
     let mut cluster = Cluster::start(3, &[]);

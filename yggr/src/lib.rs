@@ -59,7 +59,8 @@
 //! - `apply` (internal): the task that owns the state machine: applies committed entries, answers
 //!   writers, runs reads, takes and restores snapshots.
 //! - [`config`]: [`Config`] and [`Bootstrap`]; [`error`]: every error type; [`status`]:
-//!   [`Status`] and [`NodeMetrics`].
+//!   [`Status`] and [`NodeMetrics`]; [`identity`]: [`NodeIdentity`], the cluster id and
+//!   incarnation that keep a node whose data was lost from coming back as if it were not.
 //! - [`storage`]: the [`Storage`] trait, [`MemStorage`] and [`DiskStorage`]; [`transport`]: the
 //!   [`Transport`] trait, [`LocalNetwork`] and [`TcpTransport`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
@@ -68,6 +69,7 @@
 
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod node;
 pub mod state_machine;
 pub mod status;
@@ -82,6 +84,7 @@ pub use error::{
     MembershipError, NodeStartError, ProposeError, ReadError, ShutdownError, StatusError,
     TransferLeadershipError,
 };
+pub use identity::NodeIdentity;
 pub use node::{Admin, Node};
 pub use state_machine::{DecodeError, SnapshotError, StateMachine};
 pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};

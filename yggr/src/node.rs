@@ -19,6 +19,7 @@ use crate::error::{
     MembershipError, NodeStartError, ProposeError, ReadError, ShutdownError, StatusError,
     TransferLeadershipError,
 };
+use crate::identity::{NodeIdentity, cluster_id};
 use crate::state_machine::{SnapshotError, StateMachine};
 use crate::status::{NodeMetrics, Status};
 use crate::storage::{Storage, StoredState};
@@ -94,7 +95,7 @@ impl<S: StateMachine> Node<S> {
         config: Config,
         mut state_machine: S,
         mut storage: St,
-        transport: T,
+        mut transport: T,
     ) -> Result<Node<S>, NodeStartError<St::Error>> {
         config.validate()?;
         let id = config.node_id;
@@ -143,6 +144,7 @@ impl<S: StateMachine> Node<S> {
             Some(seed) => RandomEnv::seeded(node_seed(seed, id)),
             None => RandomEnv::from_entropy(),
         };
+        let founding_cluster = cluster_id(&founding);
         let mut engine = Engine::with_config(id, founding, env, config.engine_config())
             .map_err(|error| NodeStartError::Config(error.into()))?;
         if let Some(stored) = recovered {
@@ -153,7 +155,13 @@ impl<S: StateMachine> Node<S> {
                 .recover_from(recovered_state(stored))
                 .map_err(NodeStartError::Recovery)?;
         }
-        info!(target: "yggr::node", node_id = id.get(), term = engine.current_term().get(), "started");
+        // Known only now that storage is loaded or bootstrapped; see `crate::identity`.
+        let identity = NodeIdentity {
+            cluster_id: founding_cluster,
+            incarnation: storage.incarnation().unwrap_or(0),
+        };
+        transport.set_identity(identity);
+        info!(target: "yggr::node", node_id = id.get(), term = engine.current_term().get(), cluster_id = format_args!("{:016x}", identity.cluster_id), incarnation = format_args!("{:016x}", identity.incarnation), "started");
         Ok(Node::spawn(
             config,
             engine,

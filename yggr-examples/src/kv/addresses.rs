@@ -119,6 +119,10 @@ impl<S: Storage> Storage for Preloaded<S> {
         self.storage.persist(writes)
     }
 
+    fn incarnation(&self) -> Option<u64> {
+        self.storage.incarnation()
+    }
+
     fn prepare_snapshot(
         &self,
         snapshot: &RecoveredSnapshot,

@@ -28,6 +28,8 @@ struct Inner {
 struct Stored {
     node_id: Option<yggr_core::NodeId>,
     founding: Membership,
+    /// Drawn at bootstrap; 0 for a store written without one (`persist` before `bootstrap`).
+    incarnation: u64,
     current_term: yggr_core::Term,
     voted_for: Option<yggr_core::NodeId>,
     snapshot: Option<yggr_core::RecoveredSnapshot>,
@@ -135,9 +137,19 @@ impl Storage for MemStorage {
         inner.state.get_or_insert_with(|| Stored {
             node_id: Some(node_id),
             founding: founding.clone(),
+            incarnation: crate::identity::new_incarnation(),
             ..Stored::default()
         });
         Ok(())
+    }
+
+    /// Drawn at random when the store is bootstrapped; every clone reports the same one.
+    fn incarnation(&self) -> Option<u64> {
+        self.lock()
+            .state
+            .as_ref()
+            .map(|stored| stored.incarnation)
+            .filter(|incarnation| *incarnation != 0)
     }
 
     async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), Infallible> {
@@ -244,5 +256,24 @@ mod tests {
                 .unwrap();
             assert_eq!(storage.load().await.unwrap().unwrap().founding, founders);
         });
+    }
+
+    #[test]
+    fn the_incarnation_is_drawn_at_bootstrap_shared_by_clones_and_new_for_new_storage() {
+        let id = yggr_core::NodeId::new(1).unwrap();
+        let mut first = MemStorage::new();
+        assert_eq!(first.incarnation(), None);
+        let incarnation = block_on(async {
+            first.bootstrap(id, &Membership::default()).await.unwrap();
+            first.incarnation().unwrap()
+        });
+        assert_ne!(incarnation, 0);
+        let mut clone = first.clone();
+        block_on(clone.bootstrap(id, &Membership::default())).unwrap();
+        assert_eq!(clone.incarnation(), Some(incarnation));
+        let mut wiped = MemStorage::new();
+        block_on(wiped.bootstrap(id, &Membership::default())).unwrap();
+        // Two draws of 64 random bits: equal with probability 2^-64.
+        assert_ne!(wiped.incarnation(), Some(incarnation));
     }
 }

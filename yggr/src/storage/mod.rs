@@ -28,6 +28,10 @@
 //! [`Storage::load`] returns everything stored, or `None` for storage that never held a node.
 //! [`Storage::bootstrap`] is called once, on a node's first start, with its founding
 //! configuration (empty for a node joining a running cluster); `load` returns it ever after.
+//!
+//! [`Storage::incarnation`] names the storage's data: a random number drawn at `bootstrap`,
+//! the same on every later `load` of the same data, and new for storage bootstrapped afresh.
+//! Peers use it to refuse a node that lost its data (see [`crate::identity`]).
 
 pub mod disk;
 pub mod memory;
@@ -105,6 +109,16 @@ pub trait Storage: Send + 'static {
         &mut self,
         writes: Vec<StorageWrite>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The incarnation of the stored data, once [`load`](Storage::load) found it or
+    /// [`bootstrap`](Storage::bootstrap) recorded it: a non-zero number drawn at random when
+    /// the storage was first bootstrapped and kept with the data, so that it stays the same
+    /// across restarts and differs for storage that was wiped or replaced. `None` before
+    /// either, and for storage that does not record one (the default): its peers then cannot
+    /// tell that this node lost its data. See [`crate::identity`].
+    fn incarnation(&self) -> Option<u64> {
+        None
+    }
 
     /// Writes the bulk of `snapshot` ahead of the [`persist`](Storage::persist) that stores
     /// it, so that a large snapshot does not hold the node up. The driver runs the returned

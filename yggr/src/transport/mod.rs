@@ -17,6 +17,10 @@
 //! - [`Transport::flush`] is called after each batch of sends: a transport that buffers may
 //!   write them out together there.
 //!
+//! - [`Transport::set_identity`] is called once, before the node starts, with the node's
+//!   [`NodeIdentity`]: a network transport tells its peers and checks theirs, so that a
+//!   node whose data was lost is refused rather than taken for its former self.
+//!
 //! Messages carry commands as their encoded bytes ([`Message<Bytes>`](yggr_core::Message)).
 //! An in-process transport passes them as they are; a network transport encodes them with
 //! [`yggr_core::wire`].
@@ -28,6 +32,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 use yggr_core::{Message, NodeId};
+
+use crate::identity::NodeIdentity;
 
 pub use local::{LocalNetwork, LocalTransport};
 pub use tcp::{TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport};
@@ -45,4 +51,12 @@ pub trait Transport: Send + 'static {
 
     /// A message already waiting, if any, without waiting.
     fn try_recv(&mut self) -> Option<Message<Bytes>>;
+
+    /// Tells the transport who this node is: [`Node::start`](crate::Node::start) calls it
+    /// once, after loading storage and before the node sends or takes any message. A network
+    /// transport should send it to peers and refuse peers whose own identity, or whose idea
+    /// of this node's, does not match (see [`crate::identity`]). The default ignores it.
+    fn set_identity(&mut self, identity: NodeIdentity) {
+        let _ = identity;
+    }
 }

@@ -541,3 +541,31 @@ async fn an_empty_segment_left_by_a_crash_does_not_block_appends_after_a_snapsho
     drop(storage);
     assert_eq!(indexes(&reopen(dir.path()).await), vec![(201, 2), (202, 2)]);
 }
+
+/// The incarnation names the data, not the process: a reopen of the same directory keeps
+/// it, and a wiped directory bootstrapped again gets another one.
+#[tokio::test]
+async fn the_incarnation_survives_a_reopen_and_a_wiped_directory_gets_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = fresh(dir.path()).await;
+    let incarnation = storage.incarnation().expect("bootstrapped storage has one");
+    assert_ne!(incarnation, 0);
+    storage.persist(vec![entries(1..=3, 1)]).await.unwrap();
+    drop(storage);
+    let mut reopened = DiskStorage::open(dir.path()).await.unwrap();
+    assert_eq!(reopened.incarnation(), Some(incarnation));
+    reopened
+        .load()
+        .await
+        .unwrap()
+        .expect("bootstrapped storage");
+    assert_eq!(reopened.incarnation(), Some(incarnation));
+    drop(reopened);
+
+    fs::remove_dir_all(dir.path()).unwrap();
+    let mut wiped = DiskStorage::open(dir.path()).await.unwrap();
+    assert_eq!(wiped.incarnation(), None);
+    wiped.bootstrap(id(1), &founding()).await.unwrap();
+    // Two draws of 64 random bits: equal with probability 2^-64.
+    assert_ne!(wiped.incarnation(), Some(incarnation));
+}

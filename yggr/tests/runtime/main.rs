@@ -28,6 +28,7 @@ mod snapshot_durability;
 mod snapshot_off_the_path;
 mod snapshot_retry;
 mod snapshot_trigger;
+mod tcp_identity;
 mod tcp_idle;
 mod tcp_options;
 mod tcp_stats;

@@ -123,10 +123,12 @@ async fn a_quiet_connection_between_live_peers_is_kept_open() {
 
 /// Reads the handshake a writer sends on a new connection, and checks it names `sender`.
 async fn read_handshake(connection: &mut TcpStream, sender: NodeId) {
-    let mut handshake = [0u8; 20];
+    // Version 2: magic, version, sender, then three identity fields.
+    let mut handshake = [0u8; 44];
     connection.read_exact(&mut handshake).await.unwrap();
     assert_eq!(&handshake[..8], b"YGGRNET1");
-    assert_eq!(handshake[12..], sender.get().to_le_bytes());
+    assert_eq!(handshake[8..12], 2u32.to_le_bytes());
+    assert_eq!(handshake[12..20], sender.get().to_le_bytes());
 }
 
 /// Reads one frame's payload, skipping keep-alives (frames of length zero).

@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! meta (written once, at bootstrap)
-//! ┌────────────┬─────────┬─────────┬──────────┬───────────────────────┬────────┐
-//! │ "YGGRMETA" │ version │ node id │ len (n)  │ founding membership   │ crc32c │
-//! │ 8 bytes    │ u32     │ u64     │ u32      │ n bytes (protobuf)    │ u32    │
-//! └────────────┴─────────┴─────────┴──────────┴───────────────────────┴────────┘
+//! ┌────────────┬─────────┬─────────┬─────────────┬──────────┬─────────────────────┬────────┐
+//! │ "YGGRMETA" │ version │ node id │ incarnation │ len (n)  │ founding membership │ crc32c │
+//! │ 8 bytes    │ u32 (3) │ u64     │ u64, not 0  │ u32      │ n bytes (protobuf)  │ u32    │
+//! └────────────┴─────────┴─────────┴─────────────┴──────────┴─────────────────────┴────────┘
+//!   version 2 (earlier builds) has no incarnation field and still opens: its incarnation is the
+//!   FNV-1a hash of the whole file (never 0), the same at every open, so nothing is rewritten
 //!
 //! hard_state (replaced atomically)
 //! ┌────────────┬──────────────┬─────────────────────────┬────────┐
@@ -67,9 +69,15 @@ use bytes::Bytes;
 use yggr_core::wire::{decode_entry_bytes, decode_membership, encode_entry, encode_membership};
 use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term};
 
-/// The version this code writes and reads. Version 1 (no node id in `meta`, 20-byte segment
-/// headers) was never released.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+use crate::identity::{fnv1a_64, non_zero};
+
+/// The version this code writes, in `meta`. Version 1 (no node id in `meta`, 20-byte segment
+/// headers) was never released; version 2 (no incarnation in `meta`) is still read
+/// ([`LEGACY_FORMAT_VERSION`]).
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The earlier version this code still reads: its `meta` has no incarnation, every other file
+/// is as in [`FORMAT_VERSION`].
+pub(crate) const LEGACY_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const META_MAGIC: &[u8; 8] = b"YGGRMETA";
 pub(crate) const HARD_STATE_MAGIC: &[u8; 8] = b"YGGRHARD";
@@ -78,8 +86,10 @@ pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"YGGRSEG1";
 
 const MAGIC_BYTES: usize = 8;
 const CRC_BYTES: usize = 4;
-/// Magic, version, node id and membership length.
-const META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 8 + 4;
+/// Magic, version, node id, incarnation and membership length.
+const META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 8 + 8 + 4;
+/// The same in a version 2 meta, which has no incarnation.
+const LEGACY_META_FIXED_BYTES: usize = MAGIC_BYTES + 4 + 8 + 4;
 /// Magic, term and vote, then the checksum.
 pub(crate) const HARD_STATE_BYTES: usize = MAGIC_BYTES + 8 + 8 + CRC_BYTES;
 /// Magic, first index, salt and four zero bytes, then the checksum.
@@ -161,44 +171,79 @@ fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes
 }
 
-/// The meta file: the format version, the node's id and the founding configuration.
-pub(crate) fn encode_meta(node_id: NodeId, founding: &Membership) -> Vec<u8> {
-    let membership = encode_membership(founding);
+/// What a meta file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) node_id: NodeId,
+    /// Never 0.
+    pub(crate) incarnation: u64,
+    pub(crate) founding: Membership,
+}
+
+/// The meta file: the format version, the node's id, the incarnation of its data and the
+/// founding configuration.
+pub(crate) fn encode_meta(meta: &Meta) -> Vec<u8> {
+    assert!(meta.incarnation != 0, "an incarnation is never 0");
+    let membership = encode_membership(&meta.founding);
     let mut bytes = Vec::with_capacity(META_FIXED_BYTES + membership.len() + CRC_BYTES);
     bytes.extend_from_slice(META_MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&node_id.get().to_le_bytes());
+    bytes.extend_from_slice(&meta.node_id.get().to_le_bytes());
+    bytes.extend_from_slice(&meta.incarnation.to_le_bytes());
     bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&membership);
     with_crc(bytes)
 }
 
-/// The node id and founding configuration a meta file holds.
-pub(crate) fn decode_meta(bytes: &[u8]) -> Result<(NodeId, Membership), FormatError> {
+/// What a meta file of this version or the legacy one holds.
+pub(crate) fn decode_meta(bytes: &[u8]) -> Result<Meta, FormatError> {
     check_framing(bytes, META_MAGIC, "meta")?;
-    if bytes.len() < META_FIXED_BYTES + CRC_BYTES {
+    if bytes.len() < MAGIC_BYTES + 4 {
         return refused(0, "meta file is truncated");
     }
     let version = u32_at(bytes, MAGIC_BYTES);
-    if version != FORMAT_VERSION {
-        return refused(
-            MAGIC_BYTES,
-            format!("format version {version}; this build reads version {FORMAT_VERSION}"),
-        );
+    let fixed = match version {
+        FORMAT_VERSION => META_FIXED_BYTES,
+        LEGACY_FORMAT_VERSION => LEGACY_META_FIXED_BYTES,
+        _ => {
+            return refused(
+                MAGIC_BYTES,
+                format!(
+                    "format version {version}; this build reads versions \
+                     {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
+                ),
+            );
+        }
+    };
+    if bytes.len() < fixed + CRC_BYTES {
+        return refused(0, "meta file is truncated");
     }
     let Some(node_id) = NodeId::new(u64_at(bytes, MAGIC_BYTES + 4)) else {
         return refused(MAGIC_BYTES + 4, "meta file names node id 0");
     };
-    let length = u32_at(bytes, MAGIC_BYTES + 12) as usize;
-    if length > MAX_MEMBERSHIP_BYTES || META_FIXED_BYTES + length + CRC_BYTES != bytes.len() {
-        return refused(
-            MAGIC_BYTES + 12,
-            "meta file length does not match its contents",
-        );
+    let incarnation = if version == FORMAT_VERSION {
+        let incarnation = u64_at(bytes, MAGIC_BYTES + 12);
+        if incarnation == 0 {
+            return refused(MAGIC_BYTES + 12, "meta file names incarnation 0");
+        }
+        incarnation
+    } else {
+        // Derived, not stored: the same at every open, and different from any other node's
+        // (the file holds the node's id and founding configuration).
+        non_zero(fnv1a_64(bytes))
+    };
+    let length_at = fixed - 4;
+    let length = u32_at(bytes, length_at) as usize;
+    if length > MAX_MEMBERSHIP_BYTES || fixed + length + CRC_BYTES != bytes.len() {
+        return refused(length_at, "meta file length does not match its contents");
     }
-    let founding = decode_membership(&bytes[META_FIXED_BYTES..META_FIXED_BYTES + length])
-        .or_else(|error| refused(META_FIXED_BYTES, format!("founding configuration: {error}")))?;
-    Ok((node_id, founding))
+    let founding = decode_membership(&bytes[fixed..fixed + length])
+        .or_else(|error| refused(fixed, format!("founding configuration: {error}")))?;
+    Ok(Meta {
+        node_id,
+        incarnation,
+        founding,
+    })
 }
 
 pub(crate) fn encode_hard_state(current_term: Term, voted_for: Option<NodeId>) -> Vec<u8> {
@@ -623,6 +668,48 @@ mod tests {
         NodeId::new(raw).unwrap()
     }
 
+    fn meta(node: u64, founding: &Membership) -> Meta {
+        Meta {
+            node_id: id(node),
+            incarnation: 77,
+            founding: founding.clone(),
+        }
+    }
+
+    /// A meta file as version 2 wrote it: no incarnation.
+    fn legacy_meta(node: u64, founding: &Membership) -> Vec<u8> {
+        let membership = encode_membership(founding);
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(META_MAGIC);
+        bytes.extend_from_slice(&LEGACY_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&node.to_le_bytes());
+        bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&membership);
+        with_crc(bytes)
+    }
+
+    #[test]
+    fn a_version_2_meta_opens_with_an_incarnation_derived_from_its_bytes() {
+        let founders = Membership::from_voters([id(1), id(2), id(3)]);
+        let decoded = decode_meta(&legacy_meta(2, &founders)).unwrap();
+        assert_eq!((decoded.node_id, &decoded.founding), (id(2), &founders));
+        assert_ne!(decoded.incarnation, 0);
+        assert_eq!(
+            decode_meta(&legacy_meta(2, &founders)).unwrap().incarnation,
+            decoded.incarnation
+        );
+        assert_ne!(
+            decode_meta(&legacy_meta(3, &founders)).unwrap().incarnation,
+            decoded.incarnation
+        );
+        let mut unknown = legacy_meta(2, &founders);
+        unknown[MAGIC_BYTES..MAGIC_BYTES + 4].copy_from_slice(&4u32.to_le_bytes());
+        let covered = unknown.len() - CRC_BYTES;
+        let crc = crc32c::crc32c(&unknown[..covered]);
+        unknown[covered..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_meta(&unknown).is_err());
+    }
+
     fn entry(index: u64, term: u64, command: &[u8]) -> LogEntry<Bytes> {
         LogEntry {
             index: LogIndex::new(index),
@@ -637,10 +724,12 @@ mod tests {
             voters: [id(1), id(2)].into(),
             learners: [id(3)].into(),
         };
-        assert_eq!(
-            decode_meta(&encode_meta(id(3), &membership)).unwrap(),
-            (id(3), membership.clone())
-        );
+        let meta = Meta {
+            node_id: id(3),
+            incarnation: 0xabcd,
+            founding: membership.clone(),
+        };
+        assert_eq!(decode_meta(&encode_meta(&meta)).unwrap(), meta);
         let hard = encode_hard_state(Term::new(7), Some(id(2)));
         assert_eq!(
             decode_hard_state(&hard).unwrap(),
@@ -676,7 +765,7 @@ mod tests {
     fn any_flipped_bit_in_a_file_is_refused() {
         let membership = Membership::from_voters([id(1)]);
         let files = [
-            encode_meta(id(1), &membership),
+            encode_meta(&meta(1, &membership)),
             encode_hard_state(Term::new(4), None),
             encode_snapshot(&RecoveredSnapshot {
                 last_included_index: LogIndex::new(1),
@@ -836,7 +925,7 @@ mod tests {
         assert!(decode_hard_state(&hard[..hard.len() - 1]).is_err());
         assert!(decode_hard_state(b"").is_err());
         assert!(decode_meta(b"garbage garbage garbage").is_err());
-        let meta = encode_meta(id(1), &Membership::default());
+        let meta = encode_meta(&meta(1, &Membership::default()));
         assert!(decode_meta(&meta[..meta.len() - 2]).is_err());
         assert!(decode_snapshot(&[0; 64]).is_err());
     }

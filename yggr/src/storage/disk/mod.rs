@@ -5,7 +5,8 @@
 //! ```text
 //! <dir>/
 //!   LOCK                     held (flock) while a DiskStorage has the directory open
-//!   meta                     format version, node id and founding configuration, written at bootstrap
+//!   meta                     format version, node id, incarnation and founding configuration,
+//!                            written at bootstrap
 //!   hard_state               current term and vote
 //!   snapshot                 the latest snapshot: index, term, configuration, state bytes
 //!   log/
@@ -108,7 +109,7 @@ use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term}
 
 use self::files::{read_if_exists, replace_atomically, sweep_temp_files, write_synced};
 use self::format::{
-    decode_hard_state, decode_meta, decode_snapshot, encode_hard_state, encode_meta,
+    Meta, decode_hard_state, decode_meta, decode_snapshot, encode_hard_state, encode_meta,
     encode_snapshot,
 };
 use self::segment::SegmentedLog;
@@ -240,6 +241,8 @@ struct DiskInner {
     /// The snapshot's last index (zero without one): entries at or below it are not stored.
     floor: LogIndex,
     bootstrapped: bool,
+    /// The incarnation in `meta`; `None` until bootstrapped.
+    incarnation: Option<u64>,
     poisoned: Option<String>,
 }
 
@@ -349,6 +352,12 @@ impl Storage for DiskStorage {
         let founding = founding.clone();
         self.blocking(move |inner| inner.bootstrap(node_id, &founding))
             .await
+    }
+
+    /// Drawn at random at bootstrap and kept in `meta`; for a directory of format version 2
+    /// (no incarnation in `meta`), derived from the bytes of its `meta`.
+    fn incarnation(&self) -> Option<u64> {
+        self.inner.as_ref().and_then(|inner| inner.incarnation)
     }
 
     async fn persist(&mut self, writes: Vec<StorageWrite>) -> Result<(), DiskError> {
@@ -462,7 +471,12 @@ impl DiskInner {
             })
             .transpose()?;
         let (mut log, mut entries) = SegmentedLog::recover(&log_dir, segment_bytes)?;
-        let Some((node_id, founding)) = meta else {
+        let Some(Meta {
+            node_id,
+            incarnation,
+            founding,
+        }) = meta
+        else {
             if hard_state.is_some() || snapshot.is_some() || !entries.is_empty() {
                 return Err(corrupt(
                     &dir.join(META_FILE),
@@ -476,6 +490,7 @@ impl DiskInner {
                 log,
                 floor: LogIndex::ZERO,
                 bootstrapped: false,
+                incarnation: None,
                 poisoned: None,
             };
             return Ok((inner, None));
@@ -499,6 +514,7 @@ impl DiskInner {
             log,
             floor,
             bootstrapped: true,
+            incarnation: Some(incarnation),
             poisoned: None,
         };
         Ok((inner, Some(stored)))
@@ -508,11 +524,17 @@ impl DiskInner {
         if self.bootstrapped {
             return Ok(());
         }
+        let meta = Meta {
+            node_id,
+            incarnation: crate::identity::new_incarnation(),
+            founding: founding.clone(),
+        };
         self.guarded(|inner| {
-            replace_atomically(&inner.dir, META_FILE, &encode_meta(node_id, founding))
+            replace_atomically(&inner.dir, META_FILE, &encode_meta(&meta))
                 .map_err(|error| io_error(&inner.dir.join(META_FILE), error))
         })?;
         self.bootstrapped = true;
+        self.incarnation = Some(meta.incarnation);
         Ok(())
     }
 

@@ -1,11 +1,15 @@
 //! The bytes on a TCP connection between two nodes, parsed without doing any I/O.
 //!
 //! ```text
-//! handshake, once, from the connecting side
-//! ┌────────────┬──────────────────┬────────────────┐
-//! │ "YGGRNET1" │ protocol version │ sender node id │
-//! │ 8 bytes    │ u32 LE           │ u64 LE         │
-//! └────────────┴──────────────────┴────────────────┘
+//! handshake, once, from the connecting side: a prefix, then (version 2) the identities
+//! ┌────────────┬──────────────────┬────────────────┬────────────┬─────────────┬─────────────┐
+//! │ "YGGRNET1" │ protocol version │ sender node id │ cluster id │ incarnation │ receiver's  │
+//! │            │ (2)              │                │ of sender  │ of sender   │ incarnation │
+//! │ 8 bytes    │ u32 LE           │ u64 LE         │ u64 LE     │ u64 LE      │ u64 LE      │
+//! └────────────┴──────────────────┴────────────────┴────────────┴─────────────┴─────────────┘
+//!   version 1 ends after the node id: no identities, taken as all unknown. The last field
+//!   is the incarnation the sender last accepted from the receiver (0 if none); 0 anywhere
+//!   means "unknown" and is never checked (module `crate::identity`)
 //!
 //! then frames, one per message
 //! ┌─────────────┬───────────────────────────────────────────────┐
@@ -24,7 +28,9 @@
 //! of zero is a keep-alive: it carries no message (an Envelope is never empty: it names its
 //! sender) and only shows the receiver, whose idle timeout it resets, that the writer lives.
 //! Keep-alives are part of protocol version 1: no release has spoken version 1 without them
-//! (0.1.0 is the first), so the version was not bumped.
+//! (0.1.0 is the first), so the version was not bumped. Version 2 adds the identities to the
+//! handshake and nothing else; a version 1 handshake is still accepted (leniently: it says
+//! nothing that could be checked), and this build sends version 2.
 //! The connection is one-way: the accepting side never writes on it, so a writer that finds
 //! anything to read has found the connection closed.
 
@@ -33,10 +39,17 @@ use yggr_core::wire::{WireError, decode_message_bytes, encode_message};
 use yggr_core::{AppendEntries, Message, NodeId, Rpc};
 
 const HANDSHAKE_MAGIC: &[u8; 8] = b"YGGRNET1";
-/// The protocol version this build speaks.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
-/// The handshake's length.
-pub(crate) const HANDSHAKE_BYTES: usize = 8 + 4 + 8;
+/// The protocol version this build sends.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
+/// The earlier version this build still accepts: a handshake without identities.
+pub(crate) const PROTOCOL_VERSION_WITHOUT_IDENTITY: u32 = 1;
+/// The handshake's prefix, all of a version 1 handshake: magic, version and sender id.
+pub(crate) const HANDSHAKE_PREFIX_BYTES: usize = 8 + 4 + 8;
+/// What follows the prefix in a version 2 handshake: cluster id, incarnation, and the
+/// incarnation the sender knows the receiver by.
+pub(crate) const HANDSHAKE_IDENTITY_BYTES: usize = 8 + 8 + 8;
+/// A whole version 2 handshake.
+pub(crate) const HANDSHAKE_BYTES: usize = HANDSHAKE_PREFIX_BYTES + HANDSHAKE_IDENTITY_BYTES;
 const LENGTH_BYTES: usize = 4;
 
 /// A keep-alive: a frame of length zero.
@@ -47,7 +60,9 @@ pub(crate) const KEEP_ALIVE: [u8; LENGTH_BYTES] = [0; LENGTH_BYTES];
 pub(crate) enum FrameError {
     #[error("not a yggr connection (bad handshake magic)")]
     BadMagic,
-    #[error("protocol version {0}; this node speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "protocol version {0}; this node speaks versions {PROTOCOL_VERSION_WITHOUT_IDENTITY} and {PROTOCOL_VERSION}"
+    )]
     Version(u32),
     #[error("handshake names node id 0")]
     ZeroNodeId,
@@ -57,25 +72,91 @@ pub(crate) enum FrameError {
     Decode(#[from] WireError),
 }
 
-pub(crate) fn encode_handshake(node: NodeId) -> [u8; HANDSHAKE_BYTES] {
+/// What a handshake says. Zero in an identity field means unknown (and all three are zero
+/// in a version 1 handshake).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Handshake {
+    pub(crate) sender: NodeId,
+    /// The sender's cluster id.
+    pub(crate) cluster_id: u64,
+    /// The incarnation of the sender's storage.
+    pub(crate) incarnation: u64,
+    /// The incarnation the sender last accepted from the receiver.
+    pub(crate) receiver_incarnation: u64,
+}
+
+/// How much of a handshake remains to read after its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prefix {
+    /// A version 1 handshake: complete.
+    WithoutIdentity(NodeId),
+    /// A version 2 handshake: [`HANDSHAKE_IDENTITY_BYTES`] more to read.
+    WithIdentity(NodeId),
+}
+
+pub(crate) fn encode_handshake(handshake: &Handshake) -> [u8; HANDSHAKE_BYTES] {
     let mut bytes = [0; HANDSHAKE_BYTES];
     bytes[..8].copy_from_slice(HANDSHAKE_MAGIC);
     bytes[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    bytes[12..].copy_from_slice(&node.get().to_le_bytes());
+    bytes[12..20].copy_from_slice(&handshake.sender.get().to_le_bytes());
+    bytes[20..28].copy_from_slice(&handshake.cluster_id.to_le_bytes());
+    bytes[28..36].copy_from_slice(&handshake.incarnation.to_le_bytes());
+    bytes[36..44].copy_from_slice(&handshake.receiver_incarnation.to_le_bytes());
     bytes
 }
 
-/// The sender a complete handshake names.
-pub(crate) fn decode_handshake(bytes: &[u8; HANDSHAKE_BYTES]) -> Result<NodeId, FrameError> {
+fn u64_le(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+/// The sender a complete handshake prefix names, and whether identities follow.
+pub(crate) fn decode_handshake_prefix(
+    bytes: &[u8; HANDSHAKE_PREFIX_BYTES],
+) -> Result<Prefix, FrameError> {
     if &bytes[..8] != HANDSHAKE_MAGIC {
         return Err(FrameError::BadMagic);
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != PROTOCOL_VERSION {
+    if version != PROTOCOL_VERSION && version != PROTOCOL_VERSION_WITHOUT_IDENTITY {
         return Err(FrameError::Version(version));
     }
-    let raw = u64::from_le_bytes(bytes[12..].try_into().expect("8 bytes"));
-    NodeId::new(raw).ok_or(FrameError::ZeroNodeId)
+    let sender = NodeId::new(u64_le(&bytes[12..20])).ok_or(FrameError::ZeroNodeId)?;
+    Ok(if version == PROTOCOL_VERSION {
+        Prefix::WithIdentity(sender)
+    } else {
+        Prefix::WithoutIdentity(sender)
+    })
+}
+
+/// The handshake of `sender` whose identity bytes (after the prefix) are `bytes`; `None` for
+/// a version 1 handshake, which has none.
+pub(crate) fn handshake_with(
+    sender: NodeId,
+    bytes: Option<&[u8; HANDSHAKE_IDENTITY_BYTES]>,
+) -> Handshake {
+    let field = |at: usize| bytes.map_or(0, |bytes| u64_le(&bytes[at..at + 8]));
+    Handshake {
+        sender,
+        cluster_id: field(0),
+        incarnation: field(8),
+        receiver_incarnation: field(16),
+    }
+}
+
+/// Decodes a whole handshake held in `bytes` (version 1 or 2), or `Ok(None)` when `bytes`
+/// is too short to hold it. The reader reads the prefix and the rest separately; this is the
+/// same rule in one place, for tests.
+#[cfg(test)]
+pub(crate) fn decode_handshake(bytes: &[u8]) -> Result<Option<Handshake>, FrameError> {
+    let Some(prefix) = bytes.first_chunk::<HANDSHAKE_PREFIX_BYTES>() else {
+        return Ok(None);
+    };
+    match decode_handshake_prefix(prefix)? {
+        Prefix::WithoutIdentity(sender) => Ok(Some(handshake_with(sender, None))),
+        Prefix::WithIdentity(sender) => Ok(bytes[HANDSHAKE_PREFIX_BYTES..]
+            .first_chunk::<HANDSHAKE_IDENTITY_BYTES>()
+            .map(|identity| handshake_with(sender, Some(identity)))),
+    }
 }
 
 fn put_frame(payload: &[u8], out: &mut BytesMut) {
@@ -321,18 +402,60 @@ mod tests {
         }
     }
 
+    fn handshake(sender: u64) -> Handshake {
+        Handshake {
+            sender: id(sender),
+            cluster_id: 0x1111,
+            incarnation: 0x2222,
+            receiver_incarnation: 0x3333,
+        }
+    }
+
     #[test]
-    fn handshakes_name_the_sender_and_refuse_other_versions() {
-        assert_eq!(decode_handshake(&encode_handshake(id(7))).unwrap(), id(7));
-        let mut other = encode_handshake(id(7));
+    fn a_version_2_handshake_round_trips_with_its_identities() {
+        let bytes = encode_handshake(&handshake(7));
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(decode_handshake(&bytes).unwrap(), Some(handshake(7)));
+        // Short of its identities, it is not whole yet.
+        assert_eq!(
+            decode_handshake(&bytes[..HANDSHAKE_BYTES - 1]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_version_1_handshake_is_accepted_with_every_identity_unknown() {
+        let mut bytes = b"YGGRNET1".to_vec();
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        let decoded = decode_handshake(&bytes).unwrap().unwrap();
+        assert_eq!(
+            (decoded.sender, decoded.cluster_id, decoded.incarnation),
+            (id(7), 0, 0)
+        );
+        assert_eq!(decoded.receiver_incarnation, 0);
+    }
+
+    #[test]
+    fn handshakes_of_other_versions_bad_magic_or_node_id_0_are_refused() {
+        let mut other = encode_handshake(&handshake(7));
         other[8] = 9;
         assert!(matches!(
             decode_handshake(&other),
-            Err(FrameError::Version(_))
+            Err(FrameError::Version(9))
         ));
         assert!(matches!(
             decode_handshake(&[0; HANDSHAKE_BYTES]),
             Err(FrameError::BadMagic)
         ));
+        let mut zero = encode_handshake(&handshake(7));
+        zero[12..20].copy_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode_handshake(&zero),
+            Err(FrameError::ZeroNodeId)
+        ));
+        for garbage in [[0xff; HANDSHAKE_BYTES], [b'Y'; HANDSHAKE_BYTES]] {
+            assert!(decode_handshake(&garbage).is_err());
+        }
     }
 }

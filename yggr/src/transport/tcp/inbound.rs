@@ -10,9 +10,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, warn};
-use yggr_core::{Message, NodeId};
+use yggr_core::Message;
 
-use super::frame::{FrameError, HANDSHAKE_BYTES, decode_frame, decode_handshake};
+use super::frame::{
+    FrameError, HANDSHAKE_IDENTITY_BYTES, HANDSHAKE_PREFIX_BYTES, Handshake, Prefix, decode_frame,
+    decode_handshake_prefix, handshake_with,
+};
 use super::{Shared, bump};
 
 /// Accepts connections until the transport is dropped (which aborts this task and, with its
@@ -52,10 +55,16 @@ async fn read_from(
     _slot: OwnedSemaphorePermit,
 ) {
     let counters = &shared.counters;
-    let Some(sender) = handshake(&shared, &mut stream).await else {
-        bump(&counters.connections_rejected, 1);
-        return;
+    let handshake = match handshake(&shared, &mut stream).await {
+        Admission::Accepted(handshake) => handshake,
+        Admission::Refused => {
+            bump(&counters.connections_rejected, 1);
+            return;
+        }
+        // Counted (and logged) by `Shared::refused`.
+        Admission::RefusedIdentity => return,
     };
+    let sender = handshake.sender;
     let _ = stream.set_nodelay(true);
     bump(&counters.connections_accepted, 1);
     let limit = shared.options.max_frame_bytes;
@@ -100,37 +109,68 @@ async fn read_from(
             debug!(target: "yggr::node", peer = sender.get(), "closing the connection of a peer no longer in the address book");
             return;
         }
+        // This node's identity may have been set after the connection was accepted (the
+        // transport listens before the node has loaded its storage): check it again.
+        if let Err(refusal) = shared.check_against_self(&handshake) {
+            shared.refused(sender, refusal);
+            return;
+        }
     }
 }
 
-/// The sender a valid, timely handshake names, if it is in the address book.
-async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Option<NodeId> {
-    let mut bytes = [0; HANDSHAKE_BYTES];
-    match timeout(
-        shared.options.handshake_timeout,
-        stream.read_exact(&mut bytes),
-    )
-    .await
-    {
-        Ok(Ok(_)) => {}
+/// What became of a connection's handshake.
+enum Admission {
+    Accepted(Handshake),
+    /// Bad, late, or from a node outside the address book.
+    Refused,
+    /// The identity it carries does not match; already counted and logged.
+    RefusedIdentity,
+}
+
+/// Reads a handshake (version 1 or 2) within the handshake timeout.
+async fn read_handshake(stream: &mut TcpStream) -> std::io::Result<Result<Handshake, FrameError>> {
+    let mut prefix = [0; HANDSHAKE_PREFIX_BYTES];
+    stream.read_exact(&mut prefix).await?;
+    let sender = match decode_handshake_prefix(&prefix) {
+        Ok(Prefix::WithoutIdentity(sender)) => return Ok(Ok(handshake_with(sender, None))),
+        Ok(Prefix::WithIdentity(sender)) => sender,
+        Err(error) => return Ok(Err(error)),
+    };
+    let mut identity = [0; HANDSHAKE_IDENTITY_BYTES];
+    stream.read_exact(&mut identity).await?;
+    Ok(Ok(handshake_with(sender, Some(&identity))))
+}
+
+/// The handshake, if valid, timely, from a node in the address book, and with an identity
+/// that matches.
+async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Admission {
+    let read = match timeout(shared.options.handshake_timeout, read_handshake(stream)).await {
+        Ok(Ok(read)) => read,
         Ok(Err(error)) => {
             debug!(target: "yggr::node", %error, "connection closed before its handshake");
-            return None;
+            return Admission::Refused;
         }
         Err(_) => {
             debug!(target: "yggr::node", "no handshake in time; closing");
-            return None;
+            return Admission::Refused;
         }
-    }
-    match decode_handshake(&bytes) {
-        Ok(sender) if shared.address(sender).is_some() => Some(sender),
-        Ok(sender) => {
-            warn!(target: "yggr::node", claimed = sender.get(), "refusing a connection from a node outside the address book");
-            None
-        }
+    };
+    let handshake = match read {
+        Ok(handshake) => handshake,
         Err(error) => {
             warn!(target: "yggr::node", %error, "refusing a connection");
-            None
+            return Admission::Refused;
+        }
+    };
+    if shared.address(handshake.sender).is_none() {
+        warn!(target: "yggr::node", claimed = handshake.sender.get(), "refusing a connection from a node outside the address book");
+        return Admission::Refused;
+    }
+    match shared.admit(&handshake) {
+        Ok(()) => Admission::Accepted(handshake),
+        Err(refusal) => {
+            shared.refused(handshake.sender, refusal);
+            Admission::RefusedIdentity
         }
     }
 }

@@ -18,14 +18,20 @@
 //!   outside the address book, a bad handshake, a handshake that does not arrive in time, a
 //!   frame over [`TcpOptions::max_frame_bytes`], bytes that do not decode, or a message whose
 //!   sender differs from the handshake's closes that connection alone and is counted in
-//!   [`TcpStats`]. A connection that delivers nothing, keep-alives included, for
+//!   [`TcpStats`]. The handshake also carries the sender's [`NodeIdentity`] and the
+//!   incarnation it knows this node by; a peer of another cluster, a peer that came back
+//!   with another incarnation than the one this transport accepted from it, and a peer that
+//!   knows this node by another incarnation than its own (this node lost its data) are
+//!   refused and counted in [`TcpStats::refused_identity`] (see [`crate::identity`]). Since
+//!   the connecting side carries what it knows of the other, both ends of such a pair refuse,
+//!   and log why. A connection that delivers nothing, keep-alives included, for
 //!   [`TcpOptions::idle_timeout`] is closed, so a peer gone without a goodbye does not hold
 //!   a slot. Nothing a peer sends can panic or stall the node.
 //! - **Address book**: the peers this node may talk to, by id. It may name nodes that are
 //!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
 //!   can be added to the cluster later.
 //!
-//! The wire format (module `frame`): a fixed handshake, then length-prefixed protobuf frames
+//! The wire format (module `frame`): a handshake, then length-prefixed protobuf frames
 //! (the `yggr_core::wire` encoding) and empty keep-alive frames.
 //!
 //! [`TcpOptions`] are checked when the transport starts ([`TcpOptions::validate`]); every
@@ -39,7 +45,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,7 +54,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use yggr_core::{Message, NodeId};
 
+use self::frame::Handshake;
 use super::Transport;
+use crate::identity::NodeIdentity;
 
 /// Limits and timings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -284,8 +292,14 @@ pub struct TcpStats {
     pub connection_failures: u64,
     /// Inbound connections accepted after a valid handshake.
     pub connections_accepted: u64,
-    /// Inbound connections closed for a bad, late or unknown handshake, or over the limit.
+    /// Inbound connections closed for a bad, late or unknown handshake, or over the limit
+    /// (identity refusals included).
     pub connections_rejected: u64,
+    /// Inbound connections refused for the identity their handshake carries: a peer of
+    /// another cluster, a peer that came back with another incarnation (its data was lost or
+    /// replaced), or a peer that knows this node by another incarnation (this node's data
+    /// was). See [`crate::identity`].
+    pub refused_identity: u64,
     /// Inbound connections closed for a frame over the size limit.
     pub oversized_frames: u64,
     /// Inbound connections closed for a frame that did not decode, or that named another
@@ -302,6 +316,7 @@ struct Counters {
     connection_failures: AtomicU64,
     connections_accepted: AtomicU64,
     connections_rejected: AtomicU64,
+    refused_identity: AtomicU64,
     oversized_frames: AtomicU64,
     malformed_frames: AtomicU64,
 }
@@ -317,9 +332,196 @@ struct Shared {
     options: TcpOptions,
     book: RwLock<HashMap<NodeId, SocketAddr>>,
     counters: Counters,
+    /// This node's identity, as [`Transport::set_identity`] gave it (all unknown until then);
+    /// a node that founded nothing takes the cluster id of the first peer it accepts.
+    identity: RwLock<NodeIdentity>,
+    /// The incarnation accepted from each peer, learned from its handshakes. Kept in memory
+    /// only: a restart of this node forgets them, and [`TcpHandle::remove_peer`] forgets one.
+    incarnations: Mutex<HashMap<NodeId, u64>>,
+    /// When a refusal of each kind was last logged at warn, per peer.
+    refusals_logged: Mutex<HashMap<(NodeId, RefusalKind), tokio::time::Instant>>,
+}
+
+/// Why a handshake's identity was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The peer's cluster id differs from this node's.
+    OtherCluster { theirs: u64, ours: u64 },
+    /// The peer's incarnation differs from the one accepted from it before.
+    PeerReincarnated { theirs: u64, known: u64 },
+    /// The peer knows this node by another incarnation than its own.
+    ThisNodeReincarnated { theirs: u64, ours: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum RefusalKind {
+    OtherCluster,
+    PeerReincarnated,
+    ThisNodeReincarnated,
+}
+
+/// How often each refusal is logged at warn, per peer and kind; the others go at debug.
+/// A refused peer reconnects every few seconds at most, so this keeps the log readable.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Refusal {
+    fn kind(self) -> RefusalKind {
+        match self {
+            Refusal::OtherCluster { .. } => RefusalKind::OtherCluster,
+            Refusal::PeerReincarnated { .. } => RefusalKind::PeerReincarnated,
+            Refusal::ThisNodeReincarnated { .. } => RefusalKind::ThisNodeReincarnated,
+        }
+    }
+
+    /// What the operator reads: what is wrong and what to do.
+    fn explain(self, peer: NodeId) -> String {
+        let peer = peer.get();
+        match self {
+            Refusal::OtherCluster { theirs, ours } => format!(
+                "refusing peer {peer}: it belongs to another cluster (its cluster id \
+                 {theirs:016x}, this node's {ours:016x}); check the peer addresses"
+            ),
+            Refusal::PeerReincarnated { theirs, known } => format!(
+                "refusing peer {peer}: it came back with another data directory (incarnation \
+                 {theirs:016x}, known as {known:016x}): its data was lost or replaced. Remove \
+                 it from the cluster, start it over a fresh directory with Bootstrap::Join, and \
+                 add it again"
+            ),
+            Refusal::ThisNodeReincarnated { theirs, ours } => format!(
+                "refusing peer {peer}: it knows this node by another incarnation \
+                 ({theirs:016x}; this node's is {ours:016x}): this node's data was lost or \
+                 replaced, and it must not come back as a founder. Have it removed from the \
+                 cluster, then start it over a fresh directory with Bootstrap::Join and add it \
+                 again"
+            ),
+        }
+    }
 }
 
 impl Shared {
+    fn new(id: NodeId, options: TcpOptions, book: HashMap<NodeId, SocketAddr>) -> Shared {
+        Shared {
+            id,
+            options,
+            book: RwLock::new(book),
+            counters: Counters::default(),
+            identity: RwLock::new(NodeIdentity::default()),
+            incarnations: Mutex::new(HashMap::new()),
+            refusals_logged: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn identity(&self) -> NodeIdentity {
+        *self
+            .identity
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The handshake this node sends to `peer`.
+    fn handshake_for(&self, peer: NodeId) -> Handshake {
+        let identity = self.identity();
+        let known = self
+            .incarnations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&peer)
+            .copied();
+        Handshake {
+            sender: self.id,
+            cluster_id: identity.cluster_id,
+            incarnation: identity.incarnation,
+            receiver_incarnation: known.unwrap_or(0),
+        }
+    }
+
+    /// Whether what `handshake` says about the sender's cluster and about this node agrees
+    /// with this node's identity. Checked at the handshake and again while the connection
+    /// lives, since the identity may be set after it was accepted.
+    fn check_against_self(&self, handshake: &Handshake) -> Result<(), Refusal> {
+        let ours = self.identity();
+        if handshake.cluster_id != 0
+            && ours.cluster_id != 0
+            && handshake.cluster_id != ours.cluster_id
+        {
+            return Err(Refusal::OtherCluster {
+                theirs: handshake.cluster_id,
+                ours: ours.cluster_id,
+            });
+        }
+        if handshake.receiver_incarnation != 0
+            && ours.incarnation != 0
+            && handshake.receiver_incarnation != ours.incarnation
+        {
+            return Err(Refusal::ThisNodeReincarnated {
+                theirs: handshake.receiver_incarnation,
+                ours: ours.incarnation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `handshake`'s identities; on success records the sender's incarnation and, for
+    /// a node that founded nothing, adopts the sender's cluster id.
+    fn admit(&self, handshake: &Handshake) -> Result<(), Refusal> {
+        self.check_against_self(handshake)?;
+        let mut incarnations = self
+            .incarnations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if handshake.incarnation != 0 {
+            match incarnations.get(&handshake.sender) {
+                Some(&known) if known != handshake.incarnation => {
+                    return Err(Refusal::PeerReincarnated {
+                        theirs: handshake.incarnation,
+                        known,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    incarnations.insert(handshake.sender, handshake.incarnation);
+                }
+            }
+        }
+        drop(incarnations);
+        if handshake.cluster_id != 0 {
+            let mut identity = self
+                .identity
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if identity.cluster_id == 0 {
+                identity.cluster_id = handshake.cluster_id;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `refusal` of `peer`'s connection and logs it: at warn the first time in
+    /// [`REFUSAL_LOG_INTERVAL`] for this peer and kind, at debug otherwise.
+    fn refused(&self, peer: NodeId, refusal: Refusal) {
+        bump(&self.counters.refused_identity, 1);
+        bump(&self.counters.connections_rejected, 1);
+        let now = tokio::time::Instant::now();
+        let warn_now = {
+            let mut logged = self
+                .refusals_logged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let last = logged.get(&(peer, refusal.kind())).copied();
+            let due = last.is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL);
+            if due {
+                logged.insert((peer, refusal.kind()), now);
+            }
+            due
+        };
+        let explanation = refusal.explain(peer);
+        if warn_now {
+            tracing::warn!(target: "yggr::node", peer = peer.get(), "{explanation}");
+        } else {
+            tracing::debug!(target: "yggr::node", peer = peer.get(), "{explanation}");
+        }
+    }
+
     fn address(&self, peer: NodeId) -> Option<SocketAddr> {
         self.book
             .read()
@@ -347,13 +549,27 @@ impl TcpHandle {
             .insert(peer, address);
     }
 
-    /// Removes `peer`: nothing more is sent to it, and its connections are refused.
+    /// Removes `peer`: nothing more is sent to it, and its connections are refused. The
+    /// incarnation accepted from it is forgotten too, so a node with that id started later
+    /// over fresh storage (one that lost its data and joins again) is accepted once it is
+    /// added back.
     pub fn remove_peer(&self, peer: NodeId) {
         self.shared
             .book
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&peer);
+        self.shared
+            .incarnations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&peer);
+    }
+
+    /// This node's identity as its peers see it: the one [`Transport::set_identity`] gave,
+    /// with the cluster id a node that founded nothing learned from its peers.
+    pub fn identity(&self) -> NodeIdentity {
+        self.shared.identity()
     }
 
     /// The address book.
@@ -382,6 +598,7 @@ impl TcpHandle {
             connection_failures: read(&counters.connection_failures),
             connections_accepted: read(&counters.connections_accepted),
             connections_rejected: read(&counters.connections_rejected),
+            refused_identity: read(&counters.refused_identity),
             oversized_frames: read(&counters.oversized_frames),
             malformed_frames: read(&counters.malformed_frames),
         }
@@ -446,12 +663,8 @@ impl TcpTransport {
             .map_err(|error| io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;
         let local_addr = listener.local_addr()?;
         let inbound_queue = options.inbound_queue;
-        let shared = Arc::new(Shared {
-            id: node_id,
-            options,
-            book: RwLock::new(peers.into_iter().filter(|(id, _)| *id != node_id).collect()),
-            counters: Counters::default(),
-        });
+        let book = peers.into_iter().filter(|(id, _)| *id != node_id).collect();
+        let shared = Arc::new(Shared::new(node_id, options, book));
         let (sender, inbound) = mpsc::channel(inbound_queue);
         let mut tasks = JoinSet::new();
         tasks.spawn(inbound::accept(shared.clone(), listener, sender));
@@ -503,6 +716,35 @@ impl Transport for TcpTransport {
         self.tasks
             .spawn(outbound::write_to_peer(shared.clone(), to, receiver));
         self.writers.insert(to, queue);
+    }
+
+    /// Sends `identity` in every later handshake and checks peers' handshakes against it.
+    /// A cluster id of 0 (a node that founded nothing) keeps one already learned from a
+    /// peer.
+    ///
+    /// Messages already received were accepted before there was anything to check them
+    /// against: they are discarded (Raft sends again what matters), and connections accepted
+    /// before are checked again on their next read.
+    fn set_identity(&mut self, identity: NodeIdentity) {
+        {
+            let mut current = self
+                .handle
+                .shared
+                .identity
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            current.incarnation = identity.incarnation;
+            if identity.cluster_id != 0 {
+                current.cluster_id = identity.cluster_id;
+            }
+        }
+        let mut discarded = 0usize;
+        while self.inbound.try_recv().is_ok() {
+            discarded += 1;
+        }
+        if discarded > 0 {
+            tracing::debug!(target: "yggr::node", discarded, "discarded messages received before this node's identity was known");
+        }
     }
 
     async fn recv(&mut self) -> Option<Message<Bytes>> {

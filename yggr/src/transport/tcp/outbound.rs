@@ -216,7 +216,7 @@ impl Writer {
     /// The connect's or the handshake's error, or `TimedOut`.
     async fn connect(&self, address: SocketAddr) -> std::io::Result<Connection> {
         let limit = self.shared.options.io_timeout;
-        let connected = match timeout(limit, connect(&self.shared, address)).await {
+        let connected = match timeout(limit, connect(&self.shared, self.peer, address)).await {
             Ok(connected) => connected,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -403,25 +403,28 @@ impl Writer {
     }
 }
 
-async fn connect(shared: &Shared, address: SocketAddr) -> std::io::Result<TcpStream> {
+/// Connects to `peer` at `address` and sends the handshake, which carries this node's
+/// identity and the incarnation it accepted from `peer`, if any.
+async fn connect(shared: &Shared, peer: NodeId, address: SocketAddr) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
-    stream.write_all(&encode_handshake(shared.id)).await?;
+    stream
+        .write_all(&encode_handshake(&shared.handshake_for(peer)))
+        .await?;
     Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::RwLock;
 
     use bytes::BytesMut;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
     use yggr_core::{Rpc, Term, VoteResponse};
 
+    use super::super::TcpOptions;
     use super::super::frame::{HANDSHAKE_BYTES, decode_frame};
-    use super::super::{Counters, TcpOptions};
     use super::*;
 
     fn id(raw: u64) -> NodeId {
@@ -438,12 +441,11 @@ mod tests {
 
     /// Node 1's writer to node 2, listening at `address`.
     fn writer_to(address: SocketAddr) -> (Writer, mpsc::Sender<Message<Bytes>>) {
-        let shared = Arc::new(Shared {
-            id: id(1),
-            options: TcpOptions::default(),
-            book: RwLock::new(HashMap::from([(id(2), address)])),
-            counters: Counters::default(),
-        });
+        let shared = Arc::new(Shared::new(
+            id(1),
+            TcpOptions::default(),
+            HashMap::from([(id(2), address)]),
+        ));
         let (queue, receiver) = mpsc::channel(8);
         (Writer::new(shared, id(2), receiver), queue)
     }
