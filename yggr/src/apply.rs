@@ -45,8 +45,13 @@ pub(crate) enum ApplyJob<S: StateMachine> {
 /// What the apply task reports back to the driver.
 #[derive(Debug)]
 pub(crate) enum ApplyReport {
-    /// A snapshot of the state through `index` was taken.
-    Snapshot { index: LogIndex, bytes: Bytes },
+    /// A snapshot of the state through `index` was taken; the state machine spent `took`
+    /// on it, while nothing was applied.
+    Snapshot {
+        index: LogIndex,
+        bytes: Bytes,
+        took: std::time::Duration,
+    },
     /// A snapshot could not be taken now.
     SnapshotFailed(SnapshotError),
     /// A committed entry does not decode, or the state machine panicked: this node cannot
@@ -425,10 +430,12 @@ impl<S: StateMachine> Applier<S> {
             ApplyJob::Read(read) => read.run(&self.state),
             ApplyJob::Snapshot => {
                 let state = &self.state;
+                let started = std::time::Instant::now();
                 let report = match catch_unwind(AssertUnwindSafe(|| state.snapshot())) {
                     Ok(Ok(bytes)) => ApplyReport::Snapshot {
                         index: self.last_applied,
                         bytes: Bytes::from(bytes),
+                        took: started.elapsed(),
                     },
                     Ok(Err(error)) => ApplyReport::SnapshotFailed(error),
                     Err(panic) => ApplyReport::SnapshotFailed(SnapshotError::new(format!(

@@ -217,6 +217,8 @@ struct Snapshots {
 /// A snapshot whose bytes the storage is writing on the side.
 struct Preparation<E> {
     snapshot: RecoveredSnapshot,
+    /// When the storage was handed it.
+    started: Instant,
     work: Pin<Box<dyn Future<Output = Result<(), E>> + Send>>,
 }
 
@@ -679,8 +681,10 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
 
     fn on_report(&mut self, report: ApplyReport) -> Option<Stop> {
         match report {
-            ApplyReport::Snapshot { index, bytes } => {
+            ApplyReport::Snapshot { index, bytes, took } => {
                 self.snapshots.retry_at = None;
+                let compacting = Instant::now();
+                let size = bytes.len();
                 let start = self.actions.len();
                 self.step(Event::SnapshotTaken {
                     last_included_index: index,
@@ -695,8 +699,21 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                     .and_then(|position| snapshot_write(&self.actions.remove(start + position)))
                 {
                     Some(StorageWrite::Snapshot(snapshot)) => {
+                        debug!(
+                            target: "yggr::node",
+                            node_id = self.id.get(),
+                            index = index.get(),
+                            bytes = size,
+                            state_machine_us = took.as_micros() as u64,
+                            compact_us = compacting.elapsed().as_micros() as u64,
+                            "snapshot taken; preparing it"
+                        );
                         let work = Box::pin(self.storage.prepare_snapshot(&snapshot));
-                        self.preparation = Some(Preparation { snapshot, work });
+                        self.preparation = Some(Preparation {
+                            snapshot,
+                            started: Instant::now(),
+                            work,
+                        });
                     }
                     _ => {
                         // Nothing to store (the engine already had this one): done.
@@ -725,7 +742,16 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             return;
         };
         match prepared {
-            Ok(()) => self.snapshots.ready_to_store = Some(preparation.snapshot),
+            Ok(()) => {
+                debug!(
+                    target: "yggr::node",
+                    node_id = self.id.get(),
+                    index = preparation.snapshot.last_included_index.get(),
+                    prepare_us = preparation.started.elapsed().as_micros() as u64,
+                    "snapshot prepared"
+                );
+                self.snapshots.ready_to_store = Some(preparation.snapshot);
+            }
             Err(error) => self.snapshot_failed(&SnapshotError::new(format!(
                 "storage could not prepare the snapshot through {}: {error}",
                 preparation.snapshot.last_included_index
@@ -837,11 +863,25 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 self.transport.flush();
             }
         }
+        let stores_snapshot = writes.iter().find_map(|write| match write {
+            StorageWrite::Snapshot(snapshot) => Some(snapshot.last_included_index),
+            _ => None,
+        });
+        let writing = Instant::now();
         if !writes.is_empty()
             && let Err(error) = self.storage.persist(writes).await
         {
             error!(target: "yggr::node", node_id = self.id.get(), %error, "storage failed; stopping");
             return Err(Stop::Fatal);
+        }
+        if let Some(index) = stores_snapshot {
+            debug!(
+                target: "yggr::node",
+                node_id = self.id.get(),
+                index = index.get(),
+                write_us = writing.elapsed().as_micros() as u64,
+                "snapshot stored"
+            );
         }
         // Snapshots taken before this iteration are durable now.
         for waiter in self.snapshots.taken.drain(..) {

@@ -13,9 +13,10 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
 }
 
 /// `RAFT.STATUS`: id, role, membership (`member:yes`, `no` or `removed`, see [`Standing`]),
-/// term, commit and applied indexes, leader (id and client address), voters and learners, and
-/// on the leader one `follower_<id>` line per follower. It is answered by the node asked,
-/// from its own view: never redirected.
+/// term, commit and applied indexes, leader (id and client address), voters and learners, the
+/// snapshot counters (`snapshots_installed` from a leader, `snapshots_taken` and
+/// `snapshots_failed` here), and on the leader one `follower_<id>` line per follower. It is
+/// answered by the node asked, from its own view: never redirected.
 ///
 /// [`Standing`]: super::membership::Standing
 pub async fn raft_status(service: &Service) -> Reply {
@@ -57,6 +58,8 @@ pub async fn raft_status(service: &Service) -> Reply {
         "snapshots_installed:{}",
         metrics.engine.snapshots_installed
     );
+    let _ = writeln!(text, "snapshots_taken:{}", metrics.snapshots_taken);
+    let _ = writeln!(text, "snapshots_failed:{}", metrics.snapshots_failed);
     if status.role == Role::Leader {
         for (id, progress) in &metrics.replication.followers {
             let _ = writeln!(
