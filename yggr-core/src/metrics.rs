@@ -27,6 +27,10 @@ pub struct EngineMetrics {
     pub append_entries_received: u64,
     /// AppendEntries messages this node rejected.
     pub append_entries_rejected: u64,
+    /// Times, as leader, a follower refused an AppendEntries anchored at the point it had
+    /// acknowledged: its disk lost entries it had confirmed holding (damage its recovery
+    /// could not tell from a torn write). Each time the entries are sent to it again.
+    pub followers_lost_acknowledged: u64,
     /// Entries appended to the local log (proposals as leader, replication as follower).
     pub entries_appended: u64,
     /// Entries that became committed on this node, whether it learned so from a leader's

@@ -18,8 +18,10 @@ pub(crate) enum ReplicationState {
 
 /// Replication progress of one follower.
 ///
-/// Invariants: `match_index < next_index`; `match_index` never decreases while this leader
-/// reigns; every in-flight entry lies in `match_index + 1 .. next_index`.
+/// Invariants: `match_index < next_index`; every in-flight entry lies in
+/// `match_index + 1 .. next_index`. `match_index` never decreases while this leader reigns,
+/// except when the follower refuses an AppendEntries anchored at it: then its disk lost what
+/// it acknowledged, and the match index follows it down (see [`Progress::on_rejected`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     pub(crate) match_index: LogIndex,
@@ -49,6 +51,18 @@ pub(crate) struct Progress {
 
 /// Heartbeat intervals without progress, with messages in flight, before re-probing.
 const STALLED_AFTER_INTERVALS: u8 = 2;
+
+/// What a rejection did to a follower's progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RejectionVerdict {
+    /// Stale: about a point already matched or an old probe.
+    Ignored,
+    /// Current: `next_index` moved back and the follower is probed from there.
+    BackedOff,
+    /// Refused at the match index: the follower lost entries it had acknowledged, and the
+    /// match index came down to what it still holds.
+    LostAcknowledged,
+}
 
 /// What the leader learned from a rejection.
 #[derive(Clone, Copy, Debug)]
@@ -151,21 +165,29 @@ impl Progress {
         advanced
     }
 
-    /// The follower refused an AppendEntries. Returns true when the rejection was current and
-    /// moved `next_index` back; stale rejections (for a point already matched, or for an old
-    /// probe) are ignored.
+    /// The follower refused an AppendEntries. Stale rejections (for a point below the match
+    /// index, or for an old probe) are ignored. A rejection *at* the match index means the
+    /// follower no longer holds what it acknowledged: its disk lost the tail of its log in a
+    /// way its recovery could not tell from a torn write. The match index then comes down to
+    /// what the follower's hint says it holds, so the entries are sent again instead of the
+    /// follower being refused at the same point for ever. Lowering a match index is always
+    /// safe for the leader (it only ever delays a commit); a duplicated old rejection that
+    /// lands here costs one extra probe.
     pub(crate) fn on_rejected(
         &mut self,
         rejection: Rejection,
         leader_last_index: LogIndex,
         leader_last_index_of_term: impl Fn(Term) -> Option<LogIndex>,
-    ) -> bool {
-        if rejection.prev_log_index <= self.match_index {
-            return false;
+    ) -> RejectionVerdict {
+        let at_match = rejection.prev_log_index == self.match_index;
+        if rejection.prev_log_index < self.match_index
+            || (at_match && self.state == ReplicationState::Snapshot)
+        {
+            return RejectionVerdict::Ignored;
         }
-        if self.state == ReplicationState::Probe {
+        if self.state == ReplicationState::Probe && !at_match {
             if rejection.prev_log_index.next() != self.next_index {
-                return false;
+                return RejectionVerdict::Ignored;
             }
             self.probe_sent = false;
         }
@@ -177,14 +199,19 @@ impl Progress {
             None => rejection.conflict_index,
         };
         // The rejected point is known not to match, so next may not stay above it, nor past
-        // the end of our log (a rejection naming a point beyond it is not ours to trust); and
-        // everything through match_index is known to match, so next never drops below it.
+        // the end of our log (a rejection naming a point beyond it is not ours to trust).
         let next = hinted
             .min(rejection.prev_log_index)
             .min(leader_last_index.next())
-            .max(self.match_index.next());
-        self.become_probe(next);
-        true
+            .max(LogIndex::new(1));
+        if at_match {
+            self.match_index = next.prev();
+            self.become_probe(next);
+            return RejectionVerdict::LostAcknowledged;
+        }
+        // Everything through match_index is known to match, so next never drops below it.
+        self.become_probe(next.max(self.match_index.next()));
+        RejectionVerdict::BackedOff
     }
 
     pub(crate) fn become_probe(&mut self, next_index: LogIndex) {
@@ -304,7 +331,10 @@ mod tests {
             conflict_term: None,
             conflict_index: idx(2),
         };
-        assert!(!progress.on_rejected(stale, idx(10), |_| None));
+        assert_eq!(
+            progress.on_rejected(stale, idx(10), |_| None),
+            RejectionVerdict::Ignored
+        );
         assert_eq!(progress.state, ReplicationState::Replicate);
         assert_eq!(progress.next_index, idx(7));
     }
@@ -318,7 +348,10 @@ mod tests {
             conflict_term: None,
             conflict_index: idx(1),
         };
-        assert!(progress.on_rejected(rejection, idx(10), |_| None));
+        assert_eq!(
+            progress.on_rejected(rejection, idx(10), |_| None),
+            RejectionVerdict::BackedOff
+        );
         assert_eq!(progress.state, ReplicationState::Probe);
         assert_eq!(progress.next_index, idx(4));
     }
@@ -332,9 +365,10 @@ mod tests {
             conflict_term: Some(Term::new(2)),
             conflict_index: idx(3),
         };
-        assert!(progress.on_rejected(rejection, idx(10), |term| {
+        let verdict = progress.on_rejected(rejection, idx(10), |term| {
             (term == Term::new(2)).then_some(idx(5))
-        }));
+        });
+        assert_eq!(verdict, RejectionVerdict::BackedOff);
         assert_eq!(progress.next_index, idx(6));
     }
 
@@ -347,7 +381,10 @@ mod tests {
             conflict_term: Some(Term::new(4)),
             conflict_index: idx(3),
         };
-        assert!(progress.on_rejected(rejection, idx(10), |_| None));
+        assert_eq!(
+            progress.on_rejected(rejection, idx(10), |_| None),
+            RejectionVerdict::BackedOff
+        );
         assert_eq!(progress.next_index, idx(3));
     }
 
@@ -361,10 +398,16 @@ mod tests {
             conflict_index: idx(30),
         };
         // A probe of 5 was outstanding; an answer about 40 is not about it.
-        assert!(!progress.on_rejected(rejection, idx(5), |_| None));
+        assert_eq!(
+            progress.on_rejected(rejection, idx(5), |_| None),
+            RejectionVerdict::Ignored
+        );
         let mut progress = replicating_at(3);
         progress.on_sent(Some(idx(5)));
-        assert!(progress.on_rejected(rejection, idx(5), |_| None));
+        assert_eq!(
+            progress.on_rejected(rejection, idx(5), |_| None),
+            RejectionVerdict::BackedOff
+        );
         assert_eq!(progress.next_index, idx(6), "clamped to last_index + 1");
     }
 
@@ -383,5 +426,63 @@ mod tests {
         assert_eq!(progress.state, ReplicationState::Probe);
         assert_eq!(progress.next_index, idx(4));
         assert!(progress.can_send(8));
+    }
+
+    /// A follower whose disk lost the tail it acknowledged refuses even the heartbeat
+    /// anchored at its match point. Ignoring that (as a stale rejection) would leave it
+    /// refused at the same point for ever; the match index must follow it down.
+    #[test]
+    fn rejection_at_the_match_point_lowers_match_to_what_the_follower_holds() {
+        let mut progress = replicating_at(8);
+        let lost_tail = Rejection {
+            prev_log_index: idx(8),
+            conflict_term: None,
+            conflict_index: idx(6),
+        };
+        assert_eq!(
+            progress.on_rejected(lost_tail, idx(10), |_| None),
+            RejectionVerdict::LostAcknowledged
+        );
+        assert_eq!(progress.match_index, idx(5));
+        assert_eq!(progress.next_index, idx(6));
+        assert_eq!(progress.state, ReplicationState::Probe);
+        assert!(
+            progress.can_send(8),
+            "the repair starts with a probe at once"
+        );
+    }
+
+    /// The same when the follower holds another term at the match point (a damaged entry
+    /// that still parsed): back to before that term's run.
+    #[test]
+    fn conflicting_term_at_the_match_point_lowers_match_below_it() {
+        let mut progress = replicating_at(8);
+        let damaged = Rejection {
+            prev_log_index: idx(8),
+            conflict_term: Some(Term::new(3)),
+            conflict_index: idx(7),
+        };
+        assert_eq!(
+            progress.on_rejected(damaged, idx(10), |_| None),
+            RejectionVerdict::LostAcknowledged
+        );
+        assert_eq!(progress.match_index, idx(6));
+        assert_eq!(progress.next_index, idx(7));
+    }
+
+    #[test]
+    fn rejection_at_the_match_point_during_a_snapshot_transfer_is_ignored() {
+        let mut progress = replicating_at(8);
+        progress.become_snapshot();
+        let rejection = Rejection {
+            prev_log_index: idx(8),
+            conflict_term: None,
+            conflict_index: idx(2),
+        };
+        assert_eq!(
+            progress.on_rejected(rejection, idx(10), |_| None),
+            RejectionVerdict::Ignored
+        );
+        assert_eq!(progress.match_index, idx(8));
     }
 }

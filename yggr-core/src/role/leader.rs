@@ -7,7 +7,7 @@ use crate::action::Action;
 use crate::engine::Engine;
 use crate::entry::{EntryPayload, LogEntry};
 use crate::message::{AppendEntries, AppendEntriesResponse, AppendOutcome, Rpc};
-use crate::progress::{Progress, Rejection, ReplicationState};
+use crate::progress::{Progress, Rejection, RejectionVerdict, ReplicationState};
 use crate::quorum::majority_index;
 use crate::types::{LogIndex, NodeId, Role};
 
@@ -300,16 +300,31 @@ impl<C: Clone> Engine<C> {
                     conflict_index,
                 };
                 let log = &self.log;
-                if progress.on_rejected(rejection, last_index, |term| log.last_index_of_term(term))
+                let match_before = progress.match_index;
+                match progress
+                    .on_rejected(rejection, last_index, |term| log.last_index_of_term(term))
                 {
-                    debug!(
+                    RejectionVerdict::Ignored => {}
+                    RejectionVerdict::BackedOff => debug!(
                         target: "yggr::engine",
                         node_id = self.id.get(),
                         term = self.current_term.get(),
                         peer = peer.get(),
                         next_index = progress.next_index.get(),
                         "follower rejected AppendEntries; backing off"
-                    );
+                    ),
+                    RejectionVerdict::LostAcknowledged => {
+                        self.metrics.followers_lost_acknowledged += 1;
+                        warn!(
+                            target: "yggr::engine",
+                            node_id = self.id.get(),
+                            term = self.current_term.get(),
+                            peer = peer.get(),
+                            acknowledged_through = match_before.get(),
+                            now_holds_through = progress.match_index.get(),
+                            "follower no longer holds entries it acknowledged (its log was damaged); sending them again"
+                        );
+                    }
                 }
             }
         }

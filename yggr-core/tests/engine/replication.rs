@@ -502,3 +502,49 @@ fn append_below_the_snapshot_floor_whose_terms_run_backwards_is_refused_without_
         "the engine panicked on an untrusted AppendEntries instead of refusing it"
     );
 }
+
+/// A follower whose disk lost the tail it had acknowledged (damage its recovery could not
+/// tell from a torn write) refuses even the heartbeat anchored at its match point. The leader
+/// must take that as the follower holding less than it said and send the entries again;
+/// ignoring it as stale leaves the follower refused at the same point for ever.
+#[test]
+fn follower_that_lost_acknowledged_entries_is_repaired_by_the_leader() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    for command in 0..10 {
+        net.step(1, Event::ClientProposal(command));
+    }
+    net.deliver_all();
+    net.heartbeat(1);
+    net.deliver_all();
+    let last = net.engine(1).last_log_index();
+    assert_eq!(net.engine(1).follower_progress()[&id(2)].0, last);
+
+    // Node 2 restarts with only the first four entries of what it acknowledged.
+    let kept: Vec<LogEntry<u64>> = net.applied[&id(2)].iter().take(4).cloned().collect();
+    let mut restarted = engine(2, &[1, 2, 3]);
+    restarted
+        .recover_from(yggr_core::RecoveredHardState {
+            current_term: net.engine(2).current_term(),
+            voted_for: net.engine(2).voted_for(),
+            snapshot: None,
+            log: kept,
+        })
+        .unwrap();
+    net.engines.insert(id(2), restarted);
+    net.applied.remove(&id(2));
+
+    for _ in 0..4 {
+        net.heartbeat(1);
+        net.deliver_all();
+    }
+    assert_eq!(
+        net.engine(2).last_log_index(),
+        last,
+        "the leader sent the lost entries again"
+    );
+    assert_eq!(net.engine(1).follower_progress()[&id(2)].0, last);
+    assert_eq!(net.engine(2).commit_index(), last);
+    assert_eq!(net.applied[&id(2)].len() as u64, last.get());
+    assert_eq!(net.engine(1).metrics().followers_lost_acknowledged, 1);
+}

@@ -404,10 +404,19 @@ async fn start_joiner_on_disk(
     network: &yggr::LocalNetwork,
     dir: &Path,
 ) -> (yggr::Node<Recorder>, Arc<Mutex<Vec<u64>>>) {
+    start_on_disk(network, dir, Bootstrap::Join).await
+}
+
+/// Node 3 over the storage in `dir`, started with `bootstrap` on `network`.
+async fn start_on_disk(
+    network: &yggr::LocalNetwork,
+    dir: &Path,
+    bootstrap: Bootstrap,
+) -> (yggr::Node<Recorder>, Arc<Mutex<Vec<u64>>>) {
     let recorder = Recorder::default();
     let applied = Arc::clone(&recorder.mirror);
     let mut config = test_config(id(3), []);
-    config.bootstrap = Bootstrap::Join;
+    config.bootstrap = bootstrap;
     let storage = DiskStorage::open(dir).await.unwrap();
     let node = yggr::Node::start(config, recorder, storage, network.transport(id(3)))
         .await
@@ -468,6 +477,53 @@ async fn a_node_whose_storage_is_refused_rejoins_after_removal_with_a_fresh_dire
     wait_until_applied(&applied, &[4]).await;
     let voters = leader.status().await.unwrap().membership.voters;
     assert!(voters.contains(&id(3)), "{voters:?}");
+    node.shutdown().await.unwrap();
+    cluster.shutdown().await;
+}
+
+/// The one kind of damage recovery cannot see: a whole sector of the last, synced and
+/// acknowledged batch reads as zeros, exactly what a torn append leaves, so the open cuts it.
+/// The follower then holds less than the leader counts as matched, and refuses every
+/// AppendEntries anchored there. It must not stall: the leader takes the refusal at the match
+/// point as lost entries and replicates them again. Real time: the files are not on tokio's
+/// paused clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_acknowledged_tail_was_cut_as_torn_catches_up_again() {
+    let cluster = Cluster::start(2, |_| {}).await;
+    let leader = cluster.leader().await;
+    let admin = leader.admin();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("node-3");
+    let (node, applied) = start_joiner_on_disk(&cluster.network, &data).await;
+    admin.add_learner(id(3)).await.unwrap();
+    admin.promote_learner(id(3)).await.unwrap();
+    cluster.write(1).await;
+    wait_until_applied(&applied, &[1]).await;
+    // One batch of 200 commands: the follower stores it as one record spanning sectors.
+    let batch: Vec<u64> = (100..300).collect();
+    leader.write_batch(batch.clone()).await.unwrap();
+    wait_until_applied(&applied, &batch).await;
+    node.shutdown().await.unwrap();
+
+    let held_before = reopen(&data).await.log.len();
+    let newest = segments(&data).pop().unwrap();
+    let length = fs::metadata(&newest).unwrap().len();
+    let sector = (length / SECTOR_BYTES - 1) * SECTOR_BYTES;
+    overwrite(&newest, sector, &[0; SECTOR_BYTES as usize]);
+    let held_after = reopen(&data).await.log.len();
+    assert!(
+        held_after < held_before,
+        "the zeroed sector lies in the last batch and the open cuts it as torn \
+         ({held_after} entries held, {held_before} before)"
+    );
+
+    let (node, applied) = start_on_disk(&cluster.network, &data, Bootstrap::Recover).await;
+    cluster.write(2).await;
+    let mut expected = batch;
+    expected.extend([1, 2]);
+    wait_until_applied(&applied, &expected).await;
+    let metrics = leader.metrics().await.unwrap();
+    assert!(metrics.followers_lost_acknowledged >= 1, "{metrics:?}");
     node.shutdown().await.unwrap();
     cluster.shutdown().await;
 }
