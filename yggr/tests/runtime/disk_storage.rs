@@ -150,6 +150,20 @@ async fn segments_rotate_and_compaction_deletes_whole_ones_across_boundaries() {
         storage.persist(vec![entries(16..=30, 2)]).await.unwrap();
         // A snapshot in the middle of a segment: whole segments below it go, its own stays.
         storage.persist(vec![snapshot(22, 2)]).await.unwrap();
+        // Their files are removed in the background, after the persist returned.
+        let log = dir.path().join("log");
+        crate::common::eventually(std::time::Duration::from_secs(10), || async {
+            let left = fs::read_dir(&log)
+                .unwrap()
+                .filter(|entry| {
+                    let name = entry.as_ref().unwrap().file_name();
+                    !name.to_string_lossy().ends_with(".seg")
+                })
+                .count();
+            (left == 0).then_some(())
+        })
+        .await
+        .expect("the retired segment files are removed");
     }
     let names = segments(dir.path());
     let first_name = names[0].file_stem().unwrap().to_str().unwrap().to_string();

@@ -45,15 +45,21 @@ pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// Removes temporary files a crash left behind in `dir`; returns the paths removed.
 pub(crate) fn sweep_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    sweep(dir, TEMP_SUFFIX)
+}
+
+/// Removes the files in `dir` whose names end in `suffix`; returns the paths removed. A file
+/// that disappears meanwhile (another task removing it) counts as removed.
+pub(crate) fn sweep(dir: &Path, suffix: &str) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let is_temp = path
+        let matches = path
             .file_name()
             .and_then(|name| name.to_str())
-            .is_some_and(|name| name.ends_with(TEMP_SUFFIX));
-        if is_temp && path.is_file() {
-            fs::remove_file(&path)?;
+            .is_some_and(|name| name.ends_with(suffix));
+        if matches && path.is_file() {
+            remove_if_exists(&path)?;
             removed.push(path);
         }
     }
@@ -61,4 +67,12 @@ pub(crate) fn sweep_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+/// Removes `path`; a file already gone is not an error.
+pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }

@@ -21,11 +21,14 @@
 //! the next batch starts a new one, whose header is synced (with its directory) before the
 //! batch goes in. Truncating a conflicting suffix cuts one file in place (rewriting the header
 //! of the batch it cuts into first; batch headers never straddle a disk sector, so that rewrite
-//! is whole or absent) and removes whole later ones, newest first. After a snapshot that the
-//! log continues, whole segments it covers are deleted, oldest first; a snapshot the log does
-//! not continue replaces it, and its segments are deleted newest first. Every removal is
-//! synced (the directory) before the next, so a crash part way through leaves a log without
-//! gaps that recovery finishes trimming (see below).
+//! is whole or absent) and retires whole later ones, newest first. After a snapshot that the
+//! log continues, whole segments it covers are retired, oldest first; a snapshot the log does
+//! not continue replaces it, and its segments are retired newest first. Retiring a segment
+//! renames it (`<name>.seg.retired`) and syncs the directory before the next, so a crash part
+//! way through leaves a log without gaps that recovery finishes trimming (see below). The
+//! retired files are removed afterwards on the blocking pool, without holding up the write
+//! that retired them (removing a large file frees all its blocks, which can take longer than
+//! a heartbeat interval); an open removes any a stop or a crash left behind.
 //!
 //! # Recovery
 //!
@@ -104,7 +107,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, warn};
 use yggr_core::{LogEntry, LogIndex, Membership, NodeId, RecoveredSnapshot, Term};
 
 use self::files::{read_if_exists, replace_atomically, sweep_temp_files, write_synced};
@@ -366,8 +369,13 @@ impl Storage for DiskStorage {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        self.blocking(move |inner| inner.persist(writes, prepared))
-            .await
+        let result = self
+            .blocking(move |inner| inner.persist(writes, prepared))
+            .await;
+        if let Some(inner) = self.inner.as_mut() {
+            remove_in_background(inner.log.take_retired());
+        }
+        result
     }
 
     /// Writes the snapshot's file under a temporary name and syncs it, on the blocking pool;
@@ -450,6 +458,12 @@ impl DiskInner {
         {
             warn!(target: "yggr::node", path = %swept.display(), "removed a temporary file a crash left behind");
         }
+        // Segments the log had retired before the last stop, whose removal did not finish.
+        for swept in files::sweep(&log_dir, segment::RETIRED_SUFFIX)
+            .map_err(|error| io_error(&log_dir, error))?
+        {
+            debug!(target: "yggr::node", path = %swept.display(), "removed a retired log segment");
+        }
         let read = |name: &str| {
             let path = dir.join(name);
             read_if_exists(&path).map_err(|error| io_error(&path, error))
@@ -499,6 +513,10 @@ impl DiskInner {
             .as_ref()
             .map_or(LogIndex::ZERO, |snapshot| snapshot.last_included_index);
         reconcile_log_with_snapshot(dir, &mut log, &mut entries, snapshot.as_ref())?;
+        // Opening is not on the driver's path: what recovery retired goes at once.
+        for path in log.take_retired() {
+            files::remove_if_exists(&path).map_err(|error| io_error(&path, error))?;
+        }
         let (current_term, voted_for) = hard_state.unwrap_or_default();
         let stored = StoredState {
             node_id: Some(node_id),
@@ -648,6 +666,23 @@ impl DiskInner {
         self.floor = index;
         Ok(())
     }
+}
+
+/// Removes segment files the log retired, on the blocking pool, without waiting: removing a
+/// 64 MiB file can take a hundred milliseconds, which the driver must not spend between
+/// heartbeats. The retirement (a rename, synced) already took them out of the log, so a
+/// crash before they are gone leaves files the next open removes; nothing waits on them.
+fn remove_in_background(retired: Vec<PathBuf>) {
+    if retired.is_empty() {
+        return;
+    }
+    drop(tokio::task::spawn_blocking(move || {
+        for path in retired {
+            if let Err(error) = files::remove_if_exists(&path) {
+                warn!(target: "yggr::node", path = %path.display(), %error, "could not remove a retired log segment; the next open removes it");
+            }
+        }
+    }));
 }
 
 /// Merges a later entries write into an earlier one of the same batch: the later one
@@ -838,5 +873,57 @@ mod tests {
                 "after {removals} removals"
             );
         }
+    }
+
+    fn log_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(LOG_DIR))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Compaction must not spend the driver's time freeing a large file's blocks: the write
+    /// that stores the snapshot only renames the covered segments out of the log (cheap, and
+    /// synced in order), and leaves their removal to a background task. Whatever a stop or a
+    /// crash leaves of them, the next open removes.
+    #[test]
+    fn compaction_retires_covered_segments_and_the_next_open_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut inner, _) = DiskInner::open(dir.path(), SEGMENT_BYTES).unwrap();
+        inner
+            .bootstrap(NodeId::new(1).unwrap(), &Membership::default())
+            .unwrap();
+        for first in [1, 4, 7, 10] {
+            inner
+                .persist(vec![entries(first..=first + 2, 1)], None)
+                .unwrap();
+        }
+        inner.persist(vec![snapshot(8, 1)], None).unwrap();
+        assert_eq!(
+            log_files(dir.path()),
+            [
+                "00000000000000000001.seg.retired",
+                "00000000000000000004.seg.retired",
+                "00000000000000000007.seg",
+                "00000000000000000010.seg",
+            ],
+            "the persist renamed the covered segments and removed nothing"
+        );
+        let retired = inner.log.take_retired();
+        assert_eq!(retired.len(), 2, "{retired:?}");
+        drop(inner);
+
+        let (_, state) = open(dir.path());
+        assert_eq!(
+            indexes(&state),
+            (9..=12).map(|index| (index, 1)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            log_files(dir.path()),
+            ["00000000000000000007.seg", "00000000000000000010.seg"],
+            "the open removed the retired segments"
+        );
     }
 }

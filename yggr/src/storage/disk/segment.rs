@@ -26,6 +26,9 @@ use super::format::{
 use super::{DiskError, corrupt, io_error};
 
 const SEGMENT_SUFFIX: &str = ".seg";
+/// A segment the log no longer holds is renamed to carry this suffix (after its own), and
+/// its file is removed later, off the driver's path; an open removes any it finds.
+pub(crate) const RETIRED_SUFFIX: &str = ".retired";
 /// The largest first index a segment may carry.
 const MAX_FIRST_INDEX: u64 = u64::MAX / 2;
 
@@ -69,6 +72,10 @@ pub(crate) struct SegmentedLog {
     /// Once a batch holds this many record bytes, the rest of an append goes into the next
     /// one ([`MAX_BATCH_BYTES`]; smaller in tests).
     batch_bytes_limit: usize,
+    /// Segment files renamed out of the log (see [`RETIRED_SUFFIX`]) and not yet removed:
+    /// the storage hands them to a background task, because removing a large file can take
+    /// longer than an election timeout (the filesystem frees every extent).
+    retired: Vec<PathBuf>,
     /// Test-only fault point: how many more segment files may be removed before the next
     /// removal fails, as if the process had died there.
     #[cfg(test)]
@@ -89,6 +96,13 @@ fn crash_point(removals_before_crash: &mut Option<usize>, path: &Path) -> Result
         }
         None => Ok(()),
     }
+}
+
+/// Where a segment file goes when the log retires it.
+fn retired_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(RETIRED_SUFFIX);
+    PathBuf::from(name)
 }
 
 fn segment_name(first: LogIndex) -> String {
@@ -143,6 +157,7 @@ impl SegmentedLog {
             next: LogIndex::new(1),
             segment_bytes_limit,
             batch_bytes_limit: MAX_BATCH_BYTES,
+            retired: Vec::new(),
             #[cfg(test)]
             removals_before_crash: None,
         };
@@ -370,7 +385,7 @@ impl SegmentedLog {
         {
             let segment = self.segments.pop().expect("checked above");
             self.active = None;
-            self.remove_durably(&segment.path)?;
+            self.retire_durably(&segment.path)?;
         }
         if let Some(segment) = self.segments.last_mut()
             && segment.contains(index)
@@ -406,7 +421,7 @@ impl SegmentedLog {
         // `index + 1`, with no gap, which recovery trims the same way.
         let covered: Vec<Segment> = self.segments.drain(..whole).collect();
         for segment in covered {
-            self.remove_durably(&segment.path)?;
+            self.retire_durably(&segment.path)?;
         }
         if self.segments.is_empty() && self.next <= index {
             self.next = LogIndex::new(index.get() + 1);
@@ -422,10 +437,30 @@ impl SegmentedLog {
     pub(crate) fn clear(&mut self, next: LogIndex) -> Result<(), DiskError> {
         self.active = None;
         while let Some(segment) = self.segments.pop() {
-            self.remove_durably(&segment.path)?;
+            self.retire_durably(&segment.path)?;
         }
         self.next = next;
         Ok(())
+    }
+
+    /// Takes one segment out of the log: renames it to its retired name and syncs the
+    /// directory, so that the log loses its segments in the order they are retired (an
+    /// unsynced directory may keep any subset of the renames). The file itself is removed
+    /// later (see [`SegmentedLog::take_retired`]): a rename costs a directory entry, while a
+    /// removal frees every block of the file.
+    fn retire_durably(&mut self, path: &Path) -> Result<(), DiskError> {
+        #[cfg(test)]
+        crash_point(&mut self.removals_before_crash, path)?;
+        let retired = retired_name(path);
+        fs::rename(path, &retired).map_err(|error| io_error(path, error))?;
+        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
+        self.retired.push(retired);
+        Ok(())
+    }
+
+    /// The retired segment files not yet handed out for removal, oldest retirement first.
+    pub(crate) fn take_retired(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.retired)
     }
 
     /// Removes one segment file and syncs the directory, so that removals reach the disk in
