@@ -16,7 +16,7 @@ use crate::log::RaftLog;
 use crate::membership::Membership;
 use crate::message::{Message, Rpc};
 use crate::metrics::EngineMetrics;
-use crate::progress::Progress;
+use crate::progress::{Departure, Progress};
 use crate::recovery::{RecoveredHardState, RecoveryError};
 use crate::role::reads::PendingRead;
 use crate::role::snapshot::{IncomingSnapshot, SnapshotData};
@@ -64,6 +64,11 @@ pub struct Engine<C> {
 
     // Leader state, reinitialised on election (Figure 2).
     pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Peers this leader removed from the configuration, still in `progress` for a few
+    /// heartbeat rounds so the entry that removed them reaches them: a removed node that
+    /// never receives it goes on believing it is a member. Never counted in any majority
+    /// (those are taken over the configuration's voters).
+    pub(crate) departing: BTreeMap<NodeId, Departure>,
     /// Incremented for every heartbeat broadcast and every round started for reads; echoed
     /// by followers.
     pub(crate) heartbeat_round: u64,
@@ -189,6 +194,7 @@ impl<C: Clone> Engine<C> {
             log_memberships: Vec::new(),
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            departing: BTreeMap::new(),
             heartbeat_round: 0,
             leader_ticks: 0,
             round_clock,
@@ -468,6 +474,7 @@ impl<C: Clone> Engine<C> {
         self.leader_id = leader;
         self.votes.clear();
         self.progress.clear();
+        self.departing.clear();
         self.trace_became_follower(was, from_term);
     }
 

@@ -52,6 +52,20 @@ pub(crate) struct Progress {
 /// Heartbeat intervals without progress, with messages in flight, before re-probing.
 const STALLED_AFTER_INTERVALS: u8 = 2;
 
+/// A peer the leader removed from the configuration and still replicates to until it holds
+/// the entry that removed it, or for a bounded number of heartbeat rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Departure {
+    /// The index of the configuration entry that removed the peer.
+    pub(crate) removal_index: LogIndex,
+    /// Heartbeat rounds left before the leader stops sending to it, held or not.
+    pub(crate) rounds_left: u8,
+}
+
+/// Heartbeat rounds a removed peer is still sent to, at most: with the default timing about
+/// one maximum election timeout, enough for a live peer to take the entry.
+pub(crate) const DEPARTURE_ROUNDS: u8 = 10;
+
 /// What a rejection did to a follower's progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RejectionVerdict {

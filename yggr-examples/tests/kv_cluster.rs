@@ -636,6 +636,35 @@ fn a_node_that_removed_itself_says_so_in_raft_status_and_refuses_writes_for_good
     assert_eq!(cluster.read("x").text(), "42");
 }
 
+/// A follower the leader removes is sent the entry that removes it, so it knows, and says so,
+/// instead of waiting for ever for a leader that no longer talks to it.
+#[test]
+fn a_follower_removed_by_the_leader_says_so_in_raft_status() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.write(&["SET", "x", "42"]);
+    cluster.launch_joiner(4);
+    cluster.add_as_voter(4);
+    let leader = cluster.leader();
+    assert_ne!(leader, 4);
+    let removed = call(cluster.client(leader), &["RAFT.REMOVE", "4"]).unwrap();
+    assert_eq!(removed, Reply::Simple("OK".to_string()), "{removed:?}");
+    let fields = eventually("node 4 to report its removal", || {
+        let fields = status_fields(cluster.client(4))?;
+        (fields.get("member")? == "removed").then_some(fields)
+    });
+    assert_eq!(fields["voters"], "1,2,3", "{fields:?}");
+    // Not executed either way: sent on to the leader while node 4 still knows it, refused as
+    // removed once it does not.
+    let moved = format!("MOVED 0 {}", cluster.client(leader));
+    let reply = call(cluster.client(4), &["SET", "x", "43"]).unwrap();
+    assert!(
+        matches!(&reply, Reply::Error(text) if *text == moved
+            || (text.starts_with("ERR") && text.contains("removed"))),
+        "a write on the removed node: {reply:?}"
+    );
+    assert_eq!(cluster.read("x").text(), "42");
+}
+
 #[test]
 fn the_commands_clients_send_on_connecting_and_the_smaller_ones_answer_as_redis_does() {
     let cluster = Cluster::start(3, &[]);

@@ -113,6 +113,13 @@ impl<C: Clone> Engine<C> {
         }
     }
 
+    /// The candidate's log is strictly more up to date than ours (§5.4.1's order).
+    fn candidate_log_is_ahead(&self, request: &VoteRequest) -> bool {
+        let our_term = self.log.last_term();
+        request.last_log_term > our_term
+            || (request.last_log_term == our_term && request.last_log_index > self.log.last_index())
+    }
+
     /// §5.4.1: the candidate's log is at least as up to date as ours.
     fn candidate_log_is_up_to_date(&self, request: &VoteRequest) -> bool {
         let our_term = self.log.last_term();
@@ -147,6 +154,15 @@ impl<C: Clone> Engine<C> {
             self.reset_election_timer();
             self.metrics.votes_granted += 1;
         } else {
+            if !vote_free && !leader_live && self.candidate_log_is_ahead(&request) {
+                // Our vote in this term is spent (on ourselves, as a rival candidate), but
+                // this candidate's log is ahead of ours, so it can win where we cannot. A node
+                // that does not know the candidate is a member never sends it our term, so if
+                // our timer keeps firing first, each of our campaigns takes the next term
+                // before it can ask us in it, for ever. Starting our timer afresh lets the
+                // candidate campaign first next time, when our vote is free.
+                self.reset_election_timer();
+            }
             self.metrics.votes_denied += 1;
         }
         self.trace_vote_decision("vote request", candidate, granted);

@@ -7,7 +7,9 @@ use crate::action::Action;
 use crate::engine::Engine;
 use crate::entry::{EntryPayload, LogEntry};
 use crate::message::{AppendEntries, AppendEntriesResponse, AppendOutcome, Rpc};
-use crate::progress::{Progress, Rejection, RejectionVerdict, ReplicationState};
+use crate::progress::{
+    DEPARTURE_ROUNDS, Departure, Progress, Rejection, RejectionVerdict, ReplicationState,
+};
 use crate::quorum::majority_index;
 use crate::types::{LogIndex, NodeId, Role};
 
@@ -52,8 +54,9 @@ impl<C: Clone> Engine<C> {
         self.broadcast_appends();
     }
 
-    /// Keeps one `Progress` per member other than ourselves, creating and dropping entries as
-    /// the configuration changes.
+    /// Keeps one `Progress` per member other than ourselves, creating entries as the
+    /// configuration changes. A member the configuration drops keeps its entry as departing
+    /// (see [`Engine::retire_departed`]), so the entry that removed it is still sent to it.
     pub(crate) fn sync_progress(&mut self) {
         let own = self.id;
         let last = self.log.last_index();
@@ -63,12 +66,45 @@ impl<C: Clone> Engine<C> {
             .members()
             .filter(|member| *member != own)
             .collect();
-        self.progress.retain(|peer, _| members.contains(peer));
+        let departed: Vec<NodeId> = self
+            .progress
+            .keys()
+            .copied()
+            .filter(|peer| !members.contains(peer) && !self.departing.contains_key(peer))
+            .collect();
+        for peer in departed {
+            let departure = Departure {
+                removal_index: last,
+                rounds_left: DEPARTURE_ROUNDS,
+            };
+            self.departing.insert(peer, departure);
+        }
         for member in members {
+            // Added back while departing: its old progress says nothing about the node now.
+            if self.departing.remove(&member).is_some() {
+                self.progress.remove(&member);
+            }
             self.progress
                 .entry(member)
                 .or_insert_with(|| Progress::new(last, round));
         }
+    }
+
+    /// Stops replicating to departing peers that hold the entry that removed them, or that
+    /// have had their rounds. Run once per heartbeat round.
+    fn retire_departed(&mut self) {
+        let progress = &self.progress;
+        self.departing.retain(|peer, departure| {
+            let holds_removal = progress
+                .get(peer)
+                .is_some_and(|progress| progress.match_index >= departure.removal_index);
+            departure.rounds_left = departure.rounds_left.saturating_sub(1);
+            !holds_removal && departure.rounds_left > 0
+        });
+        let members: Vec<NodeId> = self.membership().members().collect();
+        let departing = &self.departing;
+        self.progress
+            .retain(|peer, _| members.contains(peer) || departing.contains_key(peer));
     }
 
     pub(crate) fn tick_leader(&mut self) {
@@ -99,6 +135,7 @@ impl<C: Clone> Engine<C> {
     /// our leadership for the reads waiting on that round.
     pub(crate) fn broadcast_heartbeat(&mut self) {
         self.start_round();
+        self.retire_departed();
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for peer in peers {
             let Some(progress) = self.progress.get_mut(&peer) else {

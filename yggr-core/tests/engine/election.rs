@@ -685,3 +685,57 @@ fn a_grant_stands_against_a_refusal_of_an_older_request_in_the_same_term() {
         "nodes 1, 2 and 3 all voted for node 1 in term 2, a majority of five"
     );
 }
+
+/// Found by the simulator (liveness, without pre-vote): node 1 lags, knows an old
+/// configuration without node 4, and so never sends node 4 its term. Each time its timer
+/// fires first it takes the next term and votes for itself; node 4, whose log is ahead,
+/// campaigns a moment later in that same term and is refused — for ever, when node 1's vote
+/// is the one node 4 needs. A candidate refused only because our vote is spent, whose log is
+/// ahead of ours, must restart our election timer so that it can go first next time.
+#[test]
+fn a_refused_candidate_whose_log_is_ahead_restarts_the_refusing_candidates_timer() {
+    let config = EngineConfig {
+        pre_vote: false,
+        election_timeout_min_ticks: 10,
+        election_timeout_max_ticks: 12,
+        ..EngineConfig::default()
+    };
+    let mut node = engine_with(1, &[1, 2, 3], config);
+    tick_until_role_changes(&mut node, 100);
+    assert_eq!(node.role(), Role::Candidate);
+    let campaign_term = node.current_term().get();
+    for _ in 0..9 {
+        node.step(Event::Tick);
+    }
+    let refused = node.step(message(4, campaign_term, vote_request(5, campaign_term)));
+    assert_eq!(vote_granted(&refused), Some(false), "our vote is spent");
+    for _ in 0..9 {
+        node.step(Event::Tick);
+        assert_eq!(
+            node.current_term().get(),
+            campaign_term,
+            "campaigned again within a minimum timeout of refusing a candidate that is ahead"
+        );
+    }
+    // A candidate that is not ahead of us changes nothing: our timer runs on.
+    let mut node = engine_with(1, &[1, 2, 3], config_with_timeouts(10, 12));
+    tick_until_role_changes(&mut node, 100);
+    let campaign_term = node.current_term().get();
+    for _ in 0..9 {
+        node.step(Event::Tick);
+    }
+    node.step(message(4, campaign_term, vote_request(0, 0)));
+    for _ in 0..3 {
+        node.step(Event::Tick);
+    }
+    assert_eq!(node.current_term().get(), campaign_term + 1);
+}
+
+fn config_with_timeouts(min: u64, max: u64) -> EngineConfig {
+    EngineConfig {
+        pre_vote: false,
+        election_timeout_min_ticks: min,
+        election_timeout_max_ticks: max,
+        ..EngineConfig::default()
+    }
+}

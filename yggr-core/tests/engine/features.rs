@@ -579,3 +579,63 @@ fn lease_reads_stop_once_timeout_now_is_sent() {
         "no lease read after TimeoutNow"
     );
 }
+
+/// A follower the leader removes must receive the entry that removes it, or it goes on
+/// believing it is a member (and its host, say, keeps telling clients to retry) for ever. The
+/// leader still replicates to it after appending that entry, until it holds it.
+#[test]
+fn removed_follower_receives_the_entry_that_removes_it() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ClientProposal(7));
+    net.deliver_all();
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
+    );
+    net.deliver_all();
+    assert!(!net.engine(1).membership().contains(id(3)));
+    assert!(
+        !net.engine(3).membership().contains(id(3)),
+        "node 3 holds the configuration that removed it"
+    );
+    assert_eq!(
+        net.engine(3).last_log_index(),
+        net.engine(1).last_log_index()
+    );
+    // Once it holds it, the next heartbeat round stops sending to it.
+    net.heartbeat(1);
+    assert!(!net.engine(1).follower_progress().contains_key(&id(3)));
+    let before = net.actions[&id(1)].len();
+    net.heartbeat(1);
+    let sent_to_3: Vec<_> = net.actions[&id(1)][before..]
+        .iter()
+        .filter(|action| matches!(action, Action::Send { to, .. } if *to == id(3)))
+        .collect();
+    assert!(
+        sent_to_3.is_empty(),
+        "nothing more goes to the removed node: {sent_to_3:?}"
+    );
+}
+
+/// A removed peer that never answers is not sent to for ever: after a bounded number of
+/// heartbeat rounds the leader forgets it.
+#[test]
+fn unreachable_removed_follower_is_dropped_after_a_bounded_number_of_rounds() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ClientProposal(7));
+    net.deliver_all();
+    net.isolate(3);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
+    );
+    net.deliver_all();
+    assert!(net.engine(1).follower_progress().contains_key(&id(3)));
+    for _ in 0..20 {
+        net.heartbeat(1);
+    }
+    assert!(!net.engine(1).follower_progress().contains_key(&id(3)));
+    assert_eq!(net.engine(1).role(), Role::Leader);
+}

@@ -9,12 +9,12 @@
 //! the life of the process, whether the node ever followed a committed configuration that
 //! named it.
 //!
-//! What it cannot see: a follower removed by the leader is not told (the leader stops sending
-//! to it as soon as it appends the configuration without it), so its own log still names it
-//! and it stays a [`Standing::Member`] that never hears from a leader. Only a node whose log
-//! holds its removal, such as a leader that removed itself, reports [`Standing::Removed`].
-//! And a removed node that restarts has forgotten it was a member: it reports
-//! [`Standing::NotMember`], as a joiner does.
+//! A follower learns of its removal from the entry that removes it, which the leader still
+//! sends it for a few heartbeat rounds after appending it. What it cannot see: a follower that
+//! was down or cut off for all of those rounds never receives that entry, so its own log still
+//! names it and it stays a [`Standing::Member`] that never hears from a leader. And a removed
+//! node that restarts has forgotten it was a member: it reports [`Standing::NotMember`], as a
+//! joiner does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
