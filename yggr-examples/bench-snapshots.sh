@@ -81,51 +81,7 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "disk reference (in $data_dir):"
-python3 - "$data_dir/fsync-probe" <<'EOF'
-import os, sys, time
-path = sys.argv[1]
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-block = b"x" * 256
-samples = []
-end = time.monotonic() + 3
-while time.monotonic() < end:
-    start = time.monotonic()
-    os.write(fd, block)
-    os.fdatasync(fd)
-    samples.append(time.monotonic() - start)
-os.close(fd)
-os.unlink(path)
-samples.sort()
-p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
-print(f"  256-byte append + fdatasync, serial, 3 s: {len(samples) / 3:.0f}/s, "
-      f"p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us")
-# What preparing a snapshot of this size costs the disk alone: 32 MiB written and fsynced.
-chunk = os.urandom(1 << 20)
-start = time.monotonic()
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-for _ in range(32):
-    os.write(fd, chunk)
-written = time.monotonic()
-os.fsync(fd)
-synced = time.monotonic()
-os.close(fd)
-os.unlink(path)
-print(f"  32 MiB written then fsynced: write {(written - start) * 1e3:.0f} ms, "
-      f"fsync {(synced - written) * 1e3:.0f} ms")
-# What removing a log segment costs: a synced 64 MiB file unlinked, its directory synced.
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-for _ in range(64):
-    os.write(fd, chunk)
-os.fsync(fd)
-os.close(fd)
-start = time.monotonic()
-os.unlink(path)
-directory = os.open(os.path.dirname(path), os.O_RDONLY)
-os.fsync(directory)
-os.close(directory)
-print(f"  a synced 64 MiB file unlinked, directory fsynced: "
-      f"{(time.monotonic() - start) * 1e3:.0f} ms")
-EOF
+python3 "$script_dir/disk-reference.py" --snapshot-costs "$data_dir/fsync-probe"
 
 threshold_args=()
 [ -n "${SNAPSHOT_THRESHOLD:-}" ] && threshold_args=(--snapshot-threshold "$SNAPSHOT_THRESHOLD")

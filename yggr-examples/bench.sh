@@ -38,25 +38,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "fdatasync reference (256-byte append + fdatasync, serial, 3 s, in $data_dir):"
-python3 - "$data_dir/fsync-probe" <<'EOF'
-import os, sys, time
-path = sys.argv[1]
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-block = b"x" * 256
-samples = []
-end = time.monotonic() + 3
-while time.monotonic() < end:
-    start = time.monotonic()
-    os.write(fd, block)
-    os.fdatasync(fd)
-    samples.append(time.monotonic() - start)
-os.close(fd)
-os.unlink(path)
-samples.sort()
-print(f"  {len(samples) / 3:.0f} fdatasync/s, p50 {samples[len(samples) // 2] * 1e6:.0f} us, "
-      f"p99 {samples[int(len(samples) * 0.99)] * 1e6:.0f} us")
-EOF
+echo "disk reference (in $data_dir):"
+python3 "$script_dir/disk-reference.py" "$data_dir/fsync-probe"
 
 for id in 1 2 3; do
   peers=()

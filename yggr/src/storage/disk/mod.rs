@@ -810,12 +810,9 @@ mod tests {
             .collect()
     }
 
-    /// Stores 1..=12 in four segments, then installs `install`, crashing after
-    /// `removals` segment removals; returns what a reopen recovers, after checking that the
-    /// log takes the entries after the snapshot.
-    fn install_interrupted_after(removals: usize, install: StorageWrite) -> StoredState {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut inner, _) = DiskInner::open(dir.path(), SEGMENT_BYTES).unwrap();
+    /// A bootstrapped storage in `dir` holding 1..=12 (term 1) in four segments.
+    fn four_segments(dir: &Path) -> DiskInner {
+        let (mut inner, _) = DiskInner::open(dir, SEGMENT_BYTES).unwrap();
         inner
             .bootstrap(NodeId::new(1).unwrap(), &Membership::default())
             .unwrap();
@@ -824,6 +821,15 @@ mod tests {
                 .persist(vec![entries(first..=first + 2, 1)], None)
                 .unwrap();
         }
+        inner
+    }
+
+    /// Stores 1..=12 in four segments, then installs `install`, crashing after
+    /// `removals` segment removals; returns what a reopen recovers, after checking that the
+    /// log takes the entries after the snapshot.
+    fn install_interrupted_after(removals: usize, install: StorageWrite) -> StoredState {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inner = four_segments(dir.path());
         assert_eq!(inner.log.segment_count(), 4);
         inner.log.removals_before_crash = Some(removals);
         let _ = inner.persist(vec![install], None);
@@ -891,15 +897,7 @@ mod tests {
     #[test]
     fn compaction_retires_covered_segments_and_the_next_open_removes_them() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut inner, _) = DiskInner::open(dir.path(), SEGMENT_BYTES).unwrap();
-        inner
-            .bootstrap(NodeId::new(1).unwrap(), &Membership::default())
-            .unwrap();
-        for first in [1, 4, 7, 10] {
-            inner
-                .persist(vec![entries(first..=first + 2, 1)], None)
-                .unwrap();
-        }
+        let mut inner = four_segments(dir.path());
         inner.persist(vec![snapshot(8, 1)], None).unwrap();
         assert_eq!(
             log_files(dir.path()),
