@@ -65,9 +65,9 @@ pub struct Engine<C> {
     // Leader state, reinitialised on election (Figure 2).
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Peers this leader removed from the configuration, still in `progress` for a few
-    /// heartbeat rounds so the entry that removed them reaches them: a removed node that
-    /// never receives it goes on believing it is a member. Never counted in any majority
-    /// (those are taken over the configuration's voters).
+    /// heartbeat rounds so the entry that removed them, and word that it committed, reach
+    /// them: a removed node without both goes on believing it may be a member, and campaigns.
+    /// Never counted in any majority (those are taken over the configuration's voters).
     pub(crate) departing: BTreeMap<NodeId, Departure>,
     /// Incremented for every heartbeat broadcast and every round started for reads; echoed
     /// by followers.

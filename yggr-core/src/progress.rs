@@ -52,12 +52,18 @@ pub(crate) struct Progress {
 /// Heartbeat intervals without progress, with messages in flight, before re-probing.
 const STALLED_AFTER_INTERVALS: u8 = 2;
 
-/// A peer the leader removed from the configuration and still replicates to until it holds
-/// the entry that removed it, or for a bounded number of heartbeat rounds.
+/// A peer the leader removed from the configuration and still replicates to until it knows
+/// the entry that removed it is committed, or for a bounded number of heartbeat rounds.
+/// Holding the entry is not enough: while the removal sits past its commit index the peer
+/// may still be a committed voter (the change could yet be rolled back), so it goes on
+/// campaigning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Departure {
     /// The index of the configuration entry that removed the peer.
     pub(crate) removal_index: LogIndex,
+    /// The first heartbeat round started once the removal was committed: every message of
+    /// it and of later rounds tells the peer so, and an answer to one of them shows it heard.
+    pub(crate) committed_round: Option<u64>,
     /// Heartbeat rounds left before the leader stops sending to it, held or not.
     pub(crate) rounds_left: u8,
 }

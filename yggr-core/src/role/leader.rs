@@ -75,6 +75,7 @@ impl<C: Clone> Engine<C> {
         for peer in departed {
             let departure = Departure {
                 removal_index: last,
+                committed_round: None,
                 rounds_left: DEPARTURE_ROUNDS,
             };
             self.departing.insert(peer, departure);
@@ -90,16 +91,24 @@ impl<C: Clone> Engine<C> {
         }
     }
 
-    /// Stops replicating to departing peers that hold the entry that removed them, or that
-    /// have had their rounds. Run once per heartbeat round.
+    /// Stops replicating to departing peers that know the entry that removed them is
+    /// committed (they hold it and answered a round that told them), or that have had their
+    /// rounds. Run once per heartbeat round, after the round started.
     fn retire_departed(&mut self) {
+        let round = self.heartbeat_round;
+        let commit_index = self.commit_index;
         let progress = &self.progress;
         self.departing.retain(|peer, departure| {
-            let holds_removal = progress
-                .get(peer)
-                .is_some_and(|progress| progress.match_index >= departure.removal_index);
+            if departure.committed_round.is_none() && commit_index >= departure.removal_index {
+                departure.committed_round = Some(round);
+            }
+            let knows_removal_committed = departure.committed_round.is_some_and(|told| {
+                progress.get(peer).is_some_and(|progress| {
+                    progress.match_index >= departure.removal_index && progress.acked_round >= told
+                })
+            });
             departure.rounds_left = departure.rounds_left.saturating_sub(1);
-            !holds_removal && departure.rounds_left > 0
+            !knows_removal_committed && departure.rounds_left > 0
         });
         let members: Vec<NodeId> = self.membership().members().collect();
         let departing = &self.departing;

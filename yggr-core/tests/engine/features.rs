@@ -603,7 +603,10 @@ fn removed_follower_receives_the_entry_that_removes_it() {
         net.engine(3).last_log_index(),
         net.engine(1).last_log_index()
     );
-    // Once it holds it, the next heartbeat round stops sending to it.
+    // Once it holds it, a heartbeat round tells it the removal committed; once it answered
+    // that, the next round stops sending to it.
+    net.heartbeat(1);
+    assert!(net.engine(3).commit_index() >= net.engine(3).last_log_index());
     net.heartbeat(1);
     assert!(!net.engine(1).follower_progress().contains_key(&id(3)));
     let before = net.actions[&id(1)].len();
@@ -639,3 +642,51 @@ fn unreachable_removed_follower_is_dropped_after_a_bounded_number_of_rounds() {
     assert!(!net.engine(1).follower_progress().contains_key(&id(3)));
     assert_eq!(net.engine(1).role(), Role::Leader);
 }
+
+/// A follower the leader removes must learn that its removal committed, not merely hold the
+/// entry: while the removal sits past its commit index it may still be a committed voter (the
+/// change could be rolled back), so its election timer keeps firing and it campaigns against
+/// the cluster that removed it, every election timeout, for ever.
+#[test]
+fn removed_follower_learns_its_removal_committed_and_stops_campaigning() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(1, Event::ClientProposal(7));
+    net.deliver_all();
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
+    );
+    net.deliver_all();
+    let removal = net.engine(1).last_log_index();
+    assert!(net.engine(1).commit_index() >= removal);
+    for _ in 0..DEPARTURE_ROUNDS_AND_THEN_SOME {
+        net.heartbeat(1);
+    }
+    assert!(!net.engine(1).follower_progress().contains_key(&id(3)));
+    assert!(
+        net.engine(3).commit_index() >= removal,
+        "node 3 holds its removal at {} but knows only {} committed",
+        removal.get(),
+        net.engine(3).commit_index().get()
+    );
+    let before = net.actions[&id(3)].len();
+    let timeout = net.engine(3).config().election_timeout_max_ticks;
+    for _ in 0..timeout * 5 {
+        net.step(3, Event::Tick);
+    }
+    let campaigns: Vec<_> = net.actions[&id(3)][before..]
+        .iter()
+        .filter(|action| {
+            matches!(action, Action::Send { message, .. }
+                if matches!(message.rpc, Rpc::RequestPreVote(_) | Rpc::RequestVote(_)))
+        })
+        .collect();
+    assert!(
+        campaigns.is_empty(),
+        "the removed node campaigns: {campaigns:?}"
+    );
+}
+
+/// More heartbeat rounds than a departing peer is kept for.
+const DEPARTURE_ROUNDS_AND_THEN_SOME: usize = 12;
