@@ -29,7 +29,9 @@ pub struct EngineMetrics {
     pub append_entries_rejected: u64,
     /// Times, as leader, a follower refused an AppendEntries anchored at the point it had
     /// acknowledged: its disk lost entries it had confirmed holding (damage its recovery
-    /// could not tell from a torn write). Each time the entries are sent to it again.
+    /// could not tell from a torn write). Each time the entries are sent to it again. On a
+    /// network that reorders messages in both directions (not TCP) a refusal sent before an
+    /// acknowledgement can arrive after it and be counted here too; that costs one re-probe.
     pub followers_lost_acknowledged: u64,
     /// Entries appended to the local log (proposals as leader, replication as follower).
     pub entries_appended: u64,
