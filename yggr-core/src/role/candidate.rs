@@ -16,6 +16,10 @@ impl<C: Clone> Engine<C> {
         // votes of its latest configuration: its log may be the only one holding the removal,
         // and if the remaining voters need its vote, only it can lead the removal to commit.
         if !self.may_be_a_committed_voter() {
+            // No word from a leader for a whole election timeout: the one we knew may have
+            // crashed, lost its role or (for a removed node, which nobody contacts again)
+            // gone for good. Naming it would send clients to a node that cannot serve them.
+            self.leader_id = None;
             self.reset_election_timer();
             return;
         }

@@ -621,6 +621,43 @@ fn removed_follower_receives_the_entry_that_removes_it() {
     );
 }
 
+/// A removed follower hears from no leader again. Once a whole election timeout passes without
+/// word from one, it must stop naming the leader that removed it: that node may have crashed,
+/// been removed in turn or lost its role, and a host redirecting clients to it sends them to a
+/// node that cannot serve them, for ever (a removed node never campaigns, so nothing else
+/// clears the hint).
+#[test]
+fn removed_follower_forgets_the_leader_after_an_election_timeout_without_contact() {
+    let mut net = Net::new(3);
+    net.elect(1);
+    net.step(
+        1,
+        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
+    );
+    // An entry after the removal (the kv example appends one that drops the removed member's
+    // addresses) carries the removal's commit to node 3, which then knows for certain that it
+    // is no voter and never campaigns.
+    net.deliver_all();
+    net.step(1, Event::ClientProposal(8));
+    net.deliver_all();
+    assert!(!net.engine(3).committed_membership().contains(id(3)));
+    assert_eq!(net.engine(3).leader(), Some(id(1)));
+    let timeout_max = EngineConfig::default().election_timeout_max_ticks;
+    for _ in 0..timeout_max {
+        net.step(3, Event::Tick);
+    }
+    assert_eq!(
+        net.engine(3).role(),
+        Role::Follower,
+        "a removed node never campaigns"
+    );
+    assert_eq!(
+        net.engine(3).leader(),
+        None,
+        "no leader is known after an election timeout without contact"
+    );
+}
+
 /// A removed peer that never answers is not sent to for ever: after a bounded number of
 /// heartbeat rounds the leader forgets it.
 #[test]
