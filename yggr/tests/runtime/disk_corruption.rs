@@ -187,6 +187,24 @@ async fn a_bit_flip_in_the_last_batch_is_refused_as_corruption() {
     }
 }
 
+/// The zero padding between batches carries no checksum, so a byte changed there was accepted
+/// in silence. Both batches around it are whole, so nothing a crash leaves explains it: it is
+/// refused, naming where the padding starts.
+#[tokio::test]
+async fn a_changed_byte_in_the_padding_between_batches_is_refused_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 entries of 100 bytes end off the 16-byte grid, so padding precedes the second batch.
+    let layout = store(
+        dir.path(),
+        vec![sized(1..=3, 100), sized(4..=6, 100), sized(7..=7, 100)],
+    )
+    .await;
+    let padding_start = layout.ends[0];
+    assert!(padding_start < layout.start(1), "the layout has padding");
+    overwrite(&layout.segment, padding_start, &[1]);
+    assert_refused_at(dir.path(), &layout.segment, padding_start).await;
+}
+
 /// Review finding: a last batch holds sector chunks that read all zeros although they were
 /// written and synced whenever its commands hold zeros of their own. The commonest case is
 /// the batch's last chunk: a batch that ends a few bytes past a sector boundary ends with the

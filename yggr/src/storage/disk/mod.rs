@@ -58,7 +58,8 @@
 //! - **Everything else** is an error naming the file and the byte offset of the batch (or
 //!   file) that does not check out, and nothing on disk is changed: a full-length last batch
 //!   whose checksum fails without an all-zero sector (a flipped bit), a header that does not
-//!   check out in a sector that was written, a bad batch followed by a valid one, any mismatch
+//!   check out in a sector that was written, a bad batch followed by a valid one, a non-zero
+//!   byte in the padding between two valid batches (which no checksum covers), any mismatch
 //!   in a segment that is not the last, a gap between segments, a log that does not start at
 //!   index 1 with no snapshot before it, and any bad `meta`, `hard_state` or `snapshot`
 //!   file. Truncating the log there could silently drop acknowledged entries.

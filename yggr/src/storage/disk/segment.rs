@@ -593,6 +593,18 @@ fn read_segment(
         let Some(length) = valid_batch(&bytes[at as usize..], place) else {
             break;
         };
+        // The padding before a batch was written with it, as zeros, and no checksum covers
+        // it: a byte changed there is the only sign of damage it can show.
+        if bytes[written_end as usize..at as usize]
+            .iter()
+            .any(|byte| *byte != 0)
+        {
+            return Err(corrupt(
+                path,
+                written_end,
+                "non-zero padding between two valid batches: a changed byte",
+            ));
+        }
         segment.batches.push((at, segment.offsets.len()));
         let end = at as usize + BATCH_HEADER_BYTES + length;
         read_batch_records(

@@ -163,7 +163,7 @@ async fn handshake(shared: &Shared, stream: &mut TcpStream) -> Admission {
         }
     };
     if shared.address(handshake.sender).is_none() {
-        warn!(target: "yggr::node", claimed = handshake.sender.get(), "refusing a connection from a node outside the address book");
+        shared.refused_outside_book(handshake.sender);
         return Admission::Refused;
     }
     match shared.admit(&handshake) {

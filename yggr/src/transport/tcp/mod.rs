@@ -340,6 +340,15 @@ struct Shared {
     incarnations: Mutex<HashMap<NodeId, u64>>,
     /// When a refusal of each kind was last logged at warn, per peer.
     refusals_logged: Mutex<HashMap<(NodeId, RefusalKind), tokio::time::Instant>>,
+    /// When a connection claiming an id outside the address book was last logged at warn.
+    /// One for all claimed ids: they come from unauthenticated bytes, so a map keyed by them
+    /// would grow without bound.
+    outside_book_logged: Mutex<Option<tokio::time::Instant>>,
+}
+
+/// Whether a warning last given at `last` (if ever) is due again at `now`.
+fn warning_due(last: Option<tokio::time::Instant>, now: tokio::time::Instant) -> bool {
+    last.is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL)
 }
 
 /// Why a handshake's identity was refused.
@@ -408,6 +417,7 @@ impl Shared {
             identity: RwLock::new(NodeIdentity::default()),
             incarnations: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
+            outside_book_logged: Mutex::new(None),
         }
     }
 
@@ -507,8 +517,7 @@ impl Shared {
                 .refusals_logged
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let last = logged.get(&(peer, refusal.kind())).copied();
-            let due = last.is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL);
+            let due = warning_due(logged.get(&(peer, refusal.kind())).copied(), now);
             if due {
                 logged.insert((peer, refusal.kind()), now);
             }
@@ -519,6 +528,30 @@ impl Shared {
             tracing::warn!(target: "yggr::node", peer = peer.get(), "{explanation}");
         } else {
             tracing::debug!(target: "yggr::node", peer = peer.get(), "{explanation}");
+        }
+    }
+
+    /// Logs the refusal of a connection whose handshake claims `claimed`, a node outside the
+    /// address book: at warn the first time in [`REFUSAL_LOG_INTERVAL`], at debug otherwise
+    /// (a removed node that is still running reconnects every few seconds).
+    fn refused_outside_book(&self, claimed: NodeId) {
+        let now = tokio::time::Instant::now();
+        let warn_now = {
+            let mut last = self
+                .outside_book_logged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = warning_due(*last, now);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let message = "refusing a connection from a node outside the address book";
+        if warn_now {
+            tracing::warn!(target: "yggr::node", claimed = claimed.get(), "{message}");
+        } else {
+            tracing::debug!(target: "yggr::node", claimed = claimed.get(), "{message}");
         }
     }
 
@@ -753,5 +786,25 @@ impl Transport for TcpTransport {
 
     fn try_recv(&mut self) -> Option<Message<Bytes>> {
         self.inbound.try_recv().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer refused every few seconds must not fill the log: the first refusal is a
+    /// warning, repeats within the interval are not, and the next one after it is again.
+    #[test]
+    fn a_repeated_refusal_is_warned_about_once_per_interval() {
+        let start = tokio::time::Instant::now();
+        assert!(
+            warning_due(None, start),
+            "the first refusal is warned about"
+        );
+        let soon = start + Duration::from_secs(2);
+        assert!(!warning_due(Some(start), soon));
+        let later = start + REFUSAL_LOG_INTERVAL;
+        assert!(warning_due(Some(start), later));
     }
 }
