@@ -64,6 +64,14 @@
 //! - [`storage`]: the [`Storage`] trait, [`MemStorage`] and [`DiskStorage`]; [`transport`]: the
 //!   [`Transport`] trait, [`LocalNetwork`] and [`TcpTransport`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
+//! - `sys` (internal): the seams to the outside world, one module per resource (files and
+//!   blocking work so far), which pick turmoil's simulated versions inside a simulation.
+//!
+//! # Features
+//! - `simulation` (off by default; for the simulator, not for production): lets the runtime
+//!   run inside a turmoil simulation. Whenever a simulation is running, `DiskStorage`'s files
+//!   are turmoil's simulated ones and its blocking work runs on the simulated host's thread;
+//!   outside one, nothing changes. Work in progress: sockets and the apply thread come next.
 
 #![warn(missing_docs)]
 
@@ -78,6 +86,7 @@ pub mod transport;
 
 mod apply;
 mod driver;
+mod sys;
 
 pub use config::{Bootstrap, Config, ConfigError, MAX_PARKED_READS};
 pub use error::{

@@ -3,7 +3,7 @@
 //! leaves either the old file or the new one, never a mix; a created or removed file is
 //! durable only once its directory is synced.
 
-use std::fs::{self, File, OpenOptions};
+use crate::sys::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,7 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Makes the directory's entries (files created, renamed or removed in it) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    fs::sync_dir(dir)
 }
 
 /// The contents of `path`, or `None` when it does not exist.
@@ -52,13 +52,12 @@ pub(crate) fn sweep_temp_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// that disappears meanwhile (another task removing it) counts as removed.
 pub(crate) fn sweep(dir: &Path, suffix: &str) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
+    for path in fs::read_dir(dir)? {
         let matches = path
             .file_name()
             .and_then(|name| name.to_str())
             .is_some_and(|name| name.ends_with(suffix));
-        if matches && path.is_file() {
+        if matches && fs::is_file(&path) {
             remove_if_exists(&path)?;
             removed.push(path);
         }

@@ -94,13 +94,15 @@
 //! fails, and the node stops. Retrying an `fsync` that failed is not safe: the kernel may
 //! have dropped the dirty pages and report success the second time.
 //!
-//! All file I/O runs on tokio's blocking pool, never on the runtime's worker threads.
+//! All file I/O runs on tokio's blocking pool, never on the runtime's worker threads (inside a
+//! simulation, on the simulated host's own thread: see `crate::sys`).
 
 mod files;
 pub(crate) mod format;
 mod segment;
 
-use std::fs::{self, File};
+use crate::sys::fs::{self, File, OpenOptions};
+use crate::sys::task::{run_blocking, start_blocking};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -262,7 +264,7 @@ impl DiskStorage {
         let path = path.as_ref().to_path_buf();
         let opened = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || DiskInner::open(&path, DEFAULT_SEGMENT_BYTES))
+            run_blocking(move || DiskInner::open(&path, DEFAULT_SEGMENT_BYTES))
                 .await
                 .map_err(io::Error::other)?
         };
@@ -313,7 +315,7 @@ impl DiskStorage {
                 reason: "an earlier storage task panicked".to_string(),
             });
         };
-        let joined = tokio::task::spawn_blocking(move || {
+        let joined = run_blocking(move || {
             let result = work(&mut inner);
             (inner, result)
         })
@@ -343,7 +345,7 @@ impl Storage for DiskStorage {
             inner.log.segment_bytes_limit()
         });
         self.inner = None;
-        let (inner, recovered) = tokio::task::spawn_blocking(move || DiskInner::open(&path, limit))
+        let (inner, recovered) = run_blocking(move || DiskInner::open(&path, limit))
             .await
             .map_err(|error| DiskError::Poisoned {
                 reason: format!("a storage task failed: {error}"),
@@ -391,7 +393,7 @@ impl Storage for DiskStorage {
         let name = prepared_snapshot_name(&snapshot);
         async move {
             let base = dir.clone();
-            let written = tokio::task::spawn_blocking(move || {
+            let written = run_blocking(move || {
                 let path = dir.join(&name);
                 let bytes = encode_snapshot(&snapshot);
                 write_synced(&path, &bytes).map_err(|error| io_error(&path, error))?;
@@ -413,7 +415,7 @@ impl Storage for DiskStorage {
             // A preparation never stored (its snapshot was dropped) leaves its file behind:
             // remove it now rather than at the next open.
             if let Some(replaced) = replaced {
-                let _ = std::fs::remove_file(base.join(&replaced.name));
+                let _ = fs::remove_file(base.join(&replaced.name));
             }
             Ok(())
         }
@@ -423,7 +425,7 @@ impl Storage for DiskStorage {
 impl DiskInner {
     fn open(dir: &Path, segment_bytes: u64) -> Result<(DiskInner, Option<StoredState>), DiskError> {
         let log_dir = dir.join(LOG_DIR);
-        let created = !log_dir.is_dir();
+        let created = !fs::is_dir(&log_dir);
         fs::create_dir_all(&log_dir).map_err(|error| io_error(&log_dir, error))?;
         if created {
             // New directories are durable only once their parents' entries are synced.
@@ -434,14 +436,14 @@ impl DiskInner {
             }
         }
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
+        let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(|error| io_error(&lock_path, error))?;
         lock.try_lock().map_err(|error| match error {
-            fs::TryLockError::WouldBlock => io_error(
+            std::fs::TryLockError::WouldBlock => io_error(
                 &lock_path,
                 io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -450,7 +452,7 @@ impl DiskInner {
                      tasks stop)",
                 ),
             ),
-            fs::TryLockError::Error(error) => io_error(&lock_path, error),
+            std::fs::TryLockError::Error(error) => io_error(&lock_path, error),
         })?;
         for swept in sweep_temp_files(dir)
             .map_err(|error| io_error(dir, error))?
@@ -645,8 +647,7 @@ impl DiskInner {
             .map(|prepared| self.dir.join(&prepared.name))
             .filter(|path| {
                 prepared.is_some_and(|prepared| {
-                    fs::metadata(path)
-                        .is_ok_and(|metadata| metadata.len() == prepared.length as u64)
+                    fs::file_len(path).is_ok_and(|length| length == prepared.length as u64)
                 })
             });
         if let Some(path) = from_prepared {
@@ -677,13 +678,13 @@ fn remove_in_background(retired: Vec<PathBuf>) {
     if retired.is_empty() {
         return;
     }
-    drop(tokio::task::spawn_blocking(move || {
+    start_blocking(move || {
         for path in retired {
             if let Err(error) = files::remove_if_exists(&path) {
                 warn!(target: "yggr::node", path = %path.display(), %error, "could not remove a retired log segment; the next open removes it");
             }
         }
-    }));
+    });
 }
 
 /// Merges a later entries write into an earlier one of the same batch: the later one
@@ -883,7 +884,7 @@ mod tests {
     }
 
     fn log_files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir.join(LOG_DIR))
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(LOG_DIR))
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect();

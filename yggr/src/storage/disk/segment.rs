@@ -9,8 +9,7 @@
 //! - `next` is the index the next append must start at: one past the last stored entry, or
 //!   wherever [`SegmentedLog::clear`] put it.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use crate::sys::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -138,8 +137,7 @@ impl SegmentedLog {
         segment_bytes_limit: u64,
     ) -> Result<(SegmentedLog, Vec<LogEntry<Bytes>>), DiskError> {
         let mut paths = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
-            let path = entry.map_err(|error| io_error(dir, error))?.path();
+        for path in fs::read_dir(dir).map_err(|error| io_error(dir, error))? {
             if let Some(first) = parse_segment_name(&path) {
                 // Indexes are sums of a segment's first index and its record count: a name
                 // near u64::MAX cannot come from a real log, and would overflow them.
@@ -954,13 +952,13 @@ mod tests {
         };
         let mut torn = bytes.clone();
         forge_from(&mut torn, 512);
-        fs::write(&path, &torn).unwrap();
+        std::fs::write(&path, &torn).unwrap();
         let (log, recovered) = SegmentedLog::recover(dir.path(), 1 << 20).unwrap();
         assert_eq!(indexes(&recovered), vec![1]);
         assert_eq!(log.next(), LogIndex::new(2));
         drop(log);
         forge_from(&mut bytes, start);
-        fs::write(&path, &bytes).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
         let error = SegmentedLog::recover(dir.path(), 1 << 20).unwrap_err();
         assert!(
             matches!(error, DiskError::Corrupt { offset, .. } if offset == start as u64),
@@ -998,7 +996,7 @@ mod tests {
         let error = log.append(&[huge]).unwrap_err();
         assert!(matches!(error, DiskError::Refused(_)), "{error}");
         assert_eq!(log.segments[0].length, length);
-        assert_eq!(fs::metadata(&log.segments[0].path).unwrap().len(), length);
+        assert_eq!(fs::file_len(&log.segments[0].path).unwrap(), length);
         drop(log);
         let (_, recovered) = SegmentedLog::recover(dir.path(), 1 << 30).unwrap();
         assert_eq!(indexes(&recovered), vec![1]);

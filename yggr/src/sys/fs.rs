@@ -1,0 +1,258 @@
+//! Files, as `DiskStorage` uses them: the standard library's, or turmoil's simulated ones
+//! inside a simulation (see the [parent module](super) for why the choice is made at run time).
+//!
+//! Only what the storage needs is here, with the standard library's names and meanings.
+//! Paths in a simulation are absolute paths in the current host's own file system.
+//!
+//! What the simulated file system does not have: file locks. [`File::try_lock`] always
+//! succeeds there; a simulation never opens one directory from two nodes of the same host.
+
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+#[cfg(feature = "simulation")]
+use turmoil::fs::shim::std::fs as simulated;
+
+/// Whether the calling code runs inside a turmoil simulation, on a simulated host.
+#[cfg(feature = "simulation")]
+fn simulating() -> bool {
+    turmoil::in_simulation()
+}
+
+/// Picks the simulated or the real version of one call: `$simulated` is evaluated with
+/// `simulated` bound to turmoil's `std::fs` shim when the feature is on and a simulation
+/// runs, `$real` otherwise.
+macro_rules! either {
+    ($simulated:expr, $real:expr) => {{
+        #[cfg(feature = "simulation")]
+        {
+            if simulating() { $simulated } else { $real }
+        }
+        #[cfg(not(feature = "simulation"))]
+        {
+            $real
+        }
+    }};
+}
+
+/// An open file.
+#[derive(Debug)]
+pub(crate) struct File(Inner);
+
+#[derive(Debug)]
+enum Inner {
+    Real(std::fs::File),
+    #[cfg(feature = "simulation")]
+    Simulated(simulated::File),
+}
+
+/// Runs `$body` with `$file` bound to whichever file `$self` holds.
+macro_rules! with_file {
+    ($self:expr, $file:ident => $body:expr) => {
+        match &$self.0 {
+            Inner::Real($file) => $body,
+            #[cfg(feature = "simulation")]
+            Inner::Simulated($file) => $body,
+        }
+    };
+}
+
+impl File {
+    /// Opens `path` for reading.
+    pub(crate) fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path)
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    pub(crate) fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        with_file!(self, file => file.write_all_at(bytes, offset))
+    }
+
+    /// Fills `buffer` from `offset`.
+    pub(crate) fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        with_file!(self, file => file.read_exact_at(buffer, offset))
+    }
+
+    /// Sets the file's length, cutting or extending it with zeros.
+    pub(crate) fn set_len(&self, length: u64) -> io::Result<()> {
+        with_file!(self, file => file.set_len(length))
+    }
+
+    /// Makes the file's data durable (`fdatasync`).
+    pub(crate) fn sync_data(&self) -> io::Result<()> {
+        with_file!(self, file => file.sync_data())
+    }
+
+    /// Makes the file's data and metadata durable (`fsync`).
+    pub(crate) fn sync_all(&self) -> io::Result<()> {
+        with_file!(self, file => file.sync_all())
+    }
+
+    /// Takes an exclusive advisory lock (`flock`) without waiting. Always granted in a
+    /// simulation, whose file system has no locks.
+    pub(crate) fn try_lock(&self) -> Result<(), std::fs::TryLockError> {
+        match &self.0 {
+            Inner::Real(file) => file.try_lock(),
+            #[cfg(feature = "simulation")]
+            Inner::Simulated(_) => Ok(()),
+        }
+    }
+}
+
+impl Write for File {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Inner::Real(file) => file.write(bytes),
+            #[cfg(feature = "simulation")]
+            Inner::Simulated(file) => file.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            Inner::Real(file) => file.flush(),
+            #[cfg(feature = "simulation")]
+            Inner::Simulated(file) => file.flush(),
+        }
+    }
+}
+
+/// How to open a file: [`std::fs::OpenOptions`]' flags, the ones the storage uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OpenOptions {
+    read: bool,
+    write: bool,
+    create: bool,
+    create_new: bool,
+    truncate: bool,
+}
+
+impl OpenOptions {
+    pub(crate) fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    pub(crate) fn read(&mut self, read: bool) -> &mut OpenOptions {
+        self.read = read;
+        self
+    }
+
+    pub(crate) fn write(&mut self, write: bool) -> &mut OpenOptions {
+        self.write = write;
+        self
+    }
+
+    pub(crate) fn create(&mut self, create: bool) -> &mut OpenOptions {
+        self.create = create;
+        self
+    }
+
+    pub(crate) fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
+        self.create_new = create_new;
+        self
+    }
+
+    pub(crate) fn truncate(&mut self, truncate: bool) -> &mut OpenOptions {
+        self.truncate = truncate;
+        self
+    }
+
+    pub(crate) fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let path = path.as_ref();
+        either!(
+            simulated::OpenOptions::new()
+                .read(self.read)
+                .write(self.write)
+                .create(self.create)
+                .create_new(self.create_new)
+                .truncate(self.truncate)
+                .open(path)
+                .map(|file| File(Inner::Simulated(file))),
+            std::fs::OpenOptions::new()
+                .read(self.read)
+                .write(self.write)
+                .create(self.create)
+                .create_new(self.create_new)
+                .truncate(self.truncate)
+                .open(path)
+                .map(|file| File(Inner::Real(file)))
+        )
+    }
+}
+
+/// The whole contents of `path`.
+pub(crate) fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let path = path.as_ref();
+    either!(simulated::read(path), std::fs::read(path))
+}
+
+/// The paths of the entries of directory `path`, in no particular order.
+pub(crate) fn read_dir(path: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
+    let path = path.as_ref();
+    either!(
+        simulated::read_dir(path)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect(),
+        std::fs::read_dir(path)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect()
+    )
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists.
+pub(crate) fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    let (from, to) = (from.as_ref(), to.as_ref());
+    either!(simulated::rename(from, to), std::fs::rename(from, to))
+}
+
+/// Removes the file `path`.
+pub(crate) fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    either!(simulated::remove_file(path), std::fs::remove_file(path))
+}
+
+/// Creates directory `path` and any missing parents.
+pub(crate) fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    either!(
+        simulated::create_dir_all(path),
+        std::fs::create_dir_all(path)
+    )
+}
+
+/// The length of the file at `path`.
+pub(crate) fn file_len(path: impl AsRef<Path>) -> io::Result<u64> {
+    let path = path.as_ref();
+    either!(
+        simulated::metadata(path).map(|metadata| metadata.len()),
+        std::fs::metadata(path).map(|metadata| metadata.len())
+    )
+}
+
+/// Whether `path` is an existing directory.
+pub(crate) fn is_dir(path: impl AsRef<Path>) -> bool {
+    let path = path.as_ref();
+    either!(
+        simulated::metadata(path).is_ok_and(|metadata| metadata.is_dir()),
+        path.is_dir()
+    )
+}
+
+/// Whether `path` is an existing regular file.
+pub(crate) fn is_file(path: impl AsRef<Path>) -> bool {
+    let path = path.as_ref();
+    either!(
+        simulated::metadata(path).is_ok_and(|metadata| metadata.is_file()),
+        path.is_file()
+    )
+}
+
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: impl AsRef<Path>) -> io::Result<()> {
+    let dir = dir.as_ref();
+    either!(
+        simulated::sync_dir(dir),
+        std::fs::File::open(dir)?.sync_all()
+    )
+}
