@@ -580,11 +580,8 @@ fn lease_reads_stop_once_timeout_now_is_sent() {
     );
 }
 
-/// A follower the leader removes must receive the entry that removes it, or it goes on
-/// believing it is a member (and its host, say, keeps telling clients to retry) for ever. The
-/// leader still replicates to it after appending that entry, until it holds it.
-#[test]
-fn removed_follower_receives_the_entry_that_removes_it() {
+/// Three nodes led by node 1, which has removed node 3 with every message delivered.
+fn three_nodes_led_by_one_removing_three() -> Net {
     let mut net = Net::new(3);
     net.elect(1);
     net.step(1, Event::ClientProposal(7));
@@ -594,6 +591,15 @@ fn removed_follower_receives_the_entry_that_removes_it() {
         Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
     );
     net.deliver_all();
+    net
+}
+
+/// A follower the leader removes must receive the entry that removes it, or it goes on
+/// believing it is a member (and its host, say, keeps telling clients to retry) for ever. The
+/// leader still replicates to it after appending that entry, until it holds it.
+#[test]
+fn removed_follower_receives_the_entry_that_removes_it() {
+    let mut net = three_nodes_led_by_one_removing_three();
     assert!(!net.engine(1).membership().contains(id(3)));
     assert!(
         !net.engine(3).membership().contains(id(3)),
@@ -686,15 +692,7 @@ fn unreachable_removed_follower_is_dropped_after_a_bounded_number_of_rounds() {
 /// the cluster that removed it, every election timeout, for ever.
 #[test]
 fn removed_follower_learns_its_removal_committed_and_stops_campaigning() {
-    let mut net = Net::new(3);
-    net.elect(1);
-    net.step(1, Event::ClientProposal(7));
-    net.deliver_all();
-    net.step(
-        1,
-        Event::ProposeConfigChange(ConfigChange::RemovePeer(id(3))),
-    );
-    net.deliver_all();
+    let mut net = three_nodes_led_by_one_removing_three();
     let removal = net.engine(1).last_log_index();
     assert!(net.engine(1).commit_index() >= removal);
     for _ in 0..DEPARTURE_ROUNDS_AND_THEN_SOME {
