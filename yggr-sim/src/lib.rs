@@ -83,6 +83,7 @@ pub mod network;
 pub mod options;
 pub mod policy;
 pub mod runner;
+pub mod stack;
 pub mod state_machine;
 pub mod suite;
 pub mod trace;

@@ -11,7 +11,10 @@
 //! - on a current-thread runtime (tests with tokio's paused clock among them), as a task that
 //!   hands each busy period (a job and whatever queued behind it) to the blocking pool. That
 //!   frees the runtime's one thread, and tells the paused clock that work is in progress: a
-//!   plain thread would let virtual time race ahead while it ran.
+//!   plain thread would let virtual time race ahead while it ran;
+//! - inside a turmoil simulation (whose hosts run current-thread runtimes), the same task, but
+//!   each busy period runs right on the host's thread (`sys::task`): a thread would see
+//!   neither the simulated clock nor the simulated file system, and the run would not repeat.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -368,7 +371,8 @@ async fn run_in_busy_periods<S: StateMachine>(mut applier: Applier<S>) {
         let Some(first) = applier.jobs.recv().await else {
             return;
         };
-        let busy = tokio::task::spawn_blocking(move || {
+        // On tokio's blocking pool, or right here on a simulated host (see `sys::task`).
+        let busy = crate::sys::task::run_blocking(move || {
             applier.busy_period(first);
             applier
         });

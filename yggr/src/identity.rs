@@ -52,7 +52,7 @@ pub fn cluster_id(founding: &Membership) -> u64 {
 
 /// A fresh incarnation: random, from the operating system's entropy, never 0.
 pub(crate) fn new_incarnation() -> u64 {
-    non_zero(rand::random())
+    non_zero(crate::sys::random::u64())
 }
 
 /// The 64-bit FNV-1a hash of `bytes`: simple, and fixed by its definition, so stored or sent

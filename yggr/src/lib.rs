@@ -64,14 +64,18 @@
 //! - [`storage`]: the [`Storage`] trait, [`MemStorage`] and [`DiskStorage`]; [`transport`]: the
 //!   [`Transport`] trait, [`LocalNetwork`] and [`TcpTransport`].
 //! - [`core`]: the protocol engine (`yggr-core`), re-exported whole.
-//! - `sys` (internal): the seams to the outside world, one module per resource (files and
-//!   blocking work so far), which pick turmoil's simulated versions inside a simulation.
+//! - `sys` (internal): the seams to the outside world, one module per resource (files,
+//!   sockets, blocking work, randomness), which pick turmoil's simulated versions inside a
+//!   simulation.
+//! - [`simulation`] (with the `simulation` feature): what a simulator sets up before a run.
 //!
 //! # Features
 //! - `simulation` (off by default; for the simulator, not for production): lets the runtime
 //!   run inside a turmoil simulation. Whenever a simulation is running, `DiskStorage`'s files
-//!   are turmoil's simulated ones and its blocking work runs on the simulated host's thread;
-//!   outside one, nothing changes. Work in progress: sockets and the apply thread come next.
+//!   are turmoil's simulated ones, `TcpTransport`'s sockets are turmoil's simulated ones, the
+//!   apply task and blocking work run on the simulated host's thread, and the few random draws
+//!   outside the engine come from a seeded generator; outside one, nothing changes. The
+//!   `yggr-sim` crate runs whole clusters this way.
 
 #![warn(missing_docs)]
 
@@ -83,6 +87,9 @@ pub mod state_machine;
 pub mod status;
 pub mod storage;
 pub mod transport;
+
+#[cfg(feature = "simulation")]
+pub mod simulation;
 
 mod apply;
 mod driver;

@@ -7,6 +7,7 @@ mod membership;
 mod reads;
 mod smoke;
 mod snapshot;
+mod stack;
 mod transfer;
 
 use crate::suite::{Suite, base_seed, budget};

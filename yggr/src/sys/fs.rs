@@ -14,28 +14,6 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "simulation")]
 use turmoil::fs::shim::std::fs as simulated;
 
-/// Whether the calling code runs inside a turmoil simulation, on a simulated host.
-#[cfg(feature = "simulation")]
-fn simulating() -> bool {
-    turmoil::in_simulation()
-}
-
-/// Picks the simulated or the real version of one call: `$simulated` is evaluated with
-/// `simulated` bound to turmoil's `std::fs` shim when the feature is on and a simulation
-/// runs, `$real` otherwise.
-macro_rules! either {
-    ($simulated:expr, $real:expr) => {{
-        #[cfg(feature = "simulation")]
-        {
-            if simulating() { $simulated } else { $real }
-        }
-        #[cfg(not(feature = "simulation"))]
-        {
-            $real
-        }
-    }};
-}
-
 /// An open file.
 #[derive(Debug)]
 pub(crate) struct File(Inner);

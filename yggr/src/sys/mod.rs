@@ -1,6 +1,8 @@
 //! The runtime's seams to the outside world, one module per resource.
 //!
-//! Everything the runtime does with files goes through [`fs`]. Built without the `simulation`
+//! Everything the runtime does with files goes through [`fs`], with sockets through [`net`],
+//! with blocking work through [`task`], and every random draw that is not the engine's
+//! (seeded by `Config::random_seed`) through [`random`]. Built without the `simulation`
 //! feature, it is the standard library and nothing else. Built with it, each call checks
 //! whether it runs inside a turmoil simulation (`turmoil::in_simulation`) and, if so, uses
 //! turmoil's simulated file system instead, whose crash semantics (unsynced writes lost,
@@ -9,5 +11,32 @@
 //! a test binary that links the simulator and one that uses real files may well be built with
 //! the same features.
 
+/// Whether the calling code runs inside a turmoil simulation, on a simulated host.
+#[cfg(feature = "simulation")]
+fn simulating() -> bool {
+    turmoil::in_simulation()
+}
+
+/// Picks the simulated or the real version of one call: `$simulated` when the feature is on
+/// and a simulation runs, `$real` otherwise (the only one compiled without the feature).
+macro_rules! either {
+    ($simulated:expr, $real:expr) => {{
+        #[cfg(feature = "simulation")]
+        {
+            if $crate::sys::simulating() {
+                $simulated
+            } else {
+                $real
+            }
+        }
+        #[cfg(not(feature = "simulation"))]
+        {
+            $real
+        }
+    }};
+}
+
 pub(crate) mod fs;
+pub(crate) mod net;
+pub(crate) mod random;
 pub(crate) mod task;

@@ -244,7 +244,10 @@ fn spawn_delayer(network: LocalNetwork) -> mpsc::UnboundedSender<Delayed> {
         let mut sequence = 0u64;
         loop {
             let next_due = waiting.peek().map(|Reverse((due, _))| *due);
+            // Biased: tokio would otherwise pick a branch at random, from a generator no
+            // seed reaches.
             tokio::select! {
+                biased;
                 arrived = incoming.recv() => {
                     let Some(delayed) = arrived else { break };
                     sequence += 1;

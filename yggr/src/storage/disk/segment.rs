@@ -347,7 +347,7 @@ impl SegmentedLog {
         let path = self.dir.join(segment_name(first));
         // The salt only has to differ between segments; it is not a secret and affects no
         // behaviour, so it need not come from a seeded generator.
-        let salt = rand::random::<u64>();
+        let salt = crate::sys::random::u64();
         let file = OpenOptions::new()
             .read(true)
             .write(true)

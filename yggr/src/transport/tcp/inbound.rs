@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -17,6 +16,7 @@ use super::frame::{
     decode_handshake_prefix, handshake_with,
 };
 use super::{Shared, bump};
+use crate::sys::net::{TcpListener, TcpStream};
 
 /// Accepts connections until the transport is dropped (which aborts this task and, with its
 /// `JoinSet`, every reader).
@@ -28,7 +28,9 @@ pub(super) async fn accept(
     let slots = Arc::new(Semaphore::new(shared.options.max_inbound_connections));
     let mut readers = JoinSet::new();
     loop {
+        // Biased, so that a simulated run polls the branches in one order every time.
         tokio::select! {
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {

@@ -49,7 +49,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use yggr_core::{Message, NodeId};
@@ -57,6 +56,7 @@ use yggr_core::{Message, NodeId};
 use self::frame::Handshake;
 use super::Transport;
 use crate::identity::NodeIdentity;
+use crate::sys::net::TcpListener;
 
 /// Limits and timings of a [`TcpTransport`].
 #[derive(Clone, Debug)]

@@ -18,7 +18,6 @@
 //! row that the peer closed soon after it was made (it refuses this node, say), waits first,
 //! with a backoff that doubles, and jitter.
 
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +26,6 @@ use bytes::{Bytes, BytesMut};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
@@ -36,6 +33,7 @@ use yggr_core::{Message, NodeId};
 
 use super::frame::{KEEP_ALIVE, encode_frames, encode_handshake};
 use super::{Shared, bump};
+use crate::sys::net::{ReadHalf, TcpStream, WriteHalf};
 
 /// The most messages written in one `write` call.
 const MAX_BATCH: usize = 1024;
@@ -96,8 +94,8 @@ enum Wake {
 struct Connection {
     address: SocketAddr,
     /// Only read to learn that the peer closed the connection: it never writes.
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf,
+    writer: WriteHalf,
     opened: Instant,
     /// When the last frame (a keep-alive included) went out, or the connection was made.
     last_write: Instant,
@@ -107,12 +105,8 @@ impl Connection {
     /// What the socket says, without waiting, if the peer has closed or reset the connection
     /// (or written on it). It asks the socket itself rather than the runtime's record of
     /// its readiness, which learns of a close only once the reactor has run.
-    fn closed_by_peer(&self) -> Option<std::io::Result<usize>> {
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(self.reader.as_ref()).peek(&mut probe) {
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => None,
-            read => Some(read),
-        }
+    fn closed_by_peer(&mut self) -> Option<std::io::Result<usize>> {
+        self.reader.readable_now()
     }
 
     /// Writes all of `bytes`.
@@ -451,7 +445,7 @@ mod tests {
     }
 
     /// The message a new connection carries after its handshake.
-    async fn first_message_on(connection: &mut TcpStream) -> Message<Bytes> {
+    async fn first_message_on(connection: &mut tokio::net::TcpStream) -> Message<Bytes> {
         let mut bytes = BytesMut::new();
         loop {
             connection.read_buf(&mut bytes).await.unwrap();

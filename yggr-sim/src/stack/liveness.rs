@@ -1,0 +1,192 @@
+//! The liveness phase's probe: once every fault is healed, a client that waits for the
+//! cluster to agree on one leader and answer every request still outstanding, then writes a
+//! barrier command and reads, and waits for every live replica to apply the barrier.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use yggr::{NodeId, ProposeError, Role};
+
+use super::clients::{History, Operation, Outcome, Request, now};
+use super::cluster::Registry;
+use super::observed::{BARRIER_OPERATION, Entry, Journal, Observed, Tagged};
+use super::workload::{Draw, Workload};
+
+/// How far the probe got, and when (simulated time).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress {
+    /// When one leader was known to every node that is up.
+    pub(crate) leader_agreed: Option<Duration>,
+    /// The highest term any node reported then.
+    pub(crate) term: u64,
+    /// When every client request had been answered.
+    pub(crate) all_answered: Option<Duration>,
+    /// Where the barrier was applied.
+    pub(crate) barrier_position: Option<u64>,
+    /// When the fresh read was served, at what position.
+    pub(crate) read_position: Option<u64>,
+    /// When every live replica had applied the barrier.
+    pub(crate) converged: Option<Duration>,
+    /// The nodes that had applied it then.
+    pub(crate) replicas: Vec<NodeId>,
+}
+
+pub(crate) struct Probe<W: Workload> {
+    pub(crate) workload: W,
+    pub(crate) registry: Rc<Registry<W>>,
+    pub(crate) history: History<W>,
+    pub(crate) journal: Journal,
+    pub(crate) progress: Rc<RefCell<Progress>>,
+    pub(crate) draw: Draw,
+}
+
+const POLL: Duration = Duration::from_millis(10);
+
+impl<W: Workload> Probe<W> {
+    pub(crate) async fn run(mut self) -> turmoil::Result {
+        let leader = self.agree_on_leader().await;
+        while self
+            .history
+            .borrow()
+            .iter()
+            .any(|operation| operation.outcome == Outcome::Pending)
+        {
+            tokio::time::sleep(POLL).await;
+        }
+        self.progress.borrow_mut().all_answered = Some(now());
+        let position = self.barrier(leader).await;
+        self.progress.borrow_mut().barrier_position = Some(position);
+        if self
+            .workload
+            .read(&self.workload.state_machine(leader), 0)
+            .is_some()
+        {
+            self.fresh_read(leader).await;
+        }
+        self.wait_for_replicas(position).await;
+        Ok(())
+    }
+
+    /// Waits until every node that is up names the same leader, which says it leads.
+    async fn agree_on_leader(&self) -> NodeId {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let up = self.registry.up();
+            let mut leaders = Vec::new();
+            let mut term = 0;
+            for &id in &up {
+                let Some((node, _)) = self.registry.node(id) else {
+                    continue;
+                };
+                if let Ok(status) = node.status().await {
+                    term = term.max(status.current_term.get());
+                    leaders.push((status.leader, status.role == Role::Leader, id));
+                }
+            }
+            if leaders.is_empty() || leaders.len() != up.len() {
+                continue;
+            }
+            let Some(leader) = leaders[0].0 else { continue };
+            let agreed = leaders.iter().all(|(named, _, _)| *named == Some(leader));
+            let leads = leaders
+                .iter()
+                .any(|(_, leading, id)| *leading && *id == leader);
+            if agreed && leads {
+                let mut progress = self.progress.borrow_mut();
+                progress.leader_agreed = Some(now());
+                progress.term = term;
+                return leader;
+            }
+        }
+    }
+
+    /// Writes the barrier through the leader (following redirects), recorded in the history
+    /// like any client's write; returns its position.
+    async fn barrier(&mut self, mut leader: NodeId) -> u64 {
+        let command = self.workload.command(&mut self.draw);
+        loop {
+            let Some((node, _)) = self.registry.node(leader) else {
+                tokio::time::sleep(POLL).await;
+                leader = self.agree_on_leader().await;
+                continue;
+            };
+            let invoked = now();
+            let tagged = Tagged {
+                operation: BARRIER_OPERATION,
+                command: command.clone(),
+            };
+            match node.write(tagged).await {
+                Ok(applied) => {
+                    self.history.borrow_mut().push(Operation {
+                        id: BARRIER_OPERATION,
+                        client: u32::MAX,
+                        node: leader,
+                        request: Request::Write(command),
+                        invoked,
+                        returned: Some(now()),
+                        outcome: Outcome::Written {
+                            position: applied.position,
+                            response: applied.response,
+                        },
+                    });
+                    return applied.position;
+                }
+                Err(ProposeError::NotLeader { leader_hint }) => leader = leader_hint,
+                Err(_) => {
+                    // Refused or unknown: the barrier cannot be retried under the same id if
+                    // it may have applied, so this is a liveness failure the runner reports
+                    // by timing out.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    async fn fresh_read(&self, leader: NodeId) {
+        let Some((node, _)) = self.registry.node(leader) else {
+            return;
+        };
+        let workload = self.workload.clone();
+        if let Ok(position) = node
+            .read_linearizable(move |state: &Observed<W>| {
+                let _ = workload.read(&state.inner, 0);
+                state.position
+            })
+            .await
+        {
+            self.progress.borrow_mut().read_position = Some(position);
+        }
+    }
+
+    /// Waits until every node that is up has applied the barrier.
+    async fn wait_for_replicas(&self, position: u64) {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let up = self.registry.up();
+            let journal = self
+                .journal
+                .lock()
+                .expect("the journal's lock is never poisoned");
+            let reached: Vec<NodeId> = up
+                .iter()
+                .copied()
+                .filter(|id| {
+                    let life = self.registry.life(*id);
+                    journal.iter().any(|entry| {
+                        matches!(entry, Entry::Barrier { node, life: at, position: p, .. }
+                            if node == id && *at == life && *p == position)
+                            || matches!(entry, Entry::Restored { node, life: at, position: p }
+                            if node == id && *at == life && *p >= position)
+                    })
+                })
+                .collect();
+            if !up.is_empty() && reached.len() == up.len() {
+                let mut progress = self.progress.borrow_mut();
+                progress.converged = Some(now());
+                progress.replicas = reached;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The user's state machine as each node runs it, wrapped so the simulation can see what it
+//! applies: every command carries the id of the client operation that sent it, and every
+//! apply and restore is written to a journal the checker reads.
+//!
+//! The wrapper counts the commands its state holds (its *position*): applying one moves the
+//! position up by one, and a snapshot carries the position it was taken at, so a node that
+//! restores one continues from there. Across every node and every restart, the command at a
+//! position must be the same one, and a node's positions must run on without a gap or a
+//! repeat: that is "apply sees every entry once, in order", checked from outside.
+
+use std::sync::{Arc, Mutex};
+
+use std::hash::Hasher;
+
+use yggr::{DecodeError, NodeId, SnapshotError, StateMachine};
+
+use super::digest::Fnv64;
+use super::workload::Workload;
+
+/// A client operation's command, tagged with the operation's id.
+#[derive(Clone, Debug)]
+pub(crate) struct Tagged<C> {
+    pub(crate) operation: u64,
+    pub(crate) command: C,
+}
+
+/// What a node's apply answers: the user's response and the position it was applied at.
+#[derive(Clone, Debug)]
+pub(crate) struct Applied<R> {
+    pub(crate) position: u64,
+    pub(crate) response: R,
+}
+
+/// One thing a node's state machine did.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Entry {
+    /// A node's state machine was created, empty (position 0), for the `life`-th start.
+    Started { node: NodeId, life: u32 },
+    /// It restored a snapshot taken at `position`.
+    Restored {
+        node: NodeId,
+        life: u32,
+        position: u64,
+    },
+    /// It applied `operation`'s command at `position`.
+    Applied {
+        node: NodeId,
+        life: u32,
+        position: u64,
+        operation: u64,
+    },
+    /// It applied the liveness phase's barrier at `position`, with its whole state's digest
+    /// and the workload's replica check.
+    Barrier {
+        node: NodeId,
+        life: u32,
+        position: u64,
+        digest: u64,
+        check: Result<(), String>,
+    },
+}
+
+/// Every entry of every node, in the order they happened.
+pub(crate) type Journal = Arc<Mutex<Vec<Entry>>>;
+
+/// The operation id of the liveness phase's barrier command.
+pub(crate) const BARRIER_OPERATION: u64 = u64::MAX;
+
+/// The user's state machine, watched.
+pub(crate) struct Observed<W: Workload> {
+    pub(crate) inner: W::Machine,
+    pub(crate) position: u64,
+    workload: W,
+    node: NodeId,
+    life: u32,
+    journal: Journal,
+}
+
+impl<W: Workload> Observed<W> {
+    pub(crate) fn new(workload: W, node: NodeId, life: u32, journal: Journal) -> Observed<W> {
+        record(&journal, Entry::Started { node, life });
+        Observed {
+            inner: workload.state_machine(node),
+            position: 0,
+            workload,
+            node,
+            life,
+            journal,
+        }
+    }
+}
+
+fn record(journal: &Journal, entry: Entry) {
+    journal
+        .lock()
+        .expect("the journal's lock is never held across a panic")
+        .push(entry);
+}
+
+/// A digest of `state`: its snapshot's bytes when it takes snapshots, else its position only.
+pub(crate) fn state_digest<M: StateMachine>(state: &M, position: u64) -> u64 {
+    let mut hash = Fnv64::new();
+    hash.write_u64(position);
+    if let Ok(bytes) = state.snapshot() {
+        hash.write(&bytes);
+    }
+    hash.finish()
+}
+
+impl<W: Workload> StateMachine for Observed<W> {
+    type Command = Tagged<W::Command>;
+    type Response = Applied<W::Response>;
+
+    fn encode_command(command: &Self::Command) -> Vec<u8> {
+        let mut bytes = command.operation.to_le_bytes().to_vec();
+        bytes.extend(W::Machine::encode_command(&command.command));
+        bytes
+    }
+
+    fn decode_command(bytes: &[u8]) -> Result<Self::Command, DecodeError> {
+        let Some((operation, rest)) = bytes.split_first_chunk::<8>() else {
+            return Err(DecodeError::new("shorter than an operation id"));
+        };
+        Ok(Tagged {
+            operation: u64::from_le_bytes(*operation),
+            command: W::Machine::decode_command(rest)?,
+        })
+    }
+
+    fn apply(&mut self, command: Self::Command) -> Self::Response {
+        let response = self.inner.apply(command.command);
+        self.position += 1;
+        let entry = if command.operation == BARRIER_OPERATION {
+            Entry::Barrier {
+                node: self.node,
+                life: self.life,
+                position: self.position,
+                digest: state_digest(&self.inner, self.position),
+                check: self.workload.check_replica(&self.inner),
+            }
+        } else {
+            Entry::Applied {
+                node: self.node,
+                life: self.life,
+                position: self.position,
+                operation: command.operation,
+            }
+        };
+        record(&self.journal, entry);
+        Applied {
+            position: self.position,
+            response,
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let mut bytes = self.position.to_le_bytes().to_vec();
+        bytes.extend(self.inner.snapshot()?);
+        Ok(bytes)
+    }
+
+    fn restore(&mut self, bytes: Vec<u8>) {
+        let Some((position, rest)) = bytes.split_first_chunk::<8>() else {
+            // Only this wrapper's snapshots reach here; one that is not is a harness bug.
+            panic!("a snapshot without the simulation's position prefix");
+        };
+        self.position = u64::from_le_bytes(*position);
+        self.inner.restore(rest.to_vec());
+        record(
+            &self.journal,
+            Entry::Restored {
+                node: self.node,
+                life: self.life,
+                position: self.position,
+            },
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! What one stack run does, all of it derived from a seed.
+
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// How often the fault injector acts, and what it may do. Times are simulated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// The mean pause between two fault actions.
+    pub mean_interval: Duration,
+    /// Crash a node (unsynced writes lost) and restart it later.
+    pub crashes: bool,
+    /// Cut the cluster in two, both ways.
+    pub partitions: bool,
+    /// Cut one direction between two nodes.
+    pub one_way_cuts: bool,
+    /// Hold every message to and from a node, then deliver them all at once, as after a
+    /// process or VM pause.
+    pub holds: bool,
+    /// Raise one link's latency.
+    pub slow_links: bool,
+    /// The probability that a simulated file operation fails with an I/O error (the node
+    /// stops, never acknowledging what it could not persist, and is restarted).
+    pub io_error_probability: f64,
+    /// The probability that the simulated disk persists a pending write early, without an
+    /// fsync (as a real kernel may).
+    pub early_sync_probability: f64,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Faults {
+        Faults {
+            mean_interval: Duration::from_millis(400),
+            crashes: false,
+            partitions: false,
+            one_way_cuts: false,
+            holds: false,
+            slow_links: false,
+            io_error_probability: 0.0,
+            early_sync_probability: 0.0,
+        }
+    }
+
+    /// Every network and process fault, and early syncs; no I/O errors.
+    pub fn chaos() -> Faults {
+        Faults {
+            crashes: true,
+            partitions: true,
+            one_way_cuts: true,
+            holds: true,
+            slow_links: true,
+            early_sync_probability: 0.05,
+            ..Faults::none()
+        }
+    }
+}
+
+/// One run of the stack simulation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackOptions {
+    /// Everything random in the run comes from it.
+    pub seed: u64,
+    /// Voters the cluster is founded with (3 or 5 are the usual).
+    pub nodes: u64,
+    /// Clients sending commands at once, each one at a time.
+    pub clients: u32,
+    /// How long the faults phase lasts, in simulated time.
+    pub chaos_duration: Duration,
+    /// How long the healed cluster may take to elect a leader, answer every request and bring
+    /// every replica to the same state, in simulated time.
+    pub liveness_limit: Duration,
+    /// The nodes' tick.
+    pub tick_interval: Duration,
+    /// `Config::snapshot_hint_threshold_entries` for every node: small, so runs take and
+    /// send snapshots.
+    pub snapshot_every_entries: u64,
+    /// The longest pause a client takes between two requests.
+    pub client_think_time: Duration,
+    /// What the fault injector does.
+    pub faults: Faults,
+}
+
+impl StackOptions {
+    /// A run of `nodes` voters with every fault, seeded by `seed`: 3 clients, 10 s of faults.
+    pub fn new(seed: u64, nodes: u64) -> StackOptions {
+        StackOptions {
+            seed,
+            nodes,
+            clients: 3,
+            chaos_duration: Duration::from_secs(10),
+            liveness_limit: Duration::from_secs(30),
+            tick_interval: Duration::from_millis(10),
+            snapshot_every_entries: 64,
+            client_think_time: Duration::from_millis(20),
+            faults: Faults::chaos(),
+        }
+    }
+
+    /// Options drawn from `seed`: 3 or 5 nodes, 2 to 5 clients, a snapshot threshold from 16
+    /// to 256 entries, with every fault.
+    pub fn from_seed(seed: u64) -> StackOptions {
+        let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f57);
+        let mut options = StackOptions::new(seed, if draw.random_bool(0.7) { 3 } else { 5 });
+        options.clients = draw.random_range(2..=5);
+        options.snapshot_every_entries = 16 << draw.random_range(0..5);
+        options
+    }
+}

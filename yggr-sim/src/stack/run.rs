@@ -1,0 +1,345 @@
+//! One run: build the simulation, drive it through the faults phase and the liveness phase,
+//! check, and report.
+
+use std::cell::{Cell, RefCell};
+use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use turmoil::Sim;
+use yggr::NodeId;
+
+use super::check::{HistoryCounts, check};
+use super::clients::{Client, History};
+use super::cluster::{NodeHost, Registry, host_name};
+use super::digest::Fnv64;
+use super::faults::{FaultCounts, Injector, LINK_LATENCY_MAX};
+use super::liveness::{Probe, Progress};
+use super::observed::{Entry, Journal};
+use super::options::StackOptions;
+use super::workload::{Draw, Workload};
+
+/// What a run that passed did.
+#[derive(Clone, Debug)]
+pub struct StackReport {
+    /// The seed it ran.
+    pub seed: u64,
+    /// What the clients did and were told, as checked.
+    pub history: HistoryCounts,
+    /// What the fault injector did.
+    pub faults: FaultCounts,
+    /// The highest term any node reached (roughly, the elections held).
+    pub term: u64,
+    /// Simulated time from the heal to one agreed leader.
+    pub time_to_leader: Duration,
+    /// Simulated time from the heal to every live replica in the same state.
+    pub time_to_converge: Duration,
+    /// The simulated time the run covered.
+    pub simulated: Duration,
+    /// A digest of every event of the run (every apply, restore and start on every node,
+    /// every request and answer with its time, every fault): the same seed gives the same
+    /// digest, on any machine.
+    pub digest: u64,
+}
+
+/// A run that failed: what went wrong, and how to run it again.
+#[derive(Clone, Debug)]
+pub struct StackFailure {
+    /// The options of the run (its seed among them).
+    pub options: Box<StackOptions>,
+    /// What went wrong.
+    pub reason: String,
+    /// The fault injector's last actions, oldest first.
+    pub last_faults: Vec<String>,
+}
+
+impl std::fmt::Display for StackFailure {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            formatter,
+            "stack simulation failed (seed {}): {}",
+            self.options.seed, self.reason
+        )?;
+        writeln!(formatter, "options: {:?}", self.options)?;
+        if !self.last_faults.is_empty() {
+            writeln!(formatter, "last faults:")?;
+            for line in &self.last_faults {
+                writeln!(formatter, "  {line}")?;
+            }
+        }
+        write!(
+            formatter,
+            "replay: run the same options again (seed {}); with the simulator's own workloads: \
+             YGGR_STACK_SEED={} cargo run --release -p yggr-sim --example stack",
+            self.options.seed, self.options.seed
+        )
+    }
+}
+
+impl std::error::Error for StackFailure {}
+
+/// Runs `workload` on a simulated cluster as `options` say, and checks it.
+///
+/// # Errors
+/// [`StackFailure`] when a check fails, the healed cluster does not recover within
+/// `options.liveness_limit`, the run exercised nothing, or the node code panicked.
+pub fn run_stack<W: Workload>(
+    workload: &W,
+    options: &StackOptions,
+) -> Result<StackReport, StackFailure> {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let outcome = catch_unwind(AssertUnwindSafe(|| run_inner(workload, options, &log)));
+    let failure = |reason: String| StackFailure {
+        options: Box::new(options.clone()),
+        reason,
+        last_faults: log.borrow().iter().rev().take(20).rev().cloned().collect(),
+    };
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(reason)) => Err(failure(reason)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Err(failure(format!("panicked: {message}")))
+        }
+    }
+}
+
+/// The simulation's shared records.
+struct Records<W: Workload> {
+    registry: Rc<Registry<W>>,
+    journal: Journal,
+    history: History<W>,
+}
+
+fn build<'a, W: Workload>(
+    workload: &W,
+    options: &StackOptions,
+    members: &[NodeId],
+    records: &Records<W>,
+    stop: &Rc<Cell<bool>>,
+) -> Sim<'a> {
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(options.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .tick_duration(Duration::from_millis(1))
+        .simulation_duration(
+            options.chaos_duration + options.liveness_limit + Duration::from_secs(60),
+        )
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(LINK_LATENCY_MAX);
+    builder
+        .fs()
+        .sync_probability(options.faults.early_sync_probability)
+        .io_error_probability(options.faults.io_error_probability);
+    let mut sim = builder.build();
+    for &id in members {
+        let host = Rc::new(NodeHost {
+            id,
+            members: members.to_vec(),
+            workload: workload.clone(),
+            registry: records.registry.clone(),
+            journal: records.journal.clone(),
+            options: options.clone(),
+        });
+        sim.host(host_name(id), move || {
+            let host = host.clone();
+            async move { host.run().await }
+        });
+    }
+    let reads = workload
+        .read(&workload.state_machine(members[0]), 0)
+        .is_some();
+    for index in 0..options.clients {
+        let client = Client {
+            index,
+            workload: workload.clone(),
+            registry: records.registry.clone(),
+            history: records.history.clone(),
+            stop: stop.clone(),
+            draw: Draw::new(
+                options.seed ^ (u64::from(index) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            ),
+            think_time: options.client_think_time,
+            reads,
+        };
+        sim.client(format!("client-{index}"), client.run());
+    }
+    sim
+}
+
+fn run_inner<W: Workload>(
+    workload: &W,
+    options: &StackOptions,
+    log: &Rc<RefCell<Vec<String>>>,
+) -> Result<StackReport, String> {
+    yggr::simulation::seed_randomness(options.seed);
+    let members: Vec<NodeId> = (1..=options.nodes)
+        .map(|id| NodeId::new(id).expect("node ids start at 1"))
+        .collect();
+    let records = Records {
+        registry: Rc::new(Registry::new(&members)),
+        journal: Arc::new(Mutex::new(Vec::new())),
+        history: Rc::new(RefCell::new(Vec::new())),
+    };
+    let stop = Rc::new(Cell::new(false));
+    let mut sim = build(workload, options, &members, &records, &stop);
+    let mut injector = Injector::new(options.faults.clone(), members.clone(), options.seed);
+    let step = |sim: &mut Sim<'_>| {
+        sim.step()
+            .map(|_| ())
+            .map_err(|error| format!("the simulation stopped: {error}"))
+    };
+    let outcome = (|| {
+        while sim.elapsed() < options.chaos_duration {
+            step(&mut sim)?;
+            injector.act(&mut sim, &records.registry);
+        }
+        stop.set(true);
+        injector.heal(&mut sim, &records.registry);
+        let healed = sim.elapsed();
+        let progress = Rc::new(RefCell::new(Progress::default()));
+        let probe = Probe {
+            workload: workload.clone(),
+            registry: records.registry.clone(),
+            history: records.history.clone(),
+            journal: records.journal.clone(),
+            progress: progress.clone(),
+            draw: Draw::new(options.seed ^ 0x9e0b_e000),
+        };
+        sim.client("probe", probe.run());
+        let deadline = healed + options.liveness_limit;
+        while progress.borrow().converged.is_none() {
+            if sim.elapsed() > deadline {
+                return Err(liveness_failure(&progress.borrow(), &records, options));
+            }
+            step(&mut sim)?;
+            injector.act(&mut sim, &records.registry);
+        }
+        let progress = progress.borrow().clone();
+        Ok((healed, progress))
+    })();
+    *log.borrow_mut() = injector.log.clone();
+    let (healed, progress) = outcome?;
+    let journal = records
+        .journal
+        .lock()
+        .expect("the journal's lock is never poisoned")
+        .clone();
+    let history = records.history.borrow().clone();
+    let counts = check(workload, &journal, &history)?;
+    check_convergence(&journal, &progress)?;
+    if counts.acknowledged == 0 {
+        return Err("the run exercised nothing: no write was acknowledged".to_string());
+    }
+    let faults_enabled =
+        options.faults.crashes || options.faults.partitions || options.faults.holds;
+    let fault_actions =
+        injector.counts.crashes + injector.counts.partitions + injector.counts.holds;
+    if faults_enabled && fault_actions == 0 {
+        return Err(
+            "the run exercised nothing: faults were enabled and none was injected".to_string(),
+        );
+    }
+    let mut digest = Fnv64::new();
+    journal.hash(&mut digest);
+    for operation in &history {
+        format!("{operation:?}").hash(&mut digest);
+    }
+    injector.log.hash(&mut digest);
+    sim.elapsed().hash(&mut digest);
+    Ok(StackReport {
+        seed: options.seed,
+        history: counts,
+        faults: injector.counts,
+        term: progress.term,
+        time_to_leader: progress
+            .leader_agreed
+            .unwrap_or_default()
+            .saturating_sub(healed),
+        time_to_converge: progress
+            .converged
+            .unwrap_or_default()
+            .saturating_sub(healed),
+        simulated: sim.elapsed(),
+        digest: digest.finish(),
+    })
+}
+
+/// Every live replica that applied the barrier holds the same state and passes the
+/// workload's replica check; the fresh read saw the barrier.
+fn check_convergence(journal: &[Entry], progress: &Progress) -> Result<(), String> {
+    let position = progress
+        .barrier_position
+        .ok_or("the barrier was never written")?;
+    if let Some(read) = progress.read_position
+        && read < position
+    {
+        return Err(format!(
+            "the fresh read after the barrier (position {position}) saw position {read}"
+        ));
+    }
+    let mut digests = Vec::new();
+    for entry in journal {
+        if let Entry::Barrier {
+            node,
+            position: at,
+            digest,
+            check,
+            ..
+        } = entry
+        {
+            if *at != position {
+                continue;
+            }
+            if let Err(problem) = check {
+                return Err(format!("node {node}'s replica check failed: {problem}"));
+            }
+            digests.push((*node, *digest));
+        }
+    }
+    if let Some((first, digest)) = digests.first()
+        && let Some((other, _)) = digests.iter().find(|(_, other)| other != digest)
+    {
+        return Err(format!(
+            "replicas differ after applying the same commands: node {first} and node {other} hold different states at position {position}"
+        ));
+    }
+    Ok(())
+}
+
+fn liveness_failure<W: Workload>(
+    progress: &Progress,
+    records: &Records<W>,
+    options: &StackOptions,
+) -> String {
+    let pending = records
+        .history
+        .borrow()
+        .iter()
+        .filter(|operation| operation.outcome == super::clients::Outcome::Pending)
+        .map(|operation| {
+            format!(
+                "{:#x} (client {}) to node {}",
+                operation.id, operation.client, operation.node
+            )
+        })
+        .collect::<Vec<_>>();
+    let processes: Vec<String> = records
+        .registry
+        .slots
+        .borrow()
+        .iter()
+        .map(|(id, slot)| format!("node {id}: {:?} (start {})", slot.process, slot.life))
+        .collect();
+    format!(
+        "liveness: the healed cluster did not recover within {:?}: {progress:?}; requests still unanswered: {pending:?}; nodes: {processes:?}",
+        options.liveness_limit
+    )
+}
