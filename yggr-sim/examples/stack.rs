@@ -27,12 +27,13 @@ fn main() {
         let started = Instant::now();
         match run_stack(&RegisterWorkload::default(), &options) {
             Ok(report) => println!(
-                "seed {seed}: ok in {:.1} s wall, {:.1} s simulated; {} nodes, {:?}, {:?}, term {}, leader after {:?}, converged after {:?}, digest {:016x}",
+                "seed {seed}: ok in {:.1} s wall, {:.1} s simulated; {} nodes, {:?}, {:?}, {:?}, term {}, leader after {:?}, converged after {:?}, digest {:016x}",
                 started.elapsed().as_secs_f64(),
                 report.simulated.as_secs_f64(),
                 options.nodes,
                 report.history,
                 report.faults,
+                report.operator,
                 report.term,
                 report.time_to_leader,
                 report.time_to_converge,

@@ -29,6 +29,7 @@ use yggr_core::{EntryPayload, LogEntry, LogIndex, NodeId};
 use crate::driver::Shared;
 use crate::error::{ProposeError, ReadError};
 use crate::state_machine::{SnapshotError, StateMachine};
+use crate::sys::task::Blocking;
 
 /// Work for the apply task, in the order the driver hands it over.
 pub(crate) enum ApplyJob<S: StateMachine> {
@@ -334,7 +335,7 @@ pub(crate) fn spawn<S: StateMachine>(
     let (finished, stopped) = oneshot::channel();
     match Handle::current().runtime_flavor() {
         RuntimeFlavor::CurrentThread => {
-            tokio::spawn(async move {
+            crate::sys::task::spawn(async move {
                 run_in_busy_periods(applier).await;
                 let _ = finished.send(());
             });
@@ -372,7 +373,7 @@ async fn run_in_busy_periods<S: StateMachine>(mut applier: Applier<S>) {
             return;
         };
         // On tokio's blocking pool, or right here on a simulated host (see `sys::task`).
-        let busy = crate::sys::task::run_blocking(move || {
+        let busy = crate::sys::task::run_blocking(Blocking::StateMachine, move || {
             applier.busy_period(first);
             applier
         });

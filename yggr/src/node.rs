@@ -203,7 +203,7 @@ impl<S: StateMachine> Node<S> {
             shared: Arc::clone(&shared),
         };
         let driver = Driver::new(engine, storage, transport, config, wiring);
-        let driver = tokio::spawn(driver.run());
+        let driver = crate::sys::task::spawn(driver.run());
         Node {
             inner: Arc::new(Inner {
                 id,

@@ -1,15 +1,97 @@
-//! What a simulator sets up before running yggr inside a turmoil simulation.
+//! What a simulator sets up to run yggr inside a turmoil simulation, and the faults it can
+//! set on a simulated host.
 //!
 //! Inside a simulation (`turmoil::in_simulation()`), the runtime's files, sockets, blocking
-//! work and apply task are turmoil's simulated ones, all on the simulation's thread. The one
-//! thing turmoil cannot provide is the randomness the runtime draws outside the engine (a
-//! storage's incarnation, a log segment's salt; the engine's own comes from
-//! [`Config::random_seed`](crate::Config::random_seed)): call [`seed_randomness`] once at the
-//! start of each run, on the thread that runs it, and the run repeats exactly.
+//! work and apply task are turmoil's simulated ones, all on the simulation's thread. Two
+//! things turmoil cannot provide come from here:
+//!
+//! - the randomness the runtime draws outside the engine (a storage's incarnation, a log
+//!   segment's salt; the engine's own comes from
+//!   [`Config::random_seed`](crate::Config::random_seed)): call [`seed_randomness`] once at
+//!   the start of each run, on the thread that runs it, and the run repeats exactly;
+//! - faults of one process rather than of the network or the disk as a whole: run each
+//!   host's software through [`SimulatedHost::run`], and pause that process, fill its disk,
+//!   make its fsyncs fail, slow its disk down; and a state machine can [`charge`] simulated
+//!   time for its work.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sys::host::HostState;
 
 /// Seeds, on the calling thread, every random draw the runtime makes outside the engine while
-/// a simulation runs. Call it before building the simulation; the same seed then gives the
-/// same draws in the same order.
+/// a simulation runs (and the simulated fsync failures of [`SimulatedHost`]). Call it before
+/// building the simulation; the same seed then gives the same draws in the same order.
 pub fn seed_randomness(seed: u64) {
     crate::sys::random::seed(seed);
+}
+
+/// One simulated process: its software, run through [`run`](Self::run), and the faults set
+/// on it. Cheap to clone; every clone controls the same process. Keep one per host across
+/// restarts.
+#[derive(Clone, Debug, Default)]
+pub struct SimulatedHost {
+    state: Arc<HostState>,
+}
+
+impl SimulatedHost {
+    /// A process with no fault set.
+    pub fn new() -> SimulatedHost {
+        SimulatedHost::default()
+    }
+
+    /// `software`, as this process: every task the runtime spawns from it belongs to this
+    /// process too, and obeys its faults.
+    pub fn run<F: Future>(&self, software: F) -> impl Future<Output = F::Output> + use<F> {
+        crate::sys::host::Scoped::new(Some(self.state.clone()), software)
+    }
+
+    /// Stops the process as SIGSTOP or a VM pause does: none of its tasks runs until
+    /// [`resume`](Self::resume), while its clock goes on and messages pile up in its sockets.
+    pub fn pause(&self) {
+        self.state.set_paused(true);
+    }
+
+    /// Lets a paused process run again: it wakes to find time has passed.
+    pub fn resume(&self) {
+        self.state.set_paused(false);
+    }
+
+    /// Whether the process is paused.
+    pub fn is_paused(&self) -> bool {
+        self.state.is_paused()
+    }
+
+    /// Makes every write that needs space fail with `StorageFull`, or no longer.
+    pub fn set_disk_full(&self, full: bool) {
+        self.state.set_disk_full(full);
+    }
+
+    /// The chance that an fsync of a file fails. A failure drops that file's unsynced data
+    /// and later fsyncs of it report success without syncing, as Linux does after a
+    /// writeback error, so only storage that gives up after a failed fsync stays correct.
+    pub fn set_fsync_failure_probability(&self, probability: f64) {
+        self.state.set_fsync_failure_probability(probability);
+    }
+
+    /// Simulated time every storage call takes.
+    pub fn set_disk_latency(&self, latency: Duration) {
+        self.state.set_disk_latency(latency);
+    }
+
+    /// Call when the process crashes or restarts: the data failed fsyncs dropped is
+    /// forgotten with the process (a new process reads what the disk holds).
+    pub fn restarted(&self) {
+        self.state.forget_dropped_writes();
+    }
+}
+
+/// Says that the state machine's current work (an `apply`, a `snapshot`, a `restore`) takes
+/// `cost` of simulated time: inside a simulation, the apply task waits that long once it is
+/// done. Outside a simulation, or outside a [`SimulatedHost`], it does nothing.
+pub fn charge(cost: Duration) {
+    if let Some(host) = crate::sys::host::current() {
+        host.charge(cost);
+    }
 }

@@ -2,7 +2,7 @@
 //! cluster to agree on one leader and answer every request still outstanding, then writes a
 //! barrier command and reads, and waits for every live replica to apply the barrier.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ pub(crate) struct Probe<W: Workload> {
     pub(crate) history: History<W>,
     pub(crate) journal: Journal,
     pub(crate) progress: Rc<RefCell<Progress>>,
+    /// Set once the operator has every member a voter again.
+    pub(crate) restored: Rc<Cell<bool>>,
     pub(crate) draw: Draw,
 }
 
@@ -45,6 +47,9 @@ const POLL: Duration = Duration::from_millis(10);
 
 impl<W: Workload> Probe<W> {
     pub(crate) async fn run(mut self) -> turmoil::Result {
+        while !self.restored.get() {
+            tokio::time::sleep(POLL).await;
+        }
         let leader = self.agree_on_leader().await;
         while self
             .history

@@ -75,12 +75,15 @@ mod cluster;
 mod digest;
 mod faults;
 mod liveness;
+mod monitor;
 mod observed;
+mod operator;
 mod run;
 
 pub use check::HistoryCounts;
 pub use digest::Fnv64;
 pub use faults::FaultCounts;
+pub use operator::OperatorCounts;
 pub use options::{Faults, StackOptions};
 pub use registers::{RegisterCommand, RegisterValue, RegisterWorkload, Registers};
 pub use run::{StackFailure, StackReport, run_stack};

@@ -8,7 +8,9 @@
 //! position must be the same one, and a node's positions must run on without a gap or a
 //! repeat: that is "apply sees every entry once, in order", checked from outside.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use std::hash::Hasher;
 
@@ -74,10 +76,18 @@ pub(crate) struct Observed<W: Workload> {
     node: NodeId,
     life: u32,
     journal: Journal,
+    /// Simulated microseconds each apply takes, set by the fault injector.
+    apply_cost: Arc<AtomicU64>,
 }
 
 impl<W: Workload> Observed<W> {
-    pub(crate) fn new(workload: W, node: NodeId, life: u32, journal: Journal) -> Observed<W> {
+    pub(crate) fn new(
+        workload: W,
+        node: NodeId,
+        life: u32,
+        journal: Journal,
+        apply_cost: Arc<AtomicU64>,
+    ) -> Observed<W> {
         record(&journal, Entry::Started { node, life });
         Observed {
             inner: workload.state_machine(node),
@@ -86,6 +96,7 @@ impl<W: Workload> Observed<W> {
             node,
             life,
             journal,
+            apply_cost,
         }
     }
 }
@@ -128,6 +139,10 @@ impl<W: Workload> StateMachine for Observed<W> {
     }
 
     fn apply(&mut self, command: Self::Command) -> Self::Response {
+        let cost = self.apply_cost.load(Ordering::Relaxed);
+        if cost > 0 {
+            yggr::simulation::charge(Duration::from_micros(cost));
+        }
         let response = self.inner.apply(command.command);
         self.position += 1;
         let entry = if command.operation == BARRIER_OPERATION {

@@ -21,6 +21,27 @@ pub struct Faults {
     pub holds: bool,
     /// Raise one link's latency.
     pub slow_links: bool,
+    /// Pause a node's process (SIGSTOP, a VM pause) and resume it later: its clock runs on,
+    /// its sockets fill.
+    pub pauses: bool,
+    /// Fill a node's disk for a while: writes fail, the node stops and must not acknowledge
+    /// anything it could not persist.
+    pub full_disks: bool,
+    /// Make a node's disk slow for a while.
+    pub slow_disks: bool,
+    /// Make a node's state machine slow for a while.
+    pub slow_state_machines: bool,
+    /// Corrupt a crashed node's files before it restarts (it must refuse to start, and is
+    /// then lost for the run). At most a minority of the voters is ever lost or down.
+    pub corruption: bool,
+    /// Transfer leadership now and then.
+    pub transfers: bool,
+    /// Take voters out and bring them back (as learners, then promoted); on three nodes,
+    /// sometimes down to a lone voter.
+    pub membership_changes: bool,
+    /// The probability that an fsync fails, on every node, during the faults phase (the
+    /// node stops; see `yggr::simulation::SimulatedHost::set_fsync_failure_probability`).
+    pub fsync_failure_probability: f64,
     /// The probability that a simulated file operation fails with an I/O error (the node
     /// stops, never acknowledging what it could not persist, and is restarted).
     pub io_error_probability: f64,
@@ -39,12 +60,21 @@ impl Faults {
             one_way_cuts: false,
             holds: false,
             slow_links: false,
+            pauses: false,
+            full_disks: false,
+            slow_disks: false,
+            slow_state_machines: false,
+            corruption: false,
+            transfers: false,
+            membership_changes: false,
+            fsync_failure_probability: 0.0,
             io_error_probability: 0.0,
             early_sync_probability: 0.0,
         }
     }
 
-    /// Every network and process fault, and early syncs; no I/O errors.
+    /// Every fault: network, process and disk, early syncs, rare failed fsyncs; no random
+    /// read or write errors (see `io_error_probability`).
     pub fn chaos() -> Faults {
         Faults {
             crashes: true,
@@ -52,6 +82,14 @@ impl Faults {
             one_way_cuts: true,
             holds: true,
             slow_links: true,
+            pauses: true,
+            full_disks: true,
+            slow_disks: true,
+            slow_state_machines: true,
+            corruption: true,
+            transfers: true,
+            membership_changes: true,
+            fsync_failure_probability: 0.001,
             early_sync_probability: 0.05,
             ..Faults::none()
         }

@@ -17,7 +17,9 @@ use super::cluster::{NodeHost, Registry, host_name};
 use super::digest::Fnv64;
 use super::faults::{FaultCounts, Injector, LINK_LATENCY_MAX};
 use super::liveness::{Probe, Progress};
+use super::monitor::{Monitor, Watch};
 use super::observed::{Entry, Journal};
+use super::operator::{Operator, OperatorCounts};
 use super::options::StackOptions;
 use super::workload::{Draw, Workload};
 
@@ -30,8 +32,12 @@ pub struct StackReport {
     pub history: HistoryCounts,
     /// What the fault injector did.
     pub faults: FaultCounts,
+    /// What the operator did.
+    pub operator: OperatorCounts,
     /// The highest term any node reached (roughly, the elections held).
     pub term: u64,
+    /// Terms in which the monitor saw a leader.
+    pub terms_with_a_leader: u64,
     /// Simulated time from the heal to one agreed leader.
     pub time_to_leader: Duration,
     /// Simulated time from the heal to every live replica in the same state.
@@ -190,12 +196,37 @@ fn run_inner<W: Workload>(
     };
     let stop = Rc::new(Cell::new(false));
     let mut sim = build(workload, options, &members, &records, &stop);
-    let mut injector = Injector::new(options.faults.clone(), members.clone(), options.seed);
+    let watch = Rc::new(RefCell::new(Watch::default()));
+    let monitor = Monitor {
+        registry: records.registry.clone(),
+        watch: watch.clone(),
+    };
+    sim.client("monitor", monitor.run());
+    let full = Rc::new(Cell::new(true));
+    let restored = Rc::new(Cell::new(true));
+    let operator_counts = Rc::new(Cell::new(OperatorCounts::default()));
+    if options.faults.transfers || options.faults.membership_changes {
+        restored.set(false);
+        let operator = Operator {
+            registry: records.registry.clone(),
+            members: members.clone(),
+            stop: stop.clone(),
+            restored: restored.clone(),
+            full: full.clone(),
+            draw: Draw::new(options.seed ^ 0x0e7a_7000),
+            transfers: options.faults.transfers,
+            membership_changes: options.faults.membership_changes,
+            counts: operator_counts.clone(),
+        };
+        sim.client("operator", operator.run());
+    }
+    let mut injector = Injector::new(options.faults.clone(), members.clone(), options.seed, full);
     let step = |sim: &mut Sim<'_>| {
         sim.step()
             .map(|_| ())
             .map_err(|error| format!("the simulation stopped: {error}"))
     };
+    injector.begin(&records.registry);
     let outcome = (|| {
         while sim.elapsed() < options.chaos_duration {
             step(&mut sim)?;
@@ -211,6 +242,7 @@ fn run_inner<W: Workload>(
             history: records.history.clone(),
             journal: records.journal.clone(),
             progress: progress.clone(),
+            restored: restored.clone(),
             draw: Draw::new(options.seed ^ 0x9e0b_e000),
         };
         sim.client("probe", probe.run());
@@ -233,6 +265,14 @@ fn run_inner<W: Workload>(
         .expect("the journal's lock is never poisoned")
         .clone();
     let history = records.history.borrow().clone();
+    if let Some(violation) = &watch.borrow().violation {
+        return Err(violation.clone());
+    }
+    if options.faults.io_error_probability == 0.0
+        && let Some(violation) = records.registry.storage_violations.borrow().first()
+    {
+        return Err(format!("storage: {violation}"));
+    }
     let counts = check(workload, &journal, &history)?;
     check_convergence(&journal, &progress)?;
     if counts.acknowledged == 0 {
@@ -258,7 +298,9 @@ fn run_inner<W: Workload>(
         seed: options.seed,
         history: counts,
         faults: injector.counts,
+        operator: operator_counts.get(),
         term: progress.term,
+        terms_with_a_leader: watch.borrow().leaders.len() as u64,
         time_to_leader: progress
             .leader_agreed
             .unwrap_or_default()

@@ -21,8 +21,9 @@ pub(crate) struct File(Inner);
 #[derive(Debug)]
 enum Inner {
     Real(std::fs::File),
+    /// A simulated file, with its path: a failed fsync is remembered by path.
     #[cfg(feature = "simulation")]
-    Simulated(simulated::File),
+    Simulated(simulated::File, PathBuf),
 }
 
 /// Runs `$body` with `$file` bound to whichever file `$self` holds.
@@ -31,7 +32,7 @@ macro_rules! with_file {
         match &$self.0 {
             Inner::Real($file) => $body,
             #[cfg(feature = "simulation")]
-            Inner::Simulated($file) => $body,
+            Inner::Simulated($file, _) => $body,
         }
     };
 }
@@ -44,6 +45,10 @@ impl File {
 
     /// Writes all of `bytes` at `offset`.
     pub(crate) fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        #[cfg(feature = "simulation")]
+        if let Inner::Simulated(..) = &self.0 {
+            super::host::check_space()?;
+        }
         with_file!(self, file => file.write_all_at(bytes, offset))
     }
 
@@ -54,17 +59,31 @@ impl File {
 
     /// Sets the file's length, cutting or extending it with zeros.
     pub(crate) fn set_len(&self, length: u64) -> io::Result<()> {
+        #[cfg(feature = "simulation")]
+        if let Inner::Simulated(_, path) = &self.0
+            && file_len(path)? < length
+        {
+            super::host::check_space()?;
+        }
         with_file!(self, file => file.set_len(length))
     }
 
     /// Makes the file's data durable (`fdatasync`).
     pub(crate) fn sync_data(&self) -> io::Result<()> {
-        with_file!(self, file => file.sync_data())
+        match &self.0 {
+            Inner::Real(file) => file.sync_data(),
+            #[cfg(feature = "simulation")]
+            Inner::Simulated(file, path) => simulated_fsync(path, || file.sync_data()),
+        }
     }
 
     /// Makes the file's data and metadata durable (`fsync`).
     pub(crate) fn sync_all(&self) -> io::Result<()> {
-        with_file!(self, file => file.sync_all())
+        match &self.0 {
+            Inner::Real(file) => file.sync_all(),
+            #[cfg(feature = "simulation")]
+            Inner::Simulated(file, path) => simulated_fsync(path, || file.sync_all()),
+        }
     }
 
     /// Takes an exclusive advisory lock (`flock`) without waiting. Always granted in a
@@ -73,7 +92,7 @@ impl File {
         match &self.0 {
             Inner::Real(file) => file.try_lock(),
             #[cfg(feature = "simulation")]
-            Inner::Simulated(_) => Ok(()),
+            Inner::Simulated(..) => Ok(()),
         }
     }
 }
@@ -83,7 +102,10 @@ impl Write for File {
         match &mut self.0 {
             Inner::Real(file) => file.write(bytes),
             #[cfg(feature = "simulation")]
-            Inner::Simulated(file) => file.write(bytes),
+            Inner::Simulated(file, _) => {
+                super::host::check_space()?;
+                file.write(bytes)
+            }
         }
     }
 
@@ -91,8 +113,22 @@ impl Write for File {
         match &mut self.0 {
             Inner::Real(file) => file.flush(),
             #[cfg(feature = "simulation")]
-            Inner::Simulated(file) => file.flush(),
+            Inner::Simulated(file, _) => file.flush(),
         }
+    }
+}
+
+/// An fsync on a simulated host, with the faults the simulator set on it: an injected
+/// failure drops the file's dirty data, and from then on fsyncs of that file report success
+/// without syncing (what Linux does after a writeback error: the error is reported once, and
+/// the pages it could not write are gone). Storage that retries a failed fsync therefore
+/// believes data durable that a crash loses.
+#[cfg(feature = "simulation")]
+fn simulated_fsync(path: &Path, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    match super::host::fsync(path) {
+        super::host::Fsync::Sync => sync(),
+        super::host::Fsync::Fail => Err(io::Error::other("fsync failed (simulated)")),
+        super::host::Fsync::Pretend => Ok(()),
     }
 }
 
@@ -146,7 +182,7 @@ impl OpenOptions {
                 .create_new(self.create_new)
                 .truncate(self.truncate)
                 .open(path)
-                .map(|file| File(Inner::Simulated(file))),
+                .map(|file| File(Inner::Simulated(file, path.to_path_buf()))),
             std::fs::OpenOptions::new()
                 .read(self.read)
                 .write(self.write)

@@ -37,6 +37,8 @@ macro_rules! either {
 }
 
 pub(crate) mod fs;
+#[cfg(feature = "simulation")]
+pub(crate) mod host;
 pub(crate) mod net;
 pub(crate) mod random;
 pub(crate) mod task;

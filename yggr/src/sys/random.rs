@@ -32,3 +32,9 @@ pub(crate) fn u64() -> u64 {
 pub(crate) fn seed(value: u64) {
     SIMULATED.with(|generator| *generator.borrow_mut() = ChaCha8Rng::seed_from_u64(value));
 }
+
+/// True with probability `probability`, from the simulated runs' generator.
+#[cfg(feature = "simulation")]
+pub(crate) fn chance(probability: f64) -> bool {
+    SIMULATED.with(|generator| generator.borrow_mut().random_bool(probability))
+}

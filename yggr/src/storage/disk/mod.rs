@@ -102,7 +102,7 @@ pub(crate) mod format;
 mod segment;
 
 use crate::sys::fs::{self, File, OpenOptions};
-use crate::sys::task::{run_blocking, start_blocking};
+use crate::sys::task::{Blocking, run_blocking, start_blocking};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -264,9 +264,11 @@ impl DiskStorage {
         let path = path.as_ref().to_path_buf();
         let opened = {
             let path = path.clone();
-            run_blocking(move || DiskInner::open(&path, DEFAULT_SEGMENT_BYTES))
-                .await
-                .map_err(io::Error::other)?
+            run_blocking(Blocking::Disk, move || {
+                DiskInner::open(&path, DEFAULT_SEGMENT_BYTES)
+            })
+            .await
+            .map_err(io::Error::other)?
         };
         let (inner, recovered) = opened.map_err(DiskError::into_io)?;
         Ok(DiskStorage {
@@ -315,7 +317,7 @@ impl DiskStorage {
                 reason: "an earlier storage task panicked".to_string(),
             });
         };
-        let joined = run_blocking(move || {
+        let joined = run_blocking(Blocking::Disk, move || {
             let result = work(&mut inner);
             (inner, result)
         })
@@ -345,11 +347,12 @@ impl Storage for DiskStorage {
             inner.log.segment_bytes_limit()
         });
         self.inner = None;
-        let (inner, recovered) = run_blocking(move || DiskInner::open(&path, limit))
-            .await
-            .map_err(|error| DiskError::Poisoned {
-                reason: format!("a storage task failed: {error}"),
-            })??;
+        let (inner, recovered) =
+            run_blocking(Blocking::Disk, move || DiskInner::open(&path, limit))
+                .await
+                .map_err(|error| DiskError::Poisoned {
+                    reason: format!("a storage task failed: {error}"),
+                })??;
         self.inner = Some(Box::new(inner));
         Ok(recovered)
     }
@@ -393,7 +396,7 @@ impl Storage for DiskStorage {
         let name = prepared_snapshot_name(&snapshot);
         async move {
             let base = dir.clone();
-            let written = run_blocking(move || {
+            let written = run_blocking(Blocking::Disk, move || {
                 let path = dir.join(&name);
                 let bytes = encode_snapshot(&snapshot);
                 write_synced(&path, &bytes).map_err(|error| io_error(&path, error))?;

@@ -17,6 +17,7 @@ use super::frame::{
 };
 use super::{Shared, bump};
 use crate::sys::net::{TcpListener, TcpStream};
+use crate::sys::task::scoped;
 
 /// Accepts connections until the transport is dropped (which aborts this task and, with its
 /// `JoinSet`, every reader).
@@ -34,7 +35,7 @@ pub(super) async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        readers.spawn(read_from(shared.clone(), stream, inbound.clone(), slot));
+                        readers.spawn(scoped(read_from(shared.clone(), stream, inbound.clone(), slot)));
                     }
                     Err(_) => bump(&shared.counters.connections_rejected, 1),
                 },

@@ -57,6 +57,7 @@ use self::frame::Handshake;
 use super::Transport;
 use crate::identity::NodeIdentity;
 use crate::sys::net::TcpListener;
+use crate::sys::task::scoped;
 
 /// Limits and timings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -700,7 +701,7 @@ impl TcpTransport {
         let shared = Arc::new(Shared::new(node_id, options, book));
         let (sender, inbound) = mpsc::channel(inbound_queue);
         let mut tasks = JoinSet::new();
-        tasks.spawn(inbound::accept(shared.clone(), listener, sender));
+        tasks.spawn(scoped(inbound::accept(shared.clone(), listener, sender)));
         Ok(TcpTransport {
             handle: TcpHandle { shared, local_addr },
             inbound,
@@ -746,8 +747,11 @@ impl Transport for TcpTransport {
         while self.tasks.try_join_next().is_some() {}
         let (queue, receiver) = mpsc::channel(shared.options.outbound_queue);
         let _ = queue.try_send(message);
-        self.tasks
-            .spawn(outbound::write_to_peer(shared.clone(), to, receiver));
+        self.tasks.spawn(scoped(outbound::write_to_peer(
+            shared.clone(),
+            to,
+            receiver,
+        )));
         self.writers.insert(to, queue);
     }
 
