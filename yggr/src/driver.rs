@@ -12,7 +12,7 @@
 //! busy (or the process was stopped) are delivered before anything else is handled, so a
 //! leader never serves a lease read on a clock that stood still.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -251,7 +251,9 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     pending: VecDeque<Pending<S>>,
     /// The earliest `orphaned_until` among `pending`, if any entry is orphaned.
     earliest_orphan_deadline: Option<u64>,
-    reads: HashMap<u64, Box<dyn ReadJob<S>>>,
+    /// Reads handed to the engine, by id; a `BTreeMap` so that failing them all goes in one
+    /// fixed order.
+    reads: BTreeMap<u64, Box<dyn ReadJob<S>>>,
     next_read: u64,
     /// Proposals held back to form a larger batch (`max_batch_delay_ticks`).
     held: Vec<(Bytes, Waiter<S>)>,
@@ -312,7 +314,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             shared: wiring.shared,
             pending: VecDeque::new(),
             earliest_orphan_deadline: None,
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             next_read: 1,
             held: Vec::new(),
             held_since_tick: 0,
@@ -1218,7 +1220,9 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             Stop::Clean => ReadError::Shutdown,
             Stop::Fatal => ReadError::Fatal,
         };
-        for (_, read) in self.reads.drain() {
+        // In id order, so that a simulated run answers them, and wakes their callers, in the
+        // same order every time.
+        for (_, read) in std::mem::take(&mut self.reads) {
             read.fail(read_error.clone());
         }
         // Answer what is still queued, then let the apply task finish what it was handed.

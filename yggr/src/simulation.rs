@@ -43,7 +43,10 @@ impl SimulatedHost {
 
     /// `software`, as this process: every task the runtime spawns from it belongs to this
     /// process too, and obeys its faults.
-    pub fn run<F: Future>(&self, software: F) -> impl Future<Output = F::Output> + use<F> {
+    pub fn run<F: Future + 'static>(
+        &self,
+        software: F,
+    ) -> impl Future<Output = F::Output> + use<F> {
         crate::sys::host::Scoped::new(Some(self.state.clone()), software)
     }
 
@@ -80,10 +83,38 @@ impl SimulatedHost {
         self.state.set_disk_latency(latency);
     }
 
-    /// Call when the process crashes or restarts: the data failed fsyncs dropped is
-    /// forgotten with the process (a new process reads what the disk holds).
+    /// Call just before crashing or restarting the host with turmoil (`Sim::crash`,
+    /// `Sim::bounce`): the runtime's tasks are then dropped in the order they were spawned,
+    /// so that the sockets they close and the callers they answer see it in the same order in
+    /// every run. (Left to itself, tokio drops them in an order that depends on every task
+    /// the process spawned before.)
+    pub fn crashing(&self) {
+        self.state.crashing();
+    }
+
+    /// Call when the process crashes or restarts: the data failed fsyncs dropped, and a
+    /// power loss, are forgotten with the process (a new process reads what the disk holds).
     pub fn restarted(&self) {
-        self.state.forget_dropped_writes();
+        self.state.restarted();
+    }
+
+    /// Plans a power loss in the middle of storage work: after `operations` more storage
+    /// operations that change the disk (a write, a length change, an fsync, a rename, a
+    /// removal, opening a file to write), that one and every later one fail with an error
+    /// saying "power lost (simulated)". The process then stops; crash its host (which
+    /// loses every unsynced write) to finish the power loss, then restart it.
+    pub fn lose_power_after(&self, operations: u32) {
+        self.state.lose_power_after(operations);
+    }
+
+    /// Cancels a planned power loss that has not happened yet.
+    pub fn cancel_power_loss(&self) {
+        self.state.cancel_power_loss();
+    }
+
+    /// Whether a planned power loss has happened.
+    pub fn powered_off(&self) -> bool {
+        self.state.powered_off()
     }
 }
 

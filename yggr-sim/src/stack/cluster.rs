@@ -269,13 +269,13 @@ fn tcp_options() -> TcpOptions {
 
 impl<W: Workload> NodeHost<W> {
     /// The host's software, as the node's process (so that its faults apply to it).
-    pub(crate) async fn run(&self) -> turmoil::Result {
+    pub(crate) async fn run(self: Rc<Self>) -> turmoil::Result {
         let host = self.registry.host(self.id);
         host.run(self.start_and_watch()).await
     }
 
     /// Starts the node, then watches it until it stops by itself.
-    async fn start_and_watch(&self) -> turmoil::Result {
+    async fn start_and_watch(self: Rc<Self>) -> turmoil::Result {
         let id = self.id;
         let (life, corruption) = self.registry.begin_life(id);
         if let Some(corruption) = corruption

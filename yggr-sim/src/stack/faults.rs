@@ -92,6 +92,9 @@ pub struct FaultCounts {
     pub corruptions_refused: u64,
     /// Nodes that stopped by themselves (a failed fsync, a full disk), seen by the injector.
     pub stops: u64,
+    /// Power losses planned in the middle of storage work (each, once it happens, also
+    /// counts as a crash).
+    pub power_losses: u64,
 }
 
 pub(crate) struct Injector {
@@ -154,7 +157,7 @@ impl Injector {
     /// new action when one is due.
     pub(crate) fn act<W: Workload>(&mut self, sim: &mut Sim<'_>, registry: &Registry<W>) {
         let now = sim.elapsed();
-        self.notice_stops(now, registry);
+        self.notice_stops(sim, now, registry);
         let due: Vec<Lasting> = self
             .active
             .iter()
@@ -173,10 +176,30 @@ impl Injector {
         self.start_one(sim, registry, now);
     }
 
-    /// A node that stopped by itself stays down for a while, then restarts; one that refused
-    /// its corrupted disk is lost.
-    fn notice_stops<W: Workload>(&mut self, now: Duration, registry: &Registry<W>) {
+    /// A node that stopped by itself stays down for a while, then restarts; one that lost
+    /// power goes down with whatever it had not synced; one that refused its corrupted disk
+    /// is lost.
+    fn notice_stops<W: Workload>(
+        &mut self,
+        sim: &mut Sim<'_>,
+        now: Duration,
+        registry: &Registry<W>,
+    ) {
         for &id in &self.members.clone() {
+            let host = registry.host(id);
+            if host.powered_off() && matches!(registry.process(id), Process::Stopped(_)) {
+                host.cancel_power_loss();
+                self.note(now, format!("node {id} lost power"));
+                registry.host(id).crashing();
+                sim.crash(host_name(id));
+                registry.set_crashed(id);
+                self.counts.crashes += 1;
+                if !self.active.contains_key(&Lasting::Down(id)) {
+                    let back = now + self.random_duration(50, 1_000);
+                    self.active.insert(Lasting::Down(id), back);
+                }
+                continue;
+            }
             match registry.process(id) {
                 Process::Stopped(reason) if !self.active.contains_key(&Lasting::Down(id)) => {
                     self.counts.stops += 1;
@@ -320,6 +343,21 @@ impl Injector {
         if registry.process(node) != Process::Up || self.active.contains_key(&Lasting::Down(node)) {
             return;
         }
+        if self.draw.random_bool(0.5) {
+            // The power goes in the middle of storage work, a few operations from now: a
+            // crash between any two file operations of an append, a snapshot, a cut.
+            let operations = self.draw.random_range(0..8);
+            registry.host(node).lose_power_after(operations);
+            self.counts.power_losses += 1;
+            self.note(
+                now,
+                format!("node {node} loses power within {operations} storage operations"),
+            );
+            let back = now + self.random_duration(200, 2_000);
+            self.active.insert(Lasting::Down(node), back);
+            return;
+        }
+        registry.host(node).crashing();
         sim.crash(host_name(node));
         registry.set_crashed(node);
         registry.host(node).resume();
@@ -420,11 +458,14 @@ impl Injector {
             }
             Lasting::Down(node) => match registry.process(*node) {
                 Process::Crashed | Process::Stopped(_) => {
+                    registry.host(*node).crashing();
                     sim.bounce(host_name(*node));
                     self.counts.restarts += 1;
                     self.note(now, format!("restart node {node}"));
                 }
-                Process::Starting | Process::Up | Process::Lost(_) => {}
+                // A planned power loss that never came: the node did no storage work.
+                Process::Up => registry.host(*node).cancel_power_loss(),
+                Process::Starting | Process::Lost(_) => {}
             },
         }
     }

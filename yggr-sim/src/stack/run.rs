@@ -100,7 +100,7 @@ pub fn run_stack<W: Workload>(
     let failure = |reason: String| StackFailure {
         options: Box::new(options.clone()),
         reason,
-        last_faults: log.borrow().iter().rev().take(20).rev().cloned().collect(),
+        last_faults: log.borrow().iter().rev().take(40).rev().cloned().collect(),
     };
     match outcome {
         Ok(Ok(report)) => Ok(report),
@@ -143,6 +143,8 @@ fn build<'a, W: Workload>(
     builder
         .fs()
         .sync_probability(options.faults.early_sync_probability)
+        // A crash tears writes it interrupts at 512-byte blocks, as a disk does at sectors.
+        .block_size(512)
         .io_error_probability(options.faults.io_error_probability);
     let mut sim = builder.build();
     for &id in members {
@@ -221,10 +223,23 @@ fn run_inner<W: Workload>(
         sim.client("operator", operator.run());
     }
     let mut injector = Injector::new(options.faults.clone(), members.clone(), options.seed, full);
+    // Every message in flight after every step, by endpoints and kind, goes into the digest.
+    let traffic = RefCell::new(Fnv64::new());
     let step = |sim: &mut Sim<'_>| {
-        sim.step()
+        let stepped = sim
+            .step()
             .map(|_| ())
-            .map_err(|error| format!("the simulation stopped: {error}"))
+            .map_err(|error| format!("the simulation stopped: {error}"));
+        let mut traffic = traffic.borrow_mut();
+        sim.links(|links| {
+            for link in links {
+                for sent in link {
+                    sent.pair().hash(&mut *traffic);
+                    segment_digest(sent.protocol()).hash(&mut *traffic);
+                }
+            }
+        });
+        stepped
     };
     injector.begin(&records.registry);
     let outcome = (|| {
@@ -293,6 +308,7 @@ fn run_inner<W: Workload>(
         format!("{operation:?}").hash(&mut digest);
     }
     injector.log.hash(&mut digest);
+    traffic.borrow().finish().hash(&mut digest);
     sim.elapsed().hash(&mut digest);
     Ok(StackReport {
         seed: options.seed,
@@ -384,4 +400,18 @@ fn liveness_failure<W: Workload>(
         "liveness: the healed cluster did not recover within {:?}: {progress:?}; requests still unanswered: {pending:?}; nodes: {processes:?}",
         options.liveness_limit
     )
+}
+
+/// What identifies a message on the simulated network: its kind and length (its bytes are
+/// the runtime's, fixed by everything else the digest covers).
+fn segment_digest(protocol: &turmoil::Protocol) -> (u8, usize) {
+    match protocol {
+        turmoil::Protocol::Tcp(segment) => match segment {
+            turmoil::Segment::Syn(_) => (1, 0),
+            turmoil::Segment::Data(_, bytes) => (2, bytes.len()),
+            turmoil::Segment::Fin(_) => (3, 0),
+            turmoil::Segment::Rst => (4, 0),
+        },
+        turmoil::Protocol::Udp(datagram) => (5, datagram.0.len()),
+    }
 }

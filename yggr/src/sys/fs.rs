@@ -129,6 +129,7 @@ fn simulated_fsync(path: &Path, sync: impl FnOnce() -> io::Result<()>) -> io::Re
         super::host::Fsync::Sync => sync(),
         super::host::Fsync::Fail => Err(io::Error::other("fsync failed (simulated)")),
         super::host::Fsync::Pretend => Ok(()),
+        super::host::Fsync::PowerLost => Err(io::Error::other("power lost (simulated)")),
     }
 }
 
@@ -174,6 +175,10 @@ impl OpenOptions {
 
     pub(crate) fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let path = path.as_ref();
+        #[cfg(feature = "simulation")]
+        if super::simulating() && (self.write || self.create || self.create_new || self.truncate) {
+            super::host::disk_operation()?;
+        }
         either!(
             simulated::OpenOptions::new()
                 .read(self.read)
@@ -201,27 +206,41 @@ pub(crate) fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     either!(simulated::read(path), std::fs::read(path))
 }
 
-/// The paths of the entries of directory `path`, in no particular order.
+/// The paths of the entries of directory `path`, sorted.
 pub(crate) fn read_dir(path: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
     let path = path.as_ref();
-    either!(
+    let listed: io::Result<Vec<PathBuf>> = either!(
         simulated::read_dir(path)?
             .map(|entry| entry.map(|entry| entry.path()))
             .collect(),
         std::fs::read_dir(path)?
             .map(|entry| entry.map(|entry| entry.path()))
             .collect()
-    )
+    );
+    // Sorted: neither a real directory nor turmoil's (a hash set) lists in a fixed order, and
+    // whatever storage does per entry must happen in the same order every run.
+    listed.map(|mut paths| {
+        paths.sort();
+        paths
+    })
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists.
 pub(crate) fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    #[cfg(feature = "simulation")]
+    if super::simulating() {
+        super::host::disk_operation()?;
+    }
     let (from, to) = (from.as_ref(), to.as_ref());
     either!(simulated::rename(from, to), std::fs::rename(from, to))
 }
 
 /// Removes the file `path`.
 pub(crate) fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    #[cfg(feature = "simulation")]
+    if super::simulating() {
+        super::host::disk_operation()?;
+    }
     let path = path.as_ref();
     either!(simulated::remove_file(path), std::fs::remove_file(path))
 }
@@ -265,6 +284,16 @@ pub(crate) fn is_file(path: impl AsRef<Path>) -> bool {
 /// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
 pub(crate) fn sync_dir(dir: impl AsRef<Path>) -> io::Result<()> {
     let dir = dir.as_ref();
+    // A simulated directory sync can lose power but is never failed on purpose: turmoil
+    // 0.7's file system keys file contents by path, so a rename left pending by a failed
+    // directory sync would take the contents of the next file created under the renamed
+    // file's old name (a temporary file of the next replacement), which no real file system
+    // does.
+    #[cfg(feature = "simulation")]
+    if super::simulating() {
+        super::host::disk_operation()?;
+        return simulated::sync_dir(dir);
+    }
     either!(
         simulated::sync_dir(dir),
         std::fs::File::open(dir)?.sync_all()

@@ -12,18 +12,44 @@
 //! Outside a scoped future there is no current host, and nothing here has any effect.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// One host's switches, shared by all of its tasks and the simulator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HostState {
+    /// Tells hosts apart in this thread's list of tasks.
+    id: u64,
     inner: Mutex<Switches>,
+}
+
+/// Numbers hosts.
+static NEXT_HOST: AtomicU64 = AtomicU64::new(0);
+
+impl Drop for HostState {
+    /// The host is gone for good: forget its list of tasks.
+    fn drop(&mut self) {
+        let _ = TASKS.try_with(|tasks| {
+            if let Ok(mut tasks) = tasks.try_borrow_mut() {
+                tasks.remove(&self.id);
+            }
+        });
+    }
+}
+
+impl Default for HostState {
+    fn default() -> HostState {
+        HostState {
+            id: NEXT_HOST.fetch_add(1, Ordering::Relaxed),
+            inner: Mutex::new(Switches::default()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +67,13 @@ struct Switches {
     disk_latency: Duration,
     /// State-machine time charged by `simulation::charge`, not yet waited.
     apply_debt: Duration,
+    /// Storage operations left before the power goes (a crash in the middle of a storage
+    /// call), if one is planned.
+    power_loss_after: Option<u32>,
+    /// The power went: every storage operation fails until the process restarts.
+    powered_off: bool,
+    /// The simulator is about to crash or restart the host (see `Scoped`'s `Drop`).
+    crashing: bool,
 }
 
 impl HostState {
@@ -82,9 +115,31 @@ impl HostState {
         self.switches().disk_latency = latency;
     }
 
-    /// Forgets what failed fsyncs dropped: the process that saw them is gone.
-    pub(crate) fn forget_dropped_writes(&self) {
-        self.switches().fsync_dropped.clear();
+    /// Forgets what failed fsyncs dropped and any power loss: the process that saw them is
+    /// gone.
+    /// The host is about to go down: its runtime's tasks are dropped next, in spawn order.
+    pub(crate) fn crashing(&self) {
+        self.switches().crashing = true;
+    }
+
+    pub(crate) fn restarted(&self) {
+        let mut switches = self.switches();
+        switches.crashing = false;
+        switches.fsync_dropped.clear();
+        switches.power_loss_after = None;
+        switches.powered_off = false;
+    }
+
+    pub(crate) fn lose_power_after(&self, operations: u32) {
+        self.switches().power_loss_after = Some(operations);
+    }
+
+    pub(crate) fn cancel_power_loss(&self) {
+        self.switches().power_loss_after = None;
+    }
+
+    pub(crate) fn powered_off(&self) -> bool {
+        self.switches().powered_off
     }
 
     pub(crate) fn charge(&self, cost: Duration) {
@@ -104,49 +159,159 @@ pub(crate) fn current() -> Option<Arc<HostState>> {
 }
 
 /// A future that belongs to a host (or to none): polled with that host as the current one,
-/// and not at all while the host is paused.
-pub(crate) struct Scoped<F> {
-    host: Option<Arc<HostState>>,
-    inner: Pin<Box<F>>,
+/// and not at all while the host is paused. When its host crashes, the futures of all the
+/// host's tasks are dropped in the order they were spawned (see [`HostState::crashing`]).
+pub(crate) enum Scoped<F> {
+    /// No simulated host: the future alone.
+    Plain(Pin<Box<F>>),
+    /// On a simulated host; the future is shared with the host's list of tasks so that a
+    /// crash can drop it.
+    Hosted {
+        host: Arc<HostState>,
+        inner: Arc<Mutex<Option<Pin<Box<F>>>>>,
+    },
 }
 
-impl<F: Future> Scoped<F> {
+/// One task of a simulated host, as its host's list keeps it.
+struct Task {
+    /// Whether the task's future is still there.
+    alive: Box<dyn Fn() -> bool>,
+    /// Drops the task's future, if it is still there.
+    drop: Box<dyn FnOnce()>,
+}
+
+thread_local! {
+    /// Each simulated host's tasks, by host id, in the order they were spawned.
+    static TASKS: RefCell<BTreeMap<u64, Vec<Task>>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+impl<F: Future + 'static> Scoped<F> {
     pub(crate) fn new(host: Option<Arc<HostState>>, inner: F) -> Scoped<F> {
-        Scoped {
-            host,
-            inner: Box::pin(inner),
-        }
+        let Some(host) = host else {
+            return Scoped::Plain(Box::pin(inner));
+        };
+        let inner = Arc::new(Mutex::new(Some(Box::pin(inner))));
+        let weak = Arc::downgrade(&inner);
+        let watched = Arc::downgrade(&inner);
+        let task = Task {
+            alive: Box::new(move || {
+                watched
+                    .upgrade()
+                    .is_some_and(|inner| lock(&inner).is_some())
+            }),
+            drop: Box::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    // Taken out under the lock, dropped after it: dropping may run code
+                    // that polls or drops other tasks of the host.
+                    let future = lock(&inner).take();
+                    drop(future);
+                }
+            }),
+        };
+        TASKS.with(|tasks| {
+            let mut tasks = tasks.borrow_mut();
+            let list = tasks.entry(host.id).or_default();
+            // Forget finished tasks now and then, so the list follows the live ones.
+            if list.len() >= 64 && list.len().is_power_of_two() {
+                list.retain(|task| (task.alive)());
+            }
+            list.push(task);
+        });
+        Scoped::Hosted { host, inner }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops the future of every task of `host` still there, oldest first, with the host as the
+/// current one.
+fn drop_tasks(host: &Arc<HostState>) {
+    let Some(list) = TASKS.with(|tasks| tasks.borrow_mut().remove(&host.id)) else {
+        return;
+    };
+    let previous = CURRENT.with(|current| current.replace(Some(host.clone())));
+    for task in list {
+        (task.drop)();
+    }
+    CURRENT.with(|current| *current.borrow_mut() = previous);
 }
 
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
-        let Some(host) = self.host.clone() else {
-            return self.inner.as_mut().poll(context);
-        };
-        {
-            let mut switches = host.switches();
-            if switches.paused {
-                switches.parked.push(context.waker().clone());
-                return Poll::Pending;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            Scoped::Plain(inner) => inner.as_mut().poll(context),
+            Scoped::Hosted { host, inner } => {
+                {
+                    let mut switches = host.switches();
+                    if switches.paused {
+                        switches.parked.push(context.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+                let previous = CURRENT.with(|current| current.replace(Some(host.clone())));
+                let polled = match lock(inner).as_mut() {
+                    Some(future) => future.as_mut().poll(context),
+                    // Dropped by a crash: it never completes.
+                    None => Poll::Pending,
+                };
+                CURRENT.with(|current| *current.borrow_mut() = previous);
+                polled
             }
         }
-        let previous = CURRENT.with(|current| current.replace(Some(host)));
-        let polled = self.inner.as_mut().poll(context);
-        CURRENT.with(|current| *current.borrow_mut() = previous);
-        polled
+    }
+}
+
+impl<F> Drop for Scoped<F> {
+    /// A crash drops the host's runtime, which drops its tasks in an order of its own (by
+    /// task ids, which count every task the process ever spawned). The first of the host's
+    /// tasks dropped drops all the others' futures, in the order they were spawned, so that
+    /// what their drops do (closing sockets, waking other hosts' tasks) happens in the same
+    /// order in every run.
+    fn drop(&mut self) {
+        if let Scoped::Hosted { host, inner } = self
+            && host.switches().crashing
+            && lock(inner).is_some()
+        {
+            drop_tasks(host);
+        }
     }
 }
 
 /// Wraps `future` in the current host, if there is one.
-pub(crate) fn scope<F: Future>(future: F) -> Scoped<F> {
+pub(crate) fn scope<F: Future + 'static>(future: F) -> Scoped<F> {
     Scoped::new(current(), future)
+}
+
+/// Counts one storage operation that changes the disk (or makes a change durable) on the
+/// current host; fails it, and every later one, once the power is gone.
+pub(crate) fn disk_operation() -> std::io::Result<()> {
+    let Some(host) = current() else {
+        return Ok(());
+    };
+    let mut switches = host.switches();
+    if let Some(left) = switches.power_loss_after {
+        if left == 0 {
+            switches.power_loss_after = None;
+            switches.powered_off = true;
+        } else {
+            switches.power_loss_after = Some(left - 1);
+        }
+    }
+    if switches.powered_off {
+        return Err(std::io::Error::other("power lost (simulated)"));
+    }
+    Ok(())
 }
 
 /// An injected error for a write that would need space on a full disk.
 pub(crate) fn check_space() -> std::io::Result<()> {
+    disk_operation()?;
     match current() {
         Some(host) if host.switches().disk_full => Err(std::io::Error::new(
             std::io::ErrorKind::StorageFull,
@@ -163,12 +328,16 @@ pub(crate) enum Fsync {
     Sync,
     Fail,
     Pretend,
+    PowerLost,
 }
 
 pub(crate) fn fsync(path: &Path) -> Fsync {
     let Some(host) = current() else {
         return Fsync::Sync;
     };
+    if disk_operation().is_err() {
+        return Fsync::PowerLost;
+    }
     let mut switches = host.switches();
     if switches.fsync_dropped.contains(path) {
         return Fsync::Pretend;

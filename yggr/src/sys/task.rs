@@ -54,13 +54,13 @@ pub(crate) fn start_blocking(work: impl FnOnce() + Send + 'static) {
 
 /// `future`, tied to the current simulated host if there is one.
 #[cfg(feature = "simulation")]
-pub(crate) fn scoped<F: Future>(future: F) -> super::host::Scoped<F> {
+pub(crate) fn scoped<F: Future + 'static>(future: F) -> super::host::Scoped<F> {
     super::host::scope(future)
 }
 
 /// `future` itself: without the simulation there are no hosts to tie it to.
 #[cfg(not(feature = "simulation"))]
-pub(crate) fn scoped<F: Future>(future: F) -> F {
+pub(crate) fn scoped<F: Future + 'static>(future: F) -> F {
     future
 }
 

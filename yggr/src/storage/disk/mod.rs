@@ -106,7 +106,6 @@ use crate::sys::task::{Blocking, run_blocking, start_blocking};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -220,11 +219,6 @@ struct PreparedSnapshot {
     name: String,
 }
 
-/// Preparations started by this process, numbering their files: a preparation still running
-/// for a node that has stopped can never write over the file of a node started since over
-/// the same directory.
-static PREPARATIONS: AtomicU64 = AtomicU64::new(0);
-
 /// Where a prepared snapshot waits: a temporary name (an open after a crash sweeps it away),
 /// unique to the preparation.
 fn prepared_snapshot_name(snapshot: &RecoveredSnapshot) -> String {
@@ -232,7 +226,9 @@ fn prepared_snapshot_name(snapshot: &RecoveredSnapshot) -> String {
         "snapshot.{}-{}-{}.prepared{}",
         snapshot.last_included_index.get(),
         snapshot.last_included_term.get(),
-        PREPARATIONS.fetch_add(1, Ordering::Relaxed),
+        // Unique in this process: a preparation still running for a node that has stopped
+        // can never write over the file of a node started since over the same directory.
+        crate::sys::random::next_sequence(),
         files::TEMP_SUFFIX
     )
 }

@@ -41,7 +41,7 @@ mod frame;
 mod inbound;
 mod outbound;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -656,8 +656,10 @@ impl TcpHandle {
 pub struct TcpTransport {
     handle: TcpHandle,
     inbound: mpsc::Receiver<Message<Bytes>>,
-    /// Each connected peer's writer queue.
-    writers: HashMap<NodeId, mpsc::Sender<Message<Bytes>>>,
+    /// Each connected peer's writer queue. A `BTreeMap`: dropping the transport closes the
+    /// queues in this map's order, and each writer then closes its connection, so the order
+    /// must be the same in every run of a simulation.
+    writers: BTreeMap<NodeId, mpsc::Sender<Message<Bytes>>>,
     /// The acceptor and the writers; dropping the transport stops them all.
     tasks: JoinSet<()>,
 }
@@ -705,7 +707,7 @@ impl TcpTransport {
         Ok(TcpTransport {
             handle: TcpHandle { shared, local_addr },
             inbound,
-            writers: HashMap::new(),
+            writers: BTreeMap::new(),
             tasks,
         })
     }
