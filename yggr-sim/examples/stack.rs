@@ -1,52 +1,134 @@
-//! Runs the whole stack under simulation with the simulator's register workload.
+//! The whole-stack simulation's suite: the real `Node`, `DiskStorage` and `TcpTransport`
+//! under turmoil, with the simulator's register workload, on 3 and 5 nodes.
 //!
-//! `cargo run --release -p yggr-sim --example stack` runs seeds 1 to 10;
-//! `YGGR_STACK_SEED=N` runs seed N alone, `YGGR_STACK_RUNS=K` runs K seeds from
-//! `YGGR_STACK_BASE` (default 1).
+//! ```sh
+//! cargo run --release -p yggr-sim --example stack                   # 50 runs (budget 1)
+//! YGGR_SIM_BUDGET=4 cargo run --release -p yggr-sim --example stack # CI: 200 runs
+//! YGGR_SIM_SEED_BASE=42 cargo run --release -p yggr-sim --example stack
+//! YGGR_STACK_SEED=1234 cargo run --release -p yggr-sim --example stack   # one run, replayed
+//! ```
+//!
+//! Runs `50 × YGGR_SIM_BUDGET` seeds drawn from the base seed (fresh unless
+//! `YGGR_SIM_SEED_BASE` is set), stops at the first failure (`--keep-going` runs them all),
+//! prints it with the seed that replays it, and exits with status 1. Otherwise prints what
+//! the runs covered and how fast they ran, and fails if they covered too little.
 
-use std::time::Instant;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use yggr_sim::stack::{RegisterWorkload, StackOptions, run_stack};
+use yggr_sim::stack::{RegisterWorkload, StackOptions, StackReport, run_stack};
+use yggr_sim::suite::{base_seed, budget, run_seed};
 
-fn main() {
-    let variable = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|value| value.parse::<u64>().ok())
-    };
-    let seeds: Vec<u64> = match variable("YGGR_STACK_SEED") {
+/// Runs per unit of budget.
+const RUNS_PER_BUDGET: f64 = 50.0;
+
+fn main() -> ExitCode {
+    let keep_going = std::env::args().any(|argument| argument == "--keep-going");
+    let single = std::env::var("YGGR_STACK_SEED")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok());
+    let base = base_seed();
+    let seeds: Vec<u64> = match single {
         Some(seed) => vec![seed],
         None => {
-            let base = variable("YGGR_STACK_BASE").unwrap_or(1);
-            (base..base + variable("YGGR_STACK_RUNS").unwrap_or(10)).collect()
+            let runs = (RUNS_PER_BUDGET * budget()).ceil() as u64;
+            println!("stack suite: base seed {base}, {runs} runs");
+            (0..runs).map(|index| run_seed(base, index)).collect()
         }
     };
+    let started = Instant::now();
+    let mut reports = Vec::new();
     let mut failed = 0;
     for seed in seeds {
         let options = StackOptions::from_seed(seed);
-        let started = Instant::now();
         match run_stack(&RegisterWorkload::default(), &options) {
-            Ok(report) => println!(
-                "seed {seed}: ok in {:.1} s wall, {:.1} s simulated; {} nodes, {:?}, {:?}, {:?}, term {}, leader after {:?}, converged after {:?}, digest {:016x}",
-                started.elapsed().as_secs_f64(),
-                report.simulated.as_secs_f64(),
-                options.nodes,
-                report.history,
-                report.faults,
-                report.operator,
-                report.term,
-                report.time_to_leader,
-                report.time_to_converge,
-                report.digest
-            ),
+            Ok(report) => {
+                if single.is_some() {
+                    println!("{report:#?}");
+                }
+                reports.push(report);
+            }
             Err(failure) => {
                 failed += 1;
                 println!("{failure}");
+                if !keep_going {
+                    break;
+                }
             }
         }
     }
+    summarize(&reports, started.elapsed());
     if failed > 0 {
-        eprintln!("{failed} run(s) failed");
-        std::process::exit(1);
+        println!("{failed} run(s) failed");
+        return ExitCode::FAILURE;
+    }
+    if single.is_none()
+        && let Err(shortfall) = coverage_gate(&reports)
+    {
+        println!("coverage shortfall: {shortfall}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn summarize(reports: &[StackReport], wall: Duration) {
+    let simulated: f64 = reports
+        .iter()
+        .map(|report| report.simulated.as_secs_f64())
+        .sum();
+    let sum = |field: fn(&StackReport) -> u64| reports.iter().map(field).sum::<u64>();
+    println!(
+        "{} runs passed: {simulated:.0} simulated s in {:.1} wall s ({:.0} simulated s per wall s); \
+         {} writes acknowledged, {} refused, {} unknown; {} reads; {} crashes ({} power losses), \
+         {} restarts, {} pauses, {} full disks, {} corruptions refused, {} partitions, {} holds; \
+         {} snapshots installed; {} transfers, {} voters removed, {} lone-voter periods",
+        reports.len(),
+        wall.as_secs_f64(),
+        simulated / wall.as_secs_f64().max(1e-9),
+        sum(|report| report.history.acknowledged),
+        sum(|report| report.history.refused),
+        sum(|report| report.history.unknown),
+        sum(|report| report.history.reads),
+        sum(|report| report.faults.crashes),
+        sum(|report| report.faults.power_losses),
+        sum(|report| report.faults.restarts),
+        sum(|report| report.faults.pauses),
+        sum(|report| report.faults.full_disks),
+        sum(|report| report.faults.corruptions_refused),
+        sum(|report| report.faults.partitions),
+        sum(|report| report.faults.holds),
+        sum(|report| report.history.snapshots_installed),
+        sum(|report| report.operator.transfers),
+        sum(|report| report.operator.removals),
+        sum(|report| report.operator.lone_voter_periods),
+    );
+}
+
+/// The suite must have reached the corners it exists for.
+fn coverage_gate(reports: &[StackReport]) -> Result<(), String> {
+    if reports.len() < 20 {
+        return Ok(());
+    }
+    let sum = |field: fn(&StackReport) -> u64| reports.iter().map(field).sum::<u64>();
+    let needs: [(&str, u64); 6] = [
+        ("crashes", sum(|report| report.faults.crashes)),
+        ("power losses", sum(|report| report.faults.power_losses)),
+        (
+            "corruptions refused",
+            sum(|report| report.faults.corruptions_refused),
+        ),
+        (
+            "snapshots installed",
+            sum(|report| report.history.snapshots_installed),
+        ),
+        (
+            "lone-voter periods",
+            sum(|report| report.operator.lone_voter_periods),
+        ),
+        ("unknown outcomes", sum(|report| report.history.unknown)),
+    ];
+    match needs.iter().find(|(_, count)| *count == 0) {
+        Some((what, _)) => Err(format!("no {what} in {} runs", reports.len())),
+        None => Ok(()),
     }
 }

@@ -97,6 +97,23 @@ pub struct FaultCounts {
     pub power_losses: u64,
 }
 
+impl FaultCounts {
+    /// Faults the injector started (not counting restarts and the stops they caused).
+    pub fn injected(&self) -> u64 {
+        self.crashes
+            + self.power_losses
+            + self.partitions
+            + self.one_way_cuts
+            + self.holds
+            + self.slow_links
+            + self.pauses
+            + self.full_disks
+            + self.slow_disks
+            + self.slow_state_machines
+            + self.corruptions
+    }
+}
+
 pub(crate) struct Injector {
     faults: Faults,
     members: Vec<NodeId>,

@@ -293,11 +293,17 @@ fn run_inner<W: Workload>(
     if counts.acknowledged == 0 {
         return Err("the run exercised nothing: no write was acknowledged".to_string());
     }
-    let faults_enabled =
-        options.faults.crashes || options.faults.partitions || options.faults.holds;
-    let fault_actions =
-        injector.counts.crashes + injector.counts.partitions + injector.counts.holds;
-    if faults_enabled && fault_actions == 0 {
+    let faults = &options.faults;
+    let faults_enabled = faults.crashes
+        || faults.partitions
+        || faults.one_way_cuts
+        || faults.holds
+        || faults.slow_links
+        || faults.pauses
+        || faults.full_disks
+        || faults.slow_disks
+        || faults.slow_state_machines;
+    if faults_enabled && injector.counts.injected() == 0 {
         return Err(
             "the run exercised nothing: faults were enabled and none was injected".to_string(),
         );

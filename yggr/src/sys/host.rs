@@ -194,10 +194,11 @@ impl<F: Future + 'static> Scoped<F> {
         let weak = Arc::downgrade(&inner);
         let watched = Arc::downgrade(&inner);
         let task = Task {
+            // A future being polled right now (its lock taken) is alive: never wait for it.
             alive: Box::new(move || {
                 watched
                     .upgrade()
-                    .is_some_and(|inner| lock(&inner).is_some())
+                    .is_some_and(|inner| inner.try_lock().map_or(true, |future| future.is_some()))
             }),
             drop: Box::new(move || {
                 if let Some(inner) = weak.upgrade() {
@@ -274,10 +275,13 @@ impl<F> Drop for Scoped<F> {
     /// what their drops do (closing sockets, waking other hosts' tasks) happens in the same
     /// order in every run.
     fn drop(&mut self) {
-        if let Scoped::Hosted { host, inner } = self
-            && host.switches().crashing
-            && lock(inner).is_some()
-        {
+        let Scoped::Hosted { host, inner } = self else {
+            return;
+        };
+        // Each lock is released before the next statement: `drop_tasks` takes them again.
+        let crashing = host.switches().crashing;
+        let still_there = lock(inner).is_some();
+        if crashing && still_there {
             drop_tasks(host);
         }
     }
