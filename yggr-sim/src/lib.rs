@@ -113,4 +113,6 @@ pub mod book {
     pub struct SafetyInvariants;
     #[doc = include_str!("../../book/src/simulation/replaying-a-seed.md")]
     pub struct ReplayingASeed;
+    #[doc = include_str!("../../book/src/simulation/chaos-testing.md")]
+    pub struct ChaosTesting;
 }

@@ -90,6 +90,25 @@ pub struct KvStore {
     peers: Option<TcpHandle>,
 }
 
+impl Clone for KvStore {
+    /// A copy of the data and of the address book as it stands, detached from this store's
+    /// published book and transport: a copy (a model in a test, say) never changes what the
+    /// service's own store publishes.
+    fn clone(&self) -> KvStore {
+        let book = self
+            .book
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        KvStore {
+            me: self.me,
+            data: self.data.clone(),
+            book: Arc::new(RwLock::new(book)),
+            peers: None,
+        }
+    }
+}
+
 impl KvStore {
     /// An empty store for node `me`, publishing its address book to `book` and `peers`.
     pub fn new(me: NodeId, book: AddressBook, peers: Option<TcpHandle>) -> KvStore {
@@ -217,7 +236,11 @@ impl StateMachine for KvStore {
             put_bytes(&mut out, member.client.to_string().as_bytes());
         }
         out.put_u64_le(self.data.len() as u64);
-        for (key, value) in &self.data {
+        // In key order: equal stores give equal snapshots, on every node and in every run
+        // (a hash map's order differs between processes).
+        let mut pairs: Vec<(&Bytes, &Bytes)> = self.data.iter().collect();
+        pairs.sort_unstable_by(|left, right| left.0.cmp(right.0));
+        for (key, value) in pairs {
             put_bytes(&mut out, key);
             put_bytes(&mut out, value);
         }
@@ -587,6 +610,51 @@ mod tests {
         assert_eq!(store.apply(cas("b", "c")), KvResponse::Integer(0));
         assert_eq!(store.apply(cas("a", "c")), KvResponse::Integer(1));
         assert_eq!(store.get(b"k"), Some(bytes("c")));
+    }
+
+    #[test]
+    fn stores_holding_the_same_data_take_byte_identical_snapshots() {
+        let keys: Vec<String> = (0..64).map(|index| format!("key-{index}")).collect();
+        let mut forward = store();
+        let mut backward = store();
+        for key in &keys {
+            forward.apply(KvCommand::Set {
+                key: bytes(key),
+                value: bytes("v"),
+            });
+        }
+        for key in keys.iter().rev() {
+            backward.apply(KvCommand::Set {
+                key: bytes(key),
+                value: bytes("v"),
+            });
+        }
+        assert_eq!(forward.snapshot().unwrap(), backward.snapshot().unwrap());
+    }
+
+    #[test]
+    fn a_clone_holds_the_same_data_and_never_touches_the_original_book() {
+        let mut original = store();
+        original.apply(KvCommand::Set {
+            key: bytes("a"),
+            value: bytes("1"),
+        });
+        let mut copy = original.clone();
+        assert_eq!(copy.get(b"a"), Some(bytes("1")));
+        copy.apply(KvCommand::Set {
+            key: bytes("a"),
+            value: bytes("2"),
+        });
+        assert_eq!(original.get(b"a"), Some(bytes("1")));
+        let member = Member {
+            raft: "127.0.0.1:7001".parse().unwrap(),
+            client: "127.0.0.1:6001".parse().unwrap(),
+        };
+        copy.apply(KvCommand::SetMember { id: id(2), member });
+        assert!(
+            original.book.read().unwrap().is_empty(),
+            "the copy wrote into the original's book"
+        );
     }
 
     #[test]

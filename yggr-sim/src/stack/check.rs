@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use yggr::NodeId;
 
-use super::clients::{Operation, Outcome, Request};
+use super::clients::{Op, Operation, Outcome, Request};
 use super::observed::Entry;
 use super::workload::Workload;
 
@@ -47,19 +47,16 @@ pub struct HistoryCounts {
     pub snapshots_recovered: u64,
 }
 
-/// One operation of `W`'s history.
-type Op<W> = Operation<<W as Workload>::Command, <W as Workload>::Response>;
-
 /// Checks `history` against `journal`; a violation says what and where.
 pub(crate) fn check<W: Workload>(
     workload: &W,
     journal: &[Entry],
-    history: &[Operation<W::Command, W::Response>],
+    history: &[Op<W>],
 ) -> Result<HistoryCounts, String> {
     let mut counts = HistoryCounts::default();
     let committed = committed_order(journal, &mut counts)?;
     counts.committed = committed.len() as u64;
-    let by_id: BTreeMap<u64, &Operation<W::Command, W::Response>> = history
+    let by_id: BTreeMap<u64, &Op<W>> = history
         .iter()
         .map(|operation| (operation.id, operation))
         .collect();
@@ -185,9 +182,9 @@ fn apply_one(
 fn check_answers<W: Workload>(
     workload: &W,
     committed: &[u64],
-    by_id: &BTreeMap<u64, &Operation<W::Command, W::Response>>,
+    by_id: &BTreeMap<u64, &Op<W>>,
     applied_at: &BTreeMap<u64, u64>,
-    history: &[Operation<W::Command, W::Response>],
+    history: &[Op<W>],
     counts: &mut HistoryCounts,
 ) -> Result<(), String> {
     // Reads by the position they were served at, so one pass of the model answers them.
@@ -258,7 +255,7 @@ fn check_reads_at<W: Workload>(
     workload: &W,
     model: &W::Machine,
     position: u64,
-    reads: Option<&Vec<&Operation<W::Command, W::Response>>>,
+    reads: Option<&Vec<&Op<W>>>,
 ) -> Result<(), String> {
     for operation in reads.into_iter().flatten() {
         let (Request::Read { key }, Outcome::Read { value, .. }) =
@@ -278,8 +275,8 @@ fn check_reads_at<W: Workload>(
 }
 
 /// Every request invoked after another was answered lands after it.
-fn check_real_time<C, R>(
-    history: &[Operation<C, R>],
+fn check_real_time<C, R, Q>(
+    history: &[Operation<C, R, Q>],
     applied_at: &BTreeMap<u64, u64>,
 ) -> Result<(), String> {
     // (time answered, position, id) of every request that fixes a position when answered.
@@ -294,7 +291,7 @@ fn check_real_time<C, R>(
         })
         .collect();
     answered.sort();
-    let mut invoked: Vec<&Operation<C, R>> = history.iter().collect();
+    let mut invoked: Vec<&Operation<C, R, Q>> = history.iter().collect();
     invoked.sort_by_key(|operation| (operation.invoked, operation.id));
     let mut highest: Option<(u64, u64)> = None;
     let mut next = 0;
@@ -338,7 +335,7 @@ mod tests {
     use super::*;
     use crate::stack::registers::{RegisterCommand, RegisterValue, RegisterWorkload};
 
-    type Op = Operation<RegisterCommand, RegisterValue>;
+    type Op = Operation<RegisterCommand, RegisterValue, RegisterValue>;
 
     fn node(id: u64) -> NodeId {
         NodeId::new(id).unwrap()
@@ -352,7 +349,7 @@ mod tests {
         id: u64,
         request: Request<RegisterCommand>,
         times: (u64, u64),
-        outcome: Outcome<RegisterValue>,
+        outcome: Outcome<RegisterValue, RegisterValue>,
     ) -> Op {
         Operation {
             id,
@@ -365,14 +362,14 @@ mod tests {
         }
     }
 
-    fn written(position: u64, value: u64) -> Outcome<RegisterValue> {
+    fn written(position: u64, value: u64) -> Outcome<RegisterValue, RegisterValue> {
         Outcome::Written {
             position,
             response: RegisterValue(value),
         }
     }
 
-    fn read(position: u64, value: u64) -> Outcome<RegisterValue> {
+    fn read(position: u64, value: u64) -> Outcome<RegisterValue, RegisterValue> {
         Outcome::Read {
             position,
             value: Some(RegisterValue(value)),

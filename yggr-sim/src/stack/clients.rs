@@ -22,13 +22,13 @@ pub(crate) enum Request<C> {
 
 /// What the client was told.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Outcome<R> {
+pub(crate) enum Outcome<R, Q> {
     /// No answer yet.
     Pending,
     /// The command was applied at `position` and answered `response`.
     Written { position: u64, response: R },
     /// The read was served from the state at `position`.
-    Read { position: u64, value: Option<R> },
+    Read { position: u64, value: Option<Q> },
     /// A definite refusal: the command was not, and will never be, applied.
     Refused(String),
     /// The command may or may not have been applied.
@@ -39,19 +39,22 @@ pub(crate) enum Outcome<R> {
 
 /// One request and its answer. Times are simulated.
 #[derive(Clone, Debug)]
-pub(crate) struct Operation<C, R> {
+pub(crate) struct Operation<C, R, Q> {
     pub(crate) id: u64,
     pub(crate) client: u32,
     pub(crate) node: NodeId,
     pub(crate) request: Request<C>,
     pub(crate) invoked: Duration,
     pub(crate) returned: Option<Duration>,
-    pub(crate) outcome: Outcome<R>,
+    pub(crate) outcome: Outcome<R, Q>,
 }
 
+/// One operation of `W`'s history.
+pub(crate) type Op<W> =
+    Operation<<W as Workload>::Command, <W as Workload>::Response, <W as Workload>::Read>;
+
 /// Every operation of every client, in the order they were invoked.
-pub(crate) type History<W> =
-    Rc<RefCell<Vec<Operation<<W as Workload>::Command, <W as Workload>::Response>>>>;
+pub(crate) type History<W> = Rc<RefCell<Vec<Op<W>>>>;
 
 /// The simulation's time.
 pub(crate) fn now() -> Duration {
@@ -165,7 +168,7 @@ impl<W: Workload> Client<W> {
         answer: Result<Applied<W::Response>, ProposeError>,
         target: NodeId,
         life: u32,
-    ) -> (Outcome<W::Response>, Option<NodeId>) {
+    ) -> (Outcome<W::Response, W::Read>, Option<NodeId>) {
         let crashed =
             self.registry.life(target) != life || self.registry.process(target) != Process::Up;
         match answer {
@@ -197,10 +200,10 @@ impl<W: Workload> Client<W> {
     }
 }
 
-fn read<R>(
-    answer: Result<(u64, Option<R>), ReadError>,
+fn read<R, Q>(
+    answer: Result<(u64, Option<Q>), ReadError>,
     target: NodeId,
-) -> (Outcome<R>, Option<NodeId>) {
+) -> (Outcome<R, Q>, Option<NodeId>) {
     match answer {
         Ok((position, value)) => (Outcome::Read { position, value }, Some(target)),
         Err(ReadError::NotLeader { leader_hint }) => (

@@ -40,6 +40,7 @@
 //! impl Workload for Adding {
 //!     type Command = u64;
 //!     type Response = u64;
+//!     type Read = u64;
 //!     type Machine = Counter;
 //!     fn state_machine(&self, _node: NodeId) -> Counter { Counter::default() }
 //!     fn command(&self, draw: &mut Draw) -> u64 { 1 + draw.below(5) }

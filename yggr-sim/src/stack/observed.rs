@@ -108,11 +108,11 @@ fn record(journal: &Journal, entry: Entry) {
         .push(entry);
 }
 
-/// A digest of `state`: its snapshot's bytes when it takes snapshots, else its position only.
-pub(crate) fn state_digest<M: StateMachine>(state: &M, position: u64) -> u64 {
+/// A digest of a replica: its position and the bytes that stand for its state.
+pub(crate) fn state_digest(bytes: Option<Vec<u8>>, position: u64) -> u64 {
     let mut hash = Fnv64::new();
     hash.write_u64(position);
-    if let Ok(bytes) = state.snapshot() {
+    if let Some(bytes) = bytes {
         hash.write(&bytes);
     }
     hash.finish()
@@ -150,7 +150,7 @@ impl<W: Workload> StateMachine for Observed<W> {
                 node: self.node,
                 life: self.life,
                 position: self.position,
-                digest: state_digest(&self.inner, self.position),
+                digest: state_digest(self.workload.state_bytes(&self.inner), self.position),
                 check: self.workload.check_replica(&self.inner),
             }
         } else {

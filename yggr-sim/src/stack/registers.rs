@@ -154,6 +154,7 @@ impl Default for RegisterWorkload {
 impl Workload for RegisterWorkload {
     type Command = RegisterCommand;
     type Response = RegisterValue;
+    type Read = RegisterValue;
     type Machine = Registers;
 
     fn state_machine(&self, _node: NodeId) -> Registers {

@@ -21,8 +21,10 @@ use yggr::{NodeId, StateMachine};
 pub trait Workload: Clone + Send + Sync + 'static {
     /// The state machine's commands.
     type Command: Clone + Debug + Send + 'static;
-    /// The state machine's responses; also what a read returns.
+    /// The state machine's responses.
     type Response: Clone + Debug + PartialEq + Send + 'static;
+    /// What a read returns (`()` for a workload without reads).
+    type Read: Clone + Debug + PartialEq + Send + 'static;
     /// The state machine under test. Cloning it must give an independent copy with the same
     /// state: the checker's model is made of clones.
     type Machine: StateMachine<Command = Self::Command, Response = Self::Response> + Clone;
@@ -47,9 +49,17 @@ pub trait Workload: Clone + Send + Sync + 'static {
 
     /// What a linearizable read of `key` returns from `state`. The default, `None`, means the
     /// state machine has no reads: clients only send commands.
-    fn read(&self, state: &Self::Machine, key: u64) -> Option<Self::Response> {
+    fn read(&self, state: &Self::Machine, key: u64) -> Option<Self::Read> {
         let _ = (state, key);
         None
+    }
+
+    /// The bytes that stand for a replica's whole state, compared across replicas once the
+    /// cluster has healed: equal states must give equal bytes. The default is the state
+    /// machine's snapshot, which must then be deterministic (a snapshot of a hash map in its
+    /// iteration order is not); `None` compares nothing but the commands applied.
+    fn state_bytes(&self, state: &Self::Machine) -> Option<Vec<u8>> {
+        state.snapshot().ok()
     }
 
     /// A check over one replica's whole state, run on every live replica once the cluster has
