@@ -247,6 +247,7 @@ pub(crate) fn node_config(
     };
     config.tick_interval = options.tick_interval;
     config.snapshot_hint_threshold_entries = options.snapshot_every_entries;
+    config.lease_duration_ticks = options.lease_duration_ticks;
     config.random_seed = Some(
         options
             .seed

@@ -43,34 +43,93 @@ impl<W: Workload> Monitor<W> {
                 let Ok(Ok(status)) = tokio::time::timeout(POLL, node.status()).await else {
                     continue;
                 };
-                let term = status.current_term.get();
-                let commit = status.commit_index.get();
-                let mut watch = self.watch.borrow_mut();
-                if watch.violation.is_some() {
-                    continue;
-                }
-                if status.role == Role::Leader {
-                    match watch.leaders.get(&term) {
-                        Some(other) if *other != id => {
-                            watch.violation = Some(format!(
-                                "two leaders in term {term}: node {other} and node {id}"
-                            ));
-                        }
-                        _ => {
-                            watch.leaders.insert(term, id);
-                        }
-                    }
-                }
-                if let Some((seen_life, seen_term, seen_commit)) = watch.last.get(&id).copied()
-                    && seen_life == life
-                    && (term < seen_term || commit < seen_commit)
-                {
-                    watch.violation = Some(format!(
-                        "node {id} went back from term {seen_term}, commit {seen_commit} to term {term}, commit {commit} without restarting"
-                    ));
-                }
-                watch.last.insert(id, (life, term, commit));
+                let leads = status.role == Role::Leader;
+                let (term, commit) = (status.current_term.get(), status.commit_index.get());
+                self.watch
+                    .borrow_mut()
+                    .observe(id, life, leads, term, commit);
             }
         }
+    }
+}
+
+impl Watch {
+    /// Takes one node's status, seen during its `life`-th start; keeps the first rule it
+    /// breaks.
+    pub(crate) fn observe(&mut self, id: NodeId, life: u32, leads: bool, term: u64, commit: u64) {
+        if self.violation.is_some() {
+            return;
+        }
+        if leads {
+            match self.leaders.get(&term) {
+                Some(other) if *other != id => {
+                    self.violation = Some(format!(
+                        "two leaders in term {term}: node {other} and node {id}"
+                    ));
+                }
+                _ => {
+                    self.leaders.insert(term, id);
+                }
+            }
+        }
+        if let Some((seen_life, seen_term, seen_commit)) = self.last.get(&id).copied()
+            && seen_life == life
+            && (term < seen_term || commit < seen_commit)
+        {
+            self.violation = Some(format!(
+                "node {id} went back from term {seen_term}, commit {seen_commit} to term {term}, commit {commit} without restarting"
+            ));
+        }
+        self.last.insert(id, (life, term, commit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64) -> NodeId {
+        NodeId::new(id).unwrap()
+    }
+
+    #[test]
+    fn two_nodes_leading_in_one_term_break_election_safety() {
+        let mut watch = Watch::default();
+        watch.observe(node(1), 1, true, 3, 10);
+        watch.observe(node(2), 1, false, 3, 10);
+        assert!(watch.violation.is_none());
+        watch.observe(node(2), 1, true, 3, 11);
+        let violation = watch.violation.unwrap();
+        assert!(violation.contains("two leaders in term 3"), "{violation}");
+    }
+
+    #[test]
+    fn one_node_leading_again_in_later_terms_is_fine() {
+        let mut watch = Watch::default();
+        watch.observe(node(1), 1, true, 3, 10);
+        watch.observe(node(1), 1, true, 3, 12);
+        watch.observe(node(2), 1, true, 4, 12);
+        assert!(watch.violation.is_none(), "{:?}", watch.violation);
+        assert_eq!(watch.leaders.len(), 2);
+    }
+
+    #[test]
+    fn a_term_or_commit_index_going_back_without_a_restart_is_caught() {
+        let mut watch = Watch::default();
+        watch.observe(node(1), 1, false, 5, 20);
+        watch.observe(node(1), 1, false, 5, 19);
+        assert!(watch.violation.unwrap().contains("went back"));
+        let mut watch = Watch::default();
+        watch.observe(node(1), 1, false, 5, 20);
+        watch.observe(node(1), 1, false, 4, 20);
+        assert!(watch.violation.is_some());
+    }
+
+    #[test]
+    fn a_restarted_node_may_start_lower() {
+        let mut watch = Watch::default();
+        watch.observe(node(1), 1, false, 5, 20);
+        watch.observe(node(1), 2, false, 5, 0);
+        assert!(watch.violation.is_none(), "{:?}", watch.violation);
     }
 }

@@ -115,6 +115,9 @@ pub struct StackOptions {
     /// `Config::snapshot_hint_threshold_entries` for every node: small, so runs take and
     /// send snapshots.
     pub snapshot_every_entries: u64,
+    /// `Config::lease_duration_ticks` for every node: 0 (no leases; every read takes a
+    /// round) or a lease within what the election timeouts allow.
+    pub lease_duration_ticks: u64,
     /// The longest pause a client takes between two requests.
     pub client_think_time: Duration,
     /// What the fault injector does.
@@ -132,18 +135,21 @@ impl StackOptions {
             liveness_limit: Duration::from_secs(30),
             tick_interval: Duration::from_millis(10),
             snapshot_every_entries: 64,
+            lease_duration_ticks: 0,
             client_think_time: Duration::from_millis(20),
             faults: Faults::chaos(),
         }
     }
 
     /// Options drawn from `seed`: 3 or 5 nodes, 2 to 5 clients, a snapshot threshold from 16
-    /// to 256 entries, with every fault.
+    /// to 256 entries, leases in half the runs, with every fault.
     pub fn from_seed(seed: u64) -> StackOptions {
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f57);
         let mut options = StackOptions::new(seed, if draw.random_bool(0.7) { 3 } else { 5 });
         options.clients = draw.random_range(2..=5);
         options.snapshot_every_entries = 16 << draw.random_range(0..5);
+        // The default timeouts (10 to 20 ticks, heartbeats every 3) allow leases below 7.
+        options.lease_duration_ticks = if draw.random_bool(0.5) { 5 } else { 0 };
         options
     }
 }
