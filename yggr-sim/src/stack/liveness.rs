@@ -3,6 +3,7 @@
 //! barrier command and reads, and waits for every live replica to apply the barrier.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -152,44 +153,56 @@ impl<W: Workload> Probe<W> {
         let Some((node, _)) = self.registry.node(leader) else {
             return;
         };
-        let workload = self.workload.clone();
         if let Ok(position) = node
-            .read_linearizable(move |state: &Observed<W>| {
-                let _ = workload.read(&state.inner, 0);
-                state.position
-            })
+            .read_linearizable(|state: &Observed<W>| state.position)
             .await
         {
             self.progress.borrow_mut().read_position = Some(position);
         }
     }
 
-    /// Waits until every node that is up has applied the barrier.
+    /// Waits until every node that is up has applied the barrier (or restored a snapshot
+    /// past it) in its current start. The journal is read once, as it grows.
     async fn wait_for_replicas(&self, position: u64) {
+        let mut scanned = 0;
+        let mut reached: BTreeSet<(NodeId, u32)> = BTreeSet::new();
         loop {
             tokio::time::sleep(POLL).await;
+            {
+                let journal = self
+                    .journal
+                    .lock()
+                    .expect("the journal's lock is never poisoned");
+                for entry in &journal[scanned..] {
+                    match entry {
+                        Entry::Barrier {
+                            node,
+                            life,
+                            position: at,
+                            ..
+                        } if *at == position => {
+                            reached.insert((*node, *life));
+                        }
+                        Entry::Restored {
+                            node,
+                            life,
+                            position: at,
+                        } if *at >= position => {
+                            reached.insert((*node, *life));
+                        }
+                        _ => {}
+                    }
+                }
+                scanned = journal.len();
+            }
             let up = self.registry.up();
-            let journal = self
-                .journal
-                .lock()
-                .expect("the journal's lock is never poisoned");
-            let reached: Vec<NodeId> = up
+            let all = up
                 .iter()
-                .copied()
-                .filter(|id| {
-                    let life = self.registry.life(*id);
-                    journal.iter().any(|entry| {
-                        matches!(entry, Entry::Barrier { node, life: at, position: p, .. }
-                            if node == id && *at == life && *p == position)
-                            || matches!(entry, Entry::Restored { node, life: at, position: p }
-                            if node == id && *at == life && *p >= position)
-                    })
-                })
-                .collect();
-            if !up.is_empty() && reached.len() == up.len() {
+                .all(|id| reached.contains(&(*id, self.registry.life(*id))));
+            if !up.is_empty() && all {
                 let mut progress = self.progress.borrow_mut();
                 progress.converged = Some(now());
-                progress.replicas = reached;
+                progress.replicas = up;
                 return;
             }
         }

@@ -143,35 +143,22 @@ pub(crate) struct OpenOptions {
     truncate: bool,
 }
 
+/// One setter per flag, with `std::fs::OpenOptions`' name and meaning.
+macro_rules! setters {
+    ($($flag:ident),*) => {$(
+        pub(crate) fn $flag(&mut self, $flag: bool) -> &mut OpenOptions {
+            self.$flag = $flag;
+            self
+        }
+    )*};
+}
+
 impl OpenOptions {
     pub(crate) fn new() -> OpenOptions {
         OpenOptions::default()
     }
 
-    pub(crate) fn read(&mut self, read: bool) -> &mut OpenOptions {
-        self.read = read;
-        self
-    }
-
-    pub(crate) fn write(&mut self, write: bool) -> &mut OpenOptions {
-        self.write = write;
-        self
-    }
-
-    pub(crate) fn create(&mut self, create: bool) -> &mut OpenOptions {
-        self.create = create;
-        self
-    }
-
-    pub(crate) fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
-        self.create_new = create_new;
-        self
-    }
-
-    pub(crate) fn truncate(&mut self, truncate: bool) -> &mut OpenOptions {
-        self.truncate = truncate;
-        self
-    }
+    setters!(read, write, create, create_new, truncate);
 
     pub(crate) fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let path = path.as_ref();
