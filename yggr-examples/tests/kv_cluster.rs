@@ -100,11 +100,35 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Ports for the nodes to listen on, taken below the kernel's ephemeral range.
+///
+/// The nodes bind their ports only once their process runs, so the port must stay free until
+/// then. A port the kernel handed out for `bind(0)` is in the ephemeral range, where any
+/// outgoing connection of any process (the tests' own status polls open one every 50 ms) may
+/// take it in the meantime: a node then exited with "Address already in use" and the test
+/// waited out its patience for a leader. Below the range only another test process picking
+/// the same port can collide, and each process starts at its own place in it.
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000, ephemeral_start.clamp(10_001, 65_536));
+    let span = high - low;
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    let mut addresses = Vec::new();
+    while addresses.len() < count {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(step < span, "no free port below the ephemeral range");
+        let port = low + (offset + step) % span;
+        let address = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(address).is_ok() {
+            addresses.push(address);
+        }
+    }
+    addresses
 }
 
 struct Process {
@@ -318,10 +342,33 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for process in self.nodes.values_mut() {
+        // A failed wait says only what it waited for: show what each node was doing (whether
+        // it still ran, and the end of its log) so the failure can be diagnosed from CI output.
+        let failing = std::thread::panicking();
+        for (id, process) in self.nodes.iter_mut() {
             if let Some(mut child) = process.child.take() {
+                if failing {
+                    let state = match child.try_wait() {
+                        Ok(Some(exit)) => format!("exited with {exit}"),
+                        Ok(None) => "running".to_string(),
+                        Err(error) => format!("unknown ({error})"),
+                    };
+                    eprintln!(
+                        "node {id} ({} raft, {} client): {state}",
+                        process.raft, process.client
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            if failing {
+                let log = std::fs::read_to_string(self.root.path().join(format!("node-{id}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- last lines of node {id}'s log ---");
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{line}");
+                }
             }
         }
     }
