@@ -130,6 +130,12 @@ plant("12-pending-writes-never-answered-after-step-down",
         }
     }""")])
 
+plant("13-follower-parks-redirects",
+ "Issue 12, put back: a follower whose apply backlog is full sets writes and reads aside like\na leader, so its redirects wait for its state machine to catch up.",
+ [(DRIVER, """        let leads = self.engine.role() == Role::Leader;
+        if leads && self.apply_backlog_full()""", """        let leads = true;
+        if leads && self.apply_backlog_full()""")])
+
 outdir = os.path.dirname(os.path.abspath(__file__))
 for name, doc, edits in plants:
     backups = {}

@@ -359,6 +359,7 @@ mod tests {
             invoked: Duration::from_millis(times.0),
             returned: Some(Duration::from_millis(times.1)),
             outcome,
+            redirect: None,
         }
     }
 

@@ -47,6 +47,16 @@ pub(crate) struct Operation<C, R, Q> {
     pub(crate) invoked: Duration,
     pub(crate) returned: Option<Duration>,
     pub(crate) outcome: Outcome<R, Q>,
+    /// Set when the answer was a redirect to another node (`NotLeader`).
+    pub(crate) redirect: Option<Redirect>,
+}
+
+/// A request a node answered by naming another as the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Redirect {
+    /// Whether the node's process was paused or resumed while the request waited: the wait
+    /// then tells nothing about the node.
+    pub(crate) held_up_by_pause: bool,
 }
 
 /// One operation of `W`'s history.
@@ -55,6 +65,9 @@ pub(crate) type Op<W> =
 
 /// Every operation of every client, in the order they were invoked.
 pub(crate) type History<W> = Rc<RefCell<Vec<Op<W>>>>;
+
+/// How a redirect's reason ends.
+const NOT_THE_LEADER: &str = "not the leader";
 
 /// The simulation's time.
 pub(crate) fn now() -> Duration {
@@ -114,13 +127,14 @@ impl<W: Workload> Client<W> {
 
     /// Sends one request, records it and its answer; returns the leader the answer points
     /// to, if any.
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         id: u64,
         target: NodeId,
         request: Request<W::Command>,
     ) -> Option<NodeId> {
         let (node, life) = self.registry.node(target)?;
+        let pause_events = self.registry.pause_events(target);
         let slot = {
             let mut history = self.history.borrow_mut();
             history.push(Operation {
@@ -131,6 +145,7 @@ impl<W: Workload> Client<W> {
                 invoked: now(),
                 returned: None,
                 outcome: Outcome::Pending,
+                redirect: None,
             });
             history.len() - 1
         };
@@ -154,10 +169,17 @@ impl<W: Workload> Client<W> {
                 read(answer, target)
             }
         };
+        let redirected = matches!(
+            &outcome,
+            Outcome::Refused(reason) | Outcome::ReadFailed(reason) if reason.ends_with(NOT_THE_LEADER)
+        );
         let mut history = self.history.borrow_mut();
         let operation = &mut history[slot];
         operation.returned = Some(now());
         operation.outcome = outcome;
+        operation.redirect = redirected.then(|| Redirect {
+            held_up_by_pause: self.registry.pause_events(target) != pause_events,
+        });
         hint
     }
 
@@ -186,7 +208,7 @@ impl<W: Workload> Client<W> {
                 None,
             ),
             Err(ProposeError::NotLeader { leader_hint }) => (
-                Outcome::Refused(format!("node {target}: not the leader")),
+                Outcome::Refused(format!("node {target}: {NOT_THE_LEADER}")),
                 Some(leader_hint),
             ),
             Err(
@@ -207,7 +229,7 @@ fn read<R, Q>(
     match answer {
         Ok((position, value)) => (Outcome::Read { position, value }, Some(target)),
         Err(ReadError::NotLeader { leader_hint }) => (
-            Outcome::ReadFailed(format!("node {target}: not the leader")),
+            Outcome::ReadFailed(format!("node {target}: {NOT_THE_LEADER}")),
             Some(leader_hint),
         ),
         Err(error) => (Outcome::ReadFailed(format!("node {target}: {error}")), None),

@@ -76,6 +76,9 @@ pub(crate) struct Slot<W: Workload> {
     pub(crate) corrupted: Option<Corruption>,
     /// Whether the disk is full now (set by the fault injector).
     pub(crate) disk_full: bool,
+    /// Pauses and resumptions of the process so far: a request whose answer spans one was
+    /// held up by the pause, not by the node.
+    pub(crate) pause_events: u32,
 }
 
 /// Every node, by id. Shared (single-threaded) by the node hosts, the clients and the runner.
@@ -100,6 +103,7 @@ impl<W: Workload> Registry<W> {
                     corrupt_before_start: None,
                     corrupted: None,
                     disk_full: false,
+                    pause_events: 0,
                 };
                 (id, slot)
             })
@@ -128,6 +132,14 @@ impl<W: Workload> Registry<W> {
             .filter(|(_, slot)| slot.process == Process::Up)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Pauses and resumptions of `id`'s process so far.
+    pub(crate) fn pause_events(&self, id: NodeId) -> u32 {
+        self.slots
+            .borrow()
+            .get(&id)
+            .map_or(0, |slot| slot.pause_events)
     }
 
     /// The life `id` is in now.
@@ -248,6 +260,7 @@ pub(crate) fn node_config(
     config.tick_interval = options.tick_interval;
     config.snapshot_hint_threshold_entries = options.snapshot_every_entries;
     config.lease_duration_ticks = options.lease_duration_ticks;
+    config.max_pending_applies = options.max_pending_applies;
     config.random_seed = Some(
         options
             .seed

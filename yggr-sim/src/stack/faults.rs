@@ -312,6 +312,7 @@ impl Injector {
             }
             Kind::Pause if !self.active.contains_key(&Lasting::Pause(node)) => {
                 registry.host(node).pause();
+                registry.with_slot(node, |slot| slot.pause_events += 1);
                 self.counts.pauses += 1;
                 self.note(now, format!("pause node {node}"));
                 let end = now + self.random_duration(50, 2_000);
@@ -336,7 +337,7 @@ impl Injector {
             Kind::SlowStateMachine
                 if !self.active.contains_key(&Lasting::SlowStateMachine(node)) =>
             {
-                let cost = self.draw.random_range(200..=5_000);
+                let cost = self.draw.random_range(200..=30_000);
                 registry.apply_cost(node).store(cost, Ordering::Relaxed);
                 self.counts.slow_state_machines += 1;
                 self.note(
@@ -458,6 +459,7 @@ impl Injector {
             }
             Lasting::Pause(node) => {
                 registry.host(*node).resume();
+                registry.with_slot(*node, |slot| slot.pause_events += 1);
                 self.note(now, format!("resume node {node}"));
             }
             Lasting::DiskFull(node) => {

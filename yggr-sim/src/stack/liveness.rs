@@ -12,6 +12,7 @@ use yggr::{NodeId, ProposeError, Role};
 use super::clients::{History, Operation, Outcome, Request, now};
 use super::cluster::Registry;
 use super::observed::{BARRIER_OPERATION, Entry, Journal, Observed, Tagged};
+use super::steady::Steady;
 use super::workload::{Draw, Workload};
 
 /// How far the probe got, and when (simulated time).
@@ -42,6 +43,8 @@ pub(crate) struct Probe<W: Workload> {
     /// Set once the operator has every member a voter again.
     pub(crate) restored: Rc<Cell<bool>>,
     pub(crate) draw: Draw,
+    /// The steady phase to run once the replicas converged, if any.
+    pub(crate) steady: Option<Steady<W>>,
 }
 
 const POLL: Duration = Duration::from_millis(10);
@@ -71,6 +74,10 @@ impl<W: Workload> Probe<W> {
             self.fresh_read(leader).await;
         }
         self.wait_for_replicas(position).await;
+        if let Some(steady) = self.steady.take() {
+            let leader = self.agree_on_leader().await;
+            steady.run(leader).await;
+        }
         Ok(())
     }
 
@@ -135,6 +142,7 @@ impl<W: Workload> Probe<W> {
                             position: applied.position,
                             response: applied.response,
                         },
+                        redirect: None,
                     });
                     return applied.position;
                 }

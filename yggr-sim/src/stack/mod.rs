@@ -79,7 +79,9 @@ mod liveness;
 mod monitor;
 mod observed;
 mod operator;
+mod responsiveness;
 mod run;
+mod steady;
 
 pub use check::HistoryCounts;
 pub use digest::Fnv64;

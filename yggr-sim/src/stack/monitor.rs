@@ -21,6 +21,8 @@ pub(crate) struct Watch {
     pub(crate) violation: Option<String>,
     /// Each node's last (life, term, commit index).
     last: BTreeMap<NodeId, (u32, u64, u64)>,
+    /// When each node was seen leading (simulated time, in order).
+    leading: BTreeMap<NodeId, Vec<Duration>>,
 }
 
 pub(crate) struct Monitor<W: Workload> {
@@ -29,7 +31,7 @@ pub(crate) struct Monitor<W: Workload> {
 }
 
 /// How often every node is asked.
-const POLL: Duration = Duration::from_millis(5);
+pub(crate) const POLL: Duration = Duration::from_millis(5);
 
 impl<W: Workload> Monitor<W> {
     pub(crate) async fn run(self) -> turmoil::Result {
@@ -45,15 +47,32 @@ impl<W: Workload> Monitor<W> {
                 };
                 let leads = status.role == Role::Leader;
                 let (term, commit) = (status.current_term.get(), status.commit_index.get());
-                self.watch
-                    .borrow_mut()
-                    .observe(id, life, leads, term, commit);
+                let mut watch = self.watch.borrow_mut();
+                watch.observe(id, life, leads, term, commit);
+                if leads {
+                    watch.saw_leading(id, super::clients::now());
+                }
             }
         }
     }
 }
 
 impl Watch {
+    /// Notes that `id` said it led at `at`.
+    pub(crate) fn saw_leading(&mut self, id: NodeId, at: Duration) {
+        self.leading.entry(id).or_default().push(at);
+    }
+
+    /// Whether `id` was seen leading at any time in `from..=to`, give or take one poll (a
+    /// leadership shorter than a poll may go unseen).
+    pub(crate) fn led_around(&self, id: NodeId, from: Duration, to: Duration) -> bool {
+        let (from, to) = (from.saturating_sub(2 * POLL), to + 2 * POLL);
+        self.leading.get(&id).is_some_and(|times| {
+            let first_after = times.partition_point(|at| *at < from);
+            times.get(first_after).is_some_and(|at| *at <= to)
+        })
+    }
+
     /// Takes one node's status, seen during its `life`-th start; keeps the first rule it
     /// breaks.
     pub(crate) fn observe(&mut self, id: NodeId, life: u32, leads: bool, term: u64, commit: u64) {

@@ -118,10 +118,18 @@ pub struct StackOptions {
     /// `Config::lease_duration_ticks` for every node: 0 (no leases; every read takes a
     /// round) or a lease within what the election timeouts allow.
     pub lease_duration_ticks: u64,
+    /// `Config::max_pending_applies` for every node. Small, a slow state machine fills the
+    /// apply backlog: a leader then sets writes aside, and a follower must still redirect at
+    /// once.
+    pub max_pending_applies: usize,
     /// The longest pause a client takes between two requests.
     pub client_think_time: Duration,
     /// What the fault injector does.
     pub faults: Faults,
+    /// Whether the converged cluster then runs the steady phase: a slow follower's state
+    /// machine, then a slow leader's disk, with clients writing; it must answer redirects at
+    /// once and change no term.
+    pub steady_phase: bool,
 }
 
 impl StackOptions {
@@ -136,13 +144,16 @@ impl StackOptions {
             tick_interval: Duration::from_millis(10),
             snapshot_every_entries: 64,
             lease_duration_ticks: 0,
+            max_pending_applies: 4096,
             client_think_time: Duration::from_millis(20),
             faults: Faults::chaos(),
+            steady_phase: true,
         }
     }
 
     /// Options drawn from `seed`: 3 or 5 nodes, 2 to 5 clients, a snapshot threshold from 16
-    /// to 256 entries, leases in half the runs, with every fault.
+    /// to 256 entries, leases in half the runs, a tiny apply channel in a third, with every
+    /// fault.
     pub fn from_seed(seed: u64) -> StackOptions {
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f57);
         let mut options = StackOptions::new(seed, if draw.random_bool(0.7) { 3 } else { 5 });
@@ -150,6 +161,10 @@ impl StackOptions {
         options.snapshot_every_entries = 16 << draw.random_range(0..5);
         // The default timeouts (10 to 20 ticks, heartbeats every 3) allow leases below 7.
         options.lease_duration_ticks = if draw.random_bool(0.5) { 5 } else { 0 };
+        // In a third of the runs, an apply backlog of 64 jobs is full.
+        if draw.random_bool(1.0 / 3.0) {
+            options.max_pending_applies = 1;
+        }
         options
     }
 }

@@ -21,6 +21,7 @@ use super::monitor::{Monitor, Watch};
 use super::observed::{Entry, Journal};
 use super::operator::{Operator, OperatorCounts};
 use super::options::StackOptions;
+use super::steady::{Steady, SteadyOutcome, WINDOW};
 use super::workload::{Draw, Workload};
 
 /// What a run that passed did.
@@ -251,6 +252,7 @@ fn run_inner<W: Workload>(
         injector.heal(&mut sim, &records.registry);
         let healed = sim.elapsed();
         let progress = Rc::new(RefCell::new(Progress::default()));
+        let steady = Rc::new(RefCell::new(SteadyOutcome::default()));
         let probe = Probe {
             workload: workload.clone(),
             registry: records.registry.clone(),
@@ -259,6 +261,16 @@ fn run_inner<W: Workload>(
             progress: progress.clone(),
             restored: restored.clone(),
             draw: Draw::new(options.seed ^ 0x9e0b_e000),
+            steady: options.steady_phase.then(|| Steady {
+                workload: workload.clone(),
+                registry: records.registry.clone(),
+                history: records.history.clone(),
+                outcome: steady.clone(),
+                clients: options.clients,
+                first_index: options.clients + 1,
+                think_time: options.client_think_time,
+                seed: options.seed ^ 0x57ea_d000,
+            }),
         };
         sim.client("probe", probe.run());
         let deadline = healed + options.liveness_limit;
@@ -268,6 +280,21 @@ fn run_inner<W: Workload>(
             }
             step(&mut sim)?;
             injector.act(&mut sim, &records.registry);
+        }
+        // The steady phase's clients may wait out a slow disk and a backlog, within as long
+        // again as the liveness phase allowed.
+        let deadline = sim.elapsed() + 2 * WINDOW + options.liveness_limit;
+        while options.steady_phase && steady.borrow().done.is_none() {
+            if sim.elapsed() > deadline {
+                return Err(format!(
+                    "liveness: the steady phase did not end within {:?}",
+                    2 * WINDOW + options.liveness_limit
+                ));
+            }
+            step(&mut sim)?;
+        }
+        if let Some(election) = steady.borrow().election.clone() {
+            return Err(election);
         }
         let progress = progress.borrow().clone();
         Ok((healed, progress))
@@ -289,6 +316,7 @@ fn run_inner<W: Workload>(
         return Err(format!("storage: {violation}"));
     }
     let counts = check(workload, &journal, &history)?;
+    super::responsiveness::slow_redirect(&history, &watch.borrow())?;
     check_convergence(&journal, &progress)?;
     if counts.acknowledged == 0 {
         return Err("the run exercised nothing: no write was acknowledged".to_string());
@@ -402,8 +430,14 @@ fn liveness_failure<W: Workload>(
         .iter()
         .map(|(id, slot)| format!("node {id}: {:?} (start {})", slot.process, slot.life))
         .collect();
+    // A node that refused a disk nothing corrupted keeps the cluster from recovering: that
+    // refusal is the cause to report.
+    let storage = match records.registry.storage_violations.borrow().first() {
+        Some(violation) => format!("storage: {violation}; then "),
+        None => String::new(),
+    };
     format!(
-        "liveness: the healed cluster did not recover within {:?}: {progress:?}; requests still unanswered: {pending:?}; nodes: {processes:?}",
+        "{storage}liveness: the healed cluster did not recover within {:?}: {progress:?}; requests still unanswered: {pending:?}; nodes: {processes:?}",
         options.liveness_limit
     )
 }
