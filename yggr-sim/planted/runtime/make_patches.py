@@ -141,6 +141,29 @@ plant("14-recovery-trusts-the-tail-it-read",
  [(SEGMENT, """        log.make_read_tail_durable()?;
         Ok((log, entries))""", """        Ok((log, entries))""")])
 
+OUTBOUND = "yggr/src/transport/tcp/outbound.rs"
+
+plant("15-quiet-connection-loses-messages",
+ "Issue 12, put back: a writer sends no keep-alives and never looks at its connection, so\nthe peer closes it as idle and the next message goes into the closed socket, counted as\nsent and lost (followers' connections to each other go quiet between elections).",
+ [(OUTBOUND, """        tokio::select! {
+            biased;
+            read = connection.reader.read(&mut probe) => Wake::PeerClosed(read),
+            received = self.queue.recv_many(&mut self.batch, MAX_BATCH) => {
+                if received == 0 { Wake::QueueClosed } else { Wake::Batch }
+            }
+            () = tokio::time::sleep_until(keep_alive_due) => Wake::KeepAliveDue,
+        }""", """        let _ = (&mut probe, keep_alive_due);
+        tokio::select! {
+            received = self.queue.recv_many(&mut self.batch, MAX_BATCH) => {
+                if received == 0 { Wake::QueueClosed } else { Wake::Batch }
+            }
+        }"""),
+  (OUTBOUND, """        if let Some(read) = connection.closed_by_peer() {""", """        if let Some(read) = None::<std::io::Result<usize>> {"""),
+  (OUTBOUND, """        debug!(target: "yggr::node", peer = self.peer.get(), "sending the batch again over a new connection");""", """        if encoded > 0 {
+            bump(&counters.messages_dropped, encoded);
+            return false;
+        }""")])
+
 outdir = os.path.dirname(os.path.abspath(__file__))
 for name, doc, edits in plants:
     backups = {}

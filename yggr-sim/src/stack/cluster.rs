@@ -79,6 +79,8 @@ pub(crate) struct Slot<W: Workload> {
     /// Pauses and resumptions of the process so far: a request whose answer spans one was
     /// held up by the pause, not by the node.
     pub(crate) pause_events: u32,
+    /// A power loss to arm when the next start begins: within this many storage operations.
+    pub(crate) power_loss_on_start: Option<u32>,
 }
 
 /// Every node, by id. Shared (single-threaded) by the node hosts, the clients and the runner.
@@ -104,6 +106,7 @@ impl<W: Workload> Registry<W> {
                     corrupted: None,
                     disk_full: false,
                     pause_events: 0,
+                    power_loss_on_start: None,
                 };
                 (id, slot)
             })
@@ -163,6 +166,9 @@ impl<W: Workload> Registry<W> {
         slot.node = None;
         slot.corrupted = slot.corrupt_before_start.take();
         slot.host.restarted();
+        if let Some(operations) = slot.power_loss_on_start.take() {
+            slot.host.lose_power_after(operations);
+        }
         (slot.life, slot.corrupted)
     }
 

@@ -477,6 +477,23 @@ impl Injector {
             }
             Lasting::Down(node) => match registry.process(*node) {
                 Process::Crashed | Process::Stopped(_) => {
+                    // A process that stopped by itself (a failed fsync, a full disk) may have
+                    // left writes in the page cache only, which its successor reads back: the
+                    // machine then going down soon after the restart is what tests that.
+                    if self.faults.crashes
+                        && matches!(registry.process(*node), Process::Stopped(_))
+                        && self.draw.random_bool(0.5)
+                    {
+                        let operations = self.draw.random_range(0..8);
+                        registry.with_slot(*node, |slot| {
+                            slot.power_loss_on_start = Some(operations);
+                        });
+                        self.counts.power_losses += 1;
+                        self.note(
+                            now,
+                            format!("node {node} will lose power within {operations} storage operations of its restart"),
+                        );
+                    }
                     registry.host(*node).crashing();
                     sim.bounce(host_name(*node));
                     self.counts.restarts += 1;
