@@ -83,6 +83,14 @@ impl SimulatedHost {
         self.state.set_disk_latency(latency);
     }
 
+    /// How many bytes the disk writes per simulated second (0, the default: no limit). A
+    /// storage call that writes takes that much longer, on top of
+    /// [`set_disk_latency`](Self::set_disk_latency): large writes, such as a snapshot's, then
+    /// cost time in proportion to their size.
+    pub fn set_disk_bandwidth(&self, bytes_per_second: u64) {
+        self.state.set_disk_bandwidth(bytes_per_second);
+    }
+
     /// Call just before crashing or restarting the host with turmoil (`Sim::crash`,
     /// `Sim::bounce`): the runtime's tasks are then dropped in the order they were spawned,
     /// so that the sockets they close and the callers they answer see it in the same order in

@@ -173,3 +173,44 @@ fn an_append_whose_fsync_failed_is_made_durable_by_the_process_that_reads_it_bac
     }
     Ok(())
 }
+
+/// A simulated disk with a bandwidth takes time in proportion to what it writes: half a MiB
+/// at 1 MiB a second costs half a simulated second, and nothing without a bandwidth.
+#[test]
+fn a_disk_bandwidth_makes_a_write_cost_time_in_proportion_to_its_size() -> turmoil::Result {
+    let mut took = Vec::new();
+    for bandwidth in [0, 1 << 20] {
+        let mut sim = turmoil::Builder::new().build();
+        let host = yggr::simulation::SimulatedHost::new();
+        let elapsed: Arc<Mutex<Option<std::time::Duration>>> = Arc::default();
+        {
+            let (host, elapsed) = (host.clone(), elapsed.clone());
+            sim.client(
+                "node",
+                host.clone().run(async move {
+                    host.set_disk_bandwidth(bandwidth);
+                    let mut storage = DiskStorage::open(DATA).await?;
+                    let founding = Membership::from_voters([id(1), id(2), id(3)]);
+                    storage.bootstrap(id(1), &founding).await?;
+                    let big = LogEntry {
+                        index: LogIndex::new(1),
+                        term: Term::new(1),
+                        payload: EntryPayload::Command(Bytes::from(vec![7u8; 512 << 10])),
+                    };
+                    let start = tokio::time::Instant::now();
+                    storage
+                        .persist(vec![StorageWrite::Entries(vec![big])])
+                        .await?;
+                    *elapsed.lock().unwrap() = Some(start.elapsed());
+                    Ok(())
+                }),
+            );
+        }
+        sim.run()?;
+        took.push(elapsed.lock().unwrap().expect("the write finished"));
+    }
+    assert!(took[0] < std::time::Duration::from_millis(10), "{took:?}");
+    assert!(took[1] >= std::time::Duration::from_millis(500), "{took:?}");
+    assert!(took[1] < std::time::Duration::from_millis(600), "{took:?}");
+    Ok(())
+}

@@ -48,6 +48,7 @@ impl File {
         #[cfg(feature = "simulation")]
         if let Inner::Simulated(..) = &self.0 {
             super::host::check_space()?;
+            super::host::charge_written(bytes.len());
         }
         with_file!(self, file => file.write_all_at(bytes, offset))
     }
@@ -104,7 +105,9 @@ impl Write for File {
             #[cfg(feature = "simulation")]
             Inner::Simulated(file, _) => {
                 super::host::check_space()?;
-                file.write(bytes)
+                let written = file.write(bytes)?;
+                super::host::charge_written(written);
+                Ok(written)
             }
         }
     }

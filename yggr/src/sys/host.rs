@@ -65,6 +65,10 @@ struct Switches {
     fsync_dropped: BTreeSet<PathBuf>,
     /// Added after every blocking storage call.
     disk_latency: Duration,
+    /// Bytes the disk writes per simulated second; 0 for no limit.
+    disk_bandwidth: u64,
+    /// Time owed for bytes written at `disk_bandwidth`, not yet waited.
+    disk_write_debt: Duration,
     /// State-machine time charged by `simulation::charge`, not yet waited.
     apply_debt: Duration,
     /// Storage operations left before the power goes (a crash in the middle of a storage
@@ -140,6 +144,10 @@ impl HostState {
 
     pub(crate) fn powered_off(&self) -> bool {
         self.switches().powered_off
+    }
+
+    pub(crate) fn set_disk_bandwidth(&self, bytes_per_second: u64) {
+        self.switches().disk_bandwidth = bytes_per_second;
     }
 
     pub(crate) fn charge(&self, cost: Duration) {
@@ -354,15 +362,29 @@ pub(crate) fn fsync(path: &Path) -> Fsync {
     Fsync::Sync
 }
 
-/// Simulated time the current host owes after a blocking call: its disk latency after a
-/// storage call, and the state-machine time charged meanwhile.
+/// Charges the current host's disk for writing `bytes`, at its bandwidth: waited after the
+/// blocking call that wrote them.
+pub(crate) fn charge_written(bytes: usize) {
+    let Some(host) = current() else {
+        return;
+    };
+    let mut switches = host.switches();
+    if switches.disk_bandwidth > 0 {
+        let cost = Duration::from_secs_f64(bytes as f64 / switches.disk_bandwidth as f64);
+        switches.disk_write_debt = switches.disk_write_debt.saturating_add(cost);
+    }
+}
+
+/// Simulated time the current host owes after a blocking call: its disk latency and the
+/// bytes it wrote after a storage call, and the state-machine time charged meanwhile.
 pub(crate) fn owed(disk: bool) -> Duration {
     match current() {
         Some(host) => {
             let mut switches = host.switches();
             let debt = std::mem::take(&mut switches.apply_debt);
             if disk {
-                switches.disk_latency + debt
+                let written = std::mem::take(&mut switches.disk_write_debt);
+                switches.disk_latency + written + debt
             } else {
                 debt
             }
