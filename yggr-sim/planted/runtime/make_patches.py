@@ -164,6 +164,15 @@ plant("15-quiet-connection-loses-messages",
             return false;
         }""")])
 
+plant("16-snapshot-stored-by-the-driver",
+ "Issue 12, put back: the driver stores a new snapshot itself, with its next write, instead\nof having the storage prepare it on the side: a large snapshot on a slow disk holds up the\nleader's heartbeats until a follower campaigns.",
+ [(DRIVER, """                        let work = Box::pin(self.storage.prepare_snapshot(&snapshot));
+                        self.preparation = Some(Preparation {
+                            snapshot,
+                            started: Instant::now(),
+                            work,
+                        });""", """                        self.snapshots.ready_to_store = Some(snapshot);""")])
+
 outdir = os.path.dirname(os.path.abspath(__file__))
 for name, doc, edits in plants:
     backups = {}

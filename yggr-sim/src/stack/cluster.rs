@@ -70,6 +70,8 @@ pub(crate) struct Slot<W: Workload> {
     pub(crate) host: SimulatedHost,
     /// Simulated time each apply takes on this node now (a slow state machine).
     pub(crate) apply_cost: Arc<AtomicU64>,
+    /// Zero bytes this node adds to every snapshot it takes now.
+    pub(crate) snapshot_ballast: Arc<AtomicU64>,
     /// A corruption to write before the next start.
     pub(crate) corrupt_before_start: Option<Corruption>,
     /// The corruption written before the current start, if any.
@@ -102,6 +104,7 @@ impl<W: Workload> Registry<W> {
                     node: None,
                     host: SimulatedHost::new(),
                     apply_cost: Arc::new(AtomicU64::new(0)),
+                    snapshot_ballast: Arc::new(AtomicU64::new(0)),
                     corrupt_before_start: None,
                     corrupted: None,
                     disk_full: false,
@@ -180,6 +183,11 @@ impl<W: Workload> Registry<W> {
     /// `id`'s apply cost, shared with its state machine.
     pub(crate) fn apply_cost(&self, id: NodeId) -> Arc<AtomicU64> {
         self.slots.borrow()[&id].apply_cost.clone()
+    }
+
+    /// `id`'s snapshot ballast, shared with its state machine.
+    pub(crate) fn snapshot_ballast(&self, id: NodeId) -> Arc<AtomicU64> {
+        self.slots.borrow()[&id].snapshot_ballast.clone()
     }
 
     /// Calls `change` on `id`'s slot.
@@ -326,8 +334,14 @@ impl<W: Workload> NodeHost<W> {
         let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), RAFT_PORT);
         let transport = TcpTransport::start_with(id, listen, peers, tcp_options()).await?;
         let config = node_config(&self.options, id, &self.members, life);
-        let cost = self.registry.apply_cost(id);
-        let state = Observed::new(self.workload.clone(), id, life, self.journal.clone(), cost);
+        let state = Observed::new(
+            self.workload.clone(),
+            id,
+            life,
+            self.journal.clone(),
+            self.registry.apply_cost(id),
+            self.registry.snapshot_ballast(id),
+        );
         let node = match Node::start(config, state, storage, transport).await {
             Ok(node) => node,
             Err(error) => {

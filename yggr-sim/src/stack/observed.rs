@@ -78,6 +78,9 @@ pub(crate) struct Observed<W: Workload> {
     journal: Journal,
     /// Simulated microseconds each apply takes, set by the fault injector.
     apply_cost: Arc<AtomicU64>,
+    /// Zero bytes to add to every snapshot taken, so that writing it costs time on a disk
+    /// with a bandwidth (set by the steady phase).
+    snapshot_ballast: Arc<AtomicU64>,
 }
 
 impl<W: Workload> Observed<W> {
@@ -87,6 +90,7 @@ impl<W: Workload> Observed<W> {
         life: u32,
         journal: Journal,
         apply_cost: Arc<AtomicU64>,
+        snapshot_ballast: Arc<AtomicU64>,
     ) -> Observed<W> {
         record(&journal, Entry::Started { node, life });
         Observed {
@@ -97,6 +101,7 @@ impl<W: Workload> Observed<W> {
             life,
             journal,
             apply_cost,
+            snapshot_ballast,
         }
     }
 }
@@ -168,17 +173,28 @@ impl<W: Workload> StateMachine for Observed<W> {
         }
     }
 
+    /// The position, the ballast's length and the ballast (zeros), then the state machine's
+    /// own snapshot.
     fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let ballast = self.snapshot_ballast.load(Ordering::Relaxed) as usize;
         let mut bytes = self.position.to_le_bytes().to_vec();
+        bytes.extend((ballast as u64).to_le_bytes());
+        bytes.resize(bytes.len() + ballast, 0);
         bytes.extend(self.inner.snapshot()?);
         Ok(bytes)
     }
 
     fn restore(&mut self, bytes: Vec<u8>) {
-        let Some((position, rest)) = bytes.split_first_chunk::<8>() else {
-            // Only this wrapper's snapshots reach here; one that is not is a harness bug.
-            panic!("a snapshot without the simulation's position prefix");
-        };
+        // Only this wrapper's snapshots reach here; one that is not is a harness bug.
+        let (position, rest) = bytes
+            .split_first_chunk::<8>()
+            .expect("a snapshot starts with the simulation's position");
+        let (ballast, rest) = rest
+            .split_first_chunk::<8>()
+            .expect("a snapshot's position is followed by its ballast's length");
+        let rest = rest
+            .get(u64::from_le_bytes(*ballast) as usize..)
+            .expect("a snapshot holds the ballast it announces");
         self.position = u64::from_le_bytes(*position);
         self.inner.restore(rest.to_vec());
         record(

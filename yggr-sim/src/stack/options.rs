@@ -89,7 +89,7 @@ impl Faults {
             corruption: true,
             transfers: true,
             membership_changes: true,
-            fsync_failure_probability: 0.001,
+            fsync_failure_probability: 0.004,
             early_sync_probability: 0.05,
             ..Faults::none()
         }

@@ -7,8 +7,10 @@
 //!    follower a write every [`PROBE_EVERY`]; each must come back as a redirect at once (the
 //!    redirect rule of [`responsiveness`](super::responsiveness) judges them with the rest of
 //!    the history).
-//! 2. **A slow disk on the leader** (every storage call costs [`SLOW_DISK`]) while snapshots
-//!    are taken: the leader must go on heartbeating, so no follower campaigns.
+//! 2. **A slow disk on the leader** (every storage call costs [`SLOW_DISK`], and it writes
+//!    [`DISK_BANDWIDTH`] bytes a second) while snapshots are taken, each made
+//!    [`SNAPSHOT_BALLAST`] bytes larger: the leader must go on heartbeating while it writes
+//!    them, so no follower campaigns.
 //!
 //! Then a leadership transfer to another voter, whose connections to the other followers
 //! have carried nothing since the last election (they are kept alive, or must be found
@@ -34,7 +36,12 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(2);
 /// What one apply costs on the slowed follower, in microseconds of simulated time.
 const SLOW_APPLY: u64 = 300_000;
 /// What one storage call costs on the slowed leader.
-const SLOW_DISK: Duration = Duration::from_millis(20);
+const SLOW_DISK: Duration = Duration::from_millis(10);
+/// How fast the slowed leader's disk writes, in bytes per simulated second.
+const DISK_BANDWIDTH: u64 = 1 << 20;
+/// What the leader adds to each snapshot it takes meanwhile: writing one costs a quarter of
+/// a second, longer than the longest election timeout, so it must not hold up heartbeats.
+const SNAPSHOT_BALLAST: u64 = 256 << 10;
 /// How long a transfer in the steady cluster may take to complete.
 const TRANSFER_LIMIT: Duration = Duration::from_secs(2);
 /// How often the prober writes to the slowed follower.
@@ -98,9 +105,14 @@ impl<W: Workload> Steady<W> {
                 tokio::join!(slow, probe_follower(prober, follower));
             }
             let disk = self.registry.host(leader);
+            let ballast = self.registry.snapshot_ballast(leader);
             disk.set_disk_latency(SLOW_DISK);
+            disk.set_disk_bandwidth(DISK_BANDWIDTH);
+            ballast.store(SNAPSHOT_BALLAST, Ordering::Relaxed);
             tokio::time::sleep(WINDOW).await;
+            ballast.store(0, Ordering::Relaxed);
             disk.set_disk_latency(Duration::ZERO);
+            disk.set_disk_bandwidth(0);
             stop.set(true);
         };
         let writing = futures_join_all(writers.into_iter().map(Client::run));
