@@ -183,6 +183,11 @@ impl SegmentedLog {
                 continue;
             }
             let (segment, ending) = read_segment(first, &path, &bytes, &mut entries, last)?;
+            if last {
+                // Before anything else is written: a cut of a torn tail, synced, must not
+                // reach the disk while the batch before it is still in the page cache only.
+                make_last_batch_durable(&segment)?;
+            }
             if let Ending::TornAt(offset) = ending {
                 warn!(target: "yggr::node", path = %path.display(), offset, dropped = bytes.len() as u64 - offset, "cutting off a torn record at the end of the log");
                 let file = OpenOptions::new()
@@ -206,40 +211,9 @@ impl SegmentedLog {
         if let Some(last) = log.segments.last() {
             log.next = last.end();
         }
-        log.make_read_tail_durable()?;
+        // Renames and removals a predecessor made before it stopped reach the disk now.
+        sync_dir(dir).map_err(|error| io_error(dir, error))?;
         Ok((log, entries))
-    }
-
-    /// Writes the last batch recovery read once more and syncs it, then syncs the directory.
-    ///
-    /// A predecessor that stopped on a failed fsync may have left its last append (or the
-    /// header a cut rewrote) readable, in the page cache, but not on disk; and after a
-    /// writeback error the kernel no longer counts those pages as dirty, so no later fsync
-    /// writes them. This process has just read them and may acknowledge their entries, which
-    /// a power loss must then not take away. Only the last batch can be in that state: the
-    /// predecessor stopped at its first failed fsync, and every earlier append was synced
-    /// before the next one was written. Rewriting the same bytes dirties the pages again.
-    fn make_read_tail_durable(&mut self) -> Result<(), DiskError> {
-        let Some(segment) = self.segments.last() else {
-            return Ok(());
-        };
-        let start = segment
-            .batches
-            .last()
-            .map_or(0, |(batch_start, _)| *batch_start);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&segment.path)
-            .map_err(|error| io_error(&segment.path, error))?;
-        let mut bytes = vec![0; (segment.length - start) as usize];
-        file.read_exact_at(&mut bytes, start)
-            .and_then(|()| file.write_all_at(&bytes, start))
-            .and_then(|()| file.sync_data())
-            .map_err(|error| io_error(&segment.path, error))?;
-        sync_dir(&self.dir).map_err(|error| io_error(&self.dir, error))?;
-        self.active = Some(file);
-        Ok(())
     }
 
     /// The index the next append must start at.
@@ -523,6 +497,33 @@ impl SegmentedLog {
         self.active = Some(file);
         Ok(())
     }
+}
+
+/// Writes the last whole batch of `segment` (the last one recovery read) once more and syncs
+/// it.
+///
+/// A predecessor that stopped on a failed fsync may have left its last append (or the
+/// header a cut rewrote) readable, in the page cache, but not on disk; and after a writeback
+/// error the kernel no longer counts those pages as dirty, so no later fsync writes them.
+/// This process has just read them and may acknowledge their entries, which a power loss
+/// must then not take away. Only the last batch can be in that state: the predecessor
+/// stopped at its first failed fsync, and every earlier append was synced before the next
+/// one was written. Rewriting the same bytes dirties the pages again. It costs one write of
+/// the last batch and one `fdatasync` per open.
+fn make_last_batch_durable(segment: &Segment) -> Result<(), DiskError> {
+    let Some((start, _)) = segment.batches.last() else {
+        return Ok(());
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment.path)
+        .map_err(|error| io_error(&segment.path, error))?;
+    let mut bytes = vec![0; (segment.length - start) as usize];
+    file.read_exact_at(&mut bytes, *start)
+        .and_then(|()| file.write_all_at(&bytes, *start))
+        .and_then(|()| file.sync_data())
+        .map_err(|error| io_error(&segment.path, error))
 }
 
 /// Cuts `segment` (open as `file`) just before the record of `index`, keeping the batch
