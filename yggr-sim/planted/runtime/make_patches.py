@@ -138,8 +138,12 @@ plant("13-follower-parks-redirects",
 
 plant("14-recovery-trusts-the-tail-it-read",
  "Found by the stack simulation: recovery trusts the last batch it reads, though a process\nthat stopped on a failed fsync may have left it in the page cache only; a power loss after\nthe restart then takes away entries the node may have acknowledged.",
- [(SEGMENT, """        log.make_read_tail_durable()?;
-        Ok((log, entries))""", """        Ok((log, entries))""")])
+ [(SEGMENT, """            if last {
+                // Before anything else is written: a cut of a torn tail, synced, must not
+                // reach the disk while the batch before it is still in the page cache only.
+                make_last_batch_durable(&segment)?;
+            }
+""", "")])
 
 OUTBOUND = "yggr/src/transport/tcp/outbound.rs"
 

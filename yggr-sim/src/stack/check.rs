@@ -122,10 +122,10 @@ fn committed_order(journal: &[Entry], counts: &mut HistoryCounts) -> Result<Vec<
                 node,
                 life,
                 position,
+                operation,
                 ..
             } => {
-                let barrier = super::observed::BARRIER_OPERATION;
-                apply_one(&mut lives, &mut at, *node, *life, *position, barrier)?;
+                apply_one(&mut lives, &mut at, *node, *life, *position, *operation)?;
             }
         }
     }
@@ -243,7 +243,8 @@ fn check_answers<W: Workload>(
             && *told != response
         {
             return Err(format!(
-                "write {id:#x} ({command:?}) at position {position} was answered {told:?}; the model answers {response:?}"
+                "write {id:#x} ({command:?}) at position {position} was answered {told:?} by node {}; the model answers {response:?} (a state machine whose apply is not deterministic, or whose snapshot and restore lose something, answers differently on some replica)",
+                operation.node
             ));
         }
         check_reads_at(workload, &model, position, reads_at.get(&position))?;
@@ -266,8 +267,8 @@ fn check_reads_at<W: Workload>(
         let expected = workload.read(model, *key);
         if *value != expected {
             return Err(format!(
-                "read {:#x} of key {key} at position {position} returned {value:?}; the model holds {expected:?}",
-                operation.id
+                "read {:#x} of key {key} at position {position} returned {value:?} from node {}; the model holds {expected:?}",
+                operation.id, operation.node
             ));
         }
     }

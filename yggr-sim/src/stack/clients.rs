@@ -47,7 +47,7 @@ pub(crate) struct Operation<C, R, Q> {
     pub(crate) invoked: Duration,
     pub(crate) returned: Option<Duration>,
     pub(crate) outcome: Outcome<R, Q>,
-    /// Set when the answer was a redirect to another node (`NotLeader`).
+    /// Set when the answer named another node as the leader, or said none is known.
     pub(crate) redirect: Option<Redirect>,
 }
 
@@ -65,9 +65,6 @@ pub(crate) type Op<W> =
 
 /// Every operation of every client, in the order they were invoked.
 pub(crate) type History<W> = Rc<RefCell<Vec<Op<W>>>>;
-
-/// How a redirect's reason ends.
-const NOT_THE_LEADER: &str = "not the leader";
 
 /// The simulation's time.
 pub(crate) fn now() -> Duration {
@@ -149,6 +146,9 @@ impl<W: Workload> Client<W> {
             });
             history.len() - 1
         };
+        // Whether the node answered by naming the leader or saying it knows none: answers
+        // that cost it nothing, so they must come at once.
+        let leaderless;
         let (outcome, hint) = match request {
             Request::Write(command) => {
                 let answer = node
@@ -157,6 +157,10 @@ impl<W: Workload> Client<W> {
                         command,
                     })
                     .await;
+                leaderless = matches!(
+                    answer,
+                    Err(ProposeError::NotLeader { .. } | ProposeError::NoLeader)
+                );
                 self.written(answer, target, life)
             }
             Request::Read { key } => {
@@ -166,13 +170,16 @@ impl<W: Workload> Client<W> {
                         (state.position, workload.read(&state.inner, key))
                     })
                     .await;
+                leaderless = matches!(
+                    answer,
+                    Err(ReadError::NotLeader { .. } | ReadError::NoLeader)
+                );
                 read(answer, target)
             }
         };
-        let redirected = matches!(
-            &outcome,
-            Outcome::Refused(reason) | Outcome::ReadFailed(reason) if reason.ends_with(NOT_THE_LEADER)
-        );
+        // A node that went down meanwhile tells nothing (its answer is `Unknown`).
+        let redirected =
+            leaderless && matches!(&outcome, Outcome::Refused(_) | Outcome::ReadFailed(_));
         let mut history = self.history.borrow_mut();
         let operation = &mut history[slot];
         operation.returned = Some(now());
@@ -208,7 +215,7 @@ impl<W: Workload> Client<W> {
                 None,
             ),
             Err(ProposeError::NotLeader { leader_hint }) => (
-                Outcome::Refused(format!("node {target}: {NOT_THE_LEADER}")),
+                Outcome::Refused(format!("node {target}: not the leader")),
                 Some(leader_hint),
             ),
             Err(
@@ -229,7 +236,7 @@ fn read<R, Q>(
     match answer {
         Ok((position, value)) => (Outcome::Read { position, value }, Some(target)),
         Err(ReadError::NotLeader { leader_hint }) => (
-            Outcome::ReadFailed(format!("node {target}: {NOT_THE_LEADER}")),
+            Outcome::ReadFailed(format!("node {target}: not the leader")),
             Some(leader_hint),
         ),
         Err(error) => (Outcome::ReadFailed(format!("node {target}: {error}")), None),

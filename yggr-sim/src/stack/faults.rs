@@ -206,6 +206,7 @@ impl Injector {
             let host = registry.host(id);
             if host.powered_off() && matches!(registry.process(id), Process::Stopped(_)) {
                 host.cancel_power_loss();
+                self.counts.power_losses += 1;
                 self.note(now, format!("node {id} lost power"));
                 registry.host(id).crashing();
                 sim.crash(host_name(id));
@@ -366,7 +367,6 @@ impl Injector {
             // crash between any two file operations of an append, a snapshot, a cut.
             let operations = self.draw.random_range(0..8);
             registry.host(node).lose_power_after(operations);
-            self.counts.power_losses += 1;
             self.note(
                 now,
                 format!("node {node} loses power within {operations} storage operations"),
@@ -488,7 +488,6 @@ impl Injector {
                         registry.with_slot(*node, |slot| {
                             slot.power_loss_on_start = Some(operations);
                         });
-                        self.counts.power_losses += 1;
                         self.note(
                             now,
                             format!("node {node} will lose power within {operations} storage operations of its restart"),
@@ -513,12 +512,13 @@ impl Injector {
         for &id in &self.members {
             registry.host(id).set_fsync_failure_probability(0.0);
         }
-        for fault in std::mem::take(&mut self.active).into_keys() {
-            self.end(sim, registry, now, &fault);
-        }
+        // No faults first, so that the restarts below plan no power loss either.
         self.faults = Faults {
             io_error_probability: self.faults.io_error_probability,
             ..Faults::none()
         };
+        for fault in std::mem::take(&mut self.active).into_keys() {
+            self.end(sim, registry, now, &fault);
+        }
     }
 }

@@ -11,7 +11,9 @@ use yggr::{NodeId, ProposeError, Role};
 
 use super::clients::{History, Operation, Outcome, Request, now};
 use super::cluster::Registry;
-use super::observed::{BARRIER_OPERATION, Entry, Journal, Observed, Tagged};
+use super::observed::{
+    BARRIER_OPERATION, Entry, FINAL_BARRIER_OPERATION, Journal, Observed, Tagged,
+};
 use super::steady::Steady;
 use super::workload::{Draw, Workload};
 
@@ -32,6 +34,9 @@ pub(crate) struct Progress {
     pub(crate) converged: Option<Duration>,
     /// The nodes that had applied it then.
     pub(crate) replicas: Vec<NodeId>,
+    /// Where the barrier written after the steady phase was applied, once every live
+    /// replica had applied it.
+    pub(crate) final_barrier_position: Option<u64>,
 }
 
 pub(crate) struct Probe<W: Workload> {
@@ -64,7 +69,7 @@ impl<W: Workload> Probe<W> {
             tokio::time::sleep(POLL).await;
         }
         self.progress.borrow_mut().all_answered = Some(now());
-        let position = self.barrier(leader).await;
+        let position = self.barrier(leader, BARRIER_OPERATION).await;
         self.progress.borrow_mut().barrier_position = Some(position);
         if self
             .workload
@@ -76,7 +81,15 @@ impl<W: Workload> Probe<W> {
         self.wait_for_replicas(position).await;
         if let Some(steady) = self.steady.take() {
             let leader = self.agree_on_leader().await;
+            let outcome = steady.outcome.clone();
             steady.run(leader).await;
+            // The replicas are compared again once the steady phase is over: a replica that
+            // went wrong during it may have answered nothing.
+            let leader = self.agree_on_leader().await;
+            let position = self.barrier(leader, FINAL_BARRIER_OPERATION).await;
+            self.wait_for_replicas(position).await;
+            self.progress.borrow_mut().final_barrier_position = Some(position);
+            outcome.borrow_mut().done = Some(now());
         }
         Ok(())
     }
@@ -114,9 +127,9 @@ impl<W: Workload> Probe<W> {
         }
     }
 
-    /// Writes the barrier through the leader (following redirects), recorded in the history
-    /// like any client's write; returns its position.
-    async fn barrier(&mut self, mut leader: NodeId) -> u64 {
+    /// Writes a barrier (`operation` is its id) through the leader (following redirects),
+    /// recorded in the history like any client's write; returns its position.
+    async fn barrier(&mut self, mut leader: NodeId, operation: u64) -> u64 {
         let command = self.workload.command(&mut self.draw);
         loop {
             let Some((node, _)) = self.registry.node(leader) else {
@@ -126,13 +139,13 @@ impl<W: Workload> Probe<W> {
             };
             let invoked = now();
             let tagged = Tagged {
-                operation: BARRIER_OPERATION,
+                operation,
                 command: command.clone(),
             };
             match node.write(tagged).await {
                 Ok(applied) => {
                     self.history.borrow_mut().push(Operation {
-                        id: BARRIER_OPERATION,
+                        id: operation,
                         client: u32::MAX,
                         node: leader,
                         request: Request::Write(command),

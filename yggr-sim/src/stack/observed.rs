@@ -51,12 +51,14 @@ pub(crate) enum Entry {
         position: u64,
         operation: u64,
     },
-    /// It applied the liveness phase's barrier at `position`, with its whole state's digest
-    /// and the workload's replica check.
+    /// It applied a barrier (`operation` is [`BARRIER_OPERATION`] or
+    /// [`FINAL_BARRIER_OPERATION`]) at `position`, with its whole state's digest and the
+    /// replica's checks: the workload's own, and a snapshot that restores to the same state.
     Barrier {
         node: NodeId,
         life: u32,
         position: u64,
+        operation: u64,
         digest: u64,
         check: Result<(), String>,
     },
@@ -67,6 +69,8 @@ pub(crate) type Journal = Arc<Mutex<Vec<Entry>>>;
 
 /// The operation id of the liveness phase's barrier command.
 pub(crate) const BARRIER_OPERATION: u64 = u64::MAX;
+/// The operation id of the barrier written after the steady phase.
+pub(crate) const FINAL_BARRIER_OPERATION: u64 = u64::MAX - 1;
 
 /// The user's state machine, watched.
 pub(crate) struct Observed<W: Workload> {
@@ -103,6 +107,38 @@ impl<W: Workload> Observed<W> {
             apply_cost,
             snapshot_ballast,
         }
+    }
+}
+
+impl<W: Workload> Observed<W> {
+    /// Restores a snapshot of this replica into a fresh state machine and compares the two
+    /// by what the checker can see of them: the state bytes and a read of every key. A
+    /// snapshot that loses something shows here even in a run that never restored one.
+    fn check_snapshot_round_trip(&self) -> Result<(), String> {
+        let bytes = self
+            .inner
+            .snapshot()
+            .map_err(|error| format!("taking a snapshot failed: {error}"))?;
+        let mut copy = self.workload.state_machine(self.node);
+        copy.restore(bytes);
+        if self.workload.state_bytes(&copy) != self.workload.state_bytes(&self.inner) {
+            return Err(
+                "a snapshot restored into a fresh state machine gives other state bytes (Workload::state_bytes, by default the snapshot) than the replica it was taken from"
+                    .to_string(),
+            );
+        }
+        for key in 0..self.workload.keys() {
+            let (read, original) = (
+                self.workload.read(&copy, key),
+                self.workload.read(&self.inner, key),
+            );
+            if read != original {
+                return Err(format!(
+                    "a snapshot restored into a fresh state machine reads {read:?} at key {key}, where the replica it was taken from reads {original:?}: snapshot and restore lose or change something"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -150,13 +186,20 @@ impl<W: Workload> StateMachine for Observed<W> {
         }
         let response = self.inner.apply(command.command);
         self.position += 1;
-        let entry = if command.operation == BARRIER_OPERATION {
+        let entry = if matches!(
+            command.operation,
+            BARRIER_OPERATION | FINAL_BARRIER_OPERATION
+        ) {
             Entry::Barrier {
                 node: self.node,
                 life: self.life,
                 position: self.position,
+                operation: command.operation,
                 digest: state_digest(self.workload.state_bytes(&self.inner), self.position),
-                check: self.workload.check_replica(&self.inner),
+                check: self
+                    .workload
+                    .check_replica(&self.inner)
+                    .and_then(|()| self.check_snapshot_round_trip()),
             }
         } else {
             Entry::Applied {

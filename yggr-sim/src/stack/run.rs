@@ -76,12 +76,21 @@ impl std::fmt::Display for StackFailure {
                 writeln!(formatter, "  {line}")?;
             }
         }
-        write!(
-            formatter,
-            "replay: run the same options again (seed {}); with the simulator's own workloads: \
-             YGGR_STACK_SEED={} cargo run --release -p yggr-sim --example stack",
-            self.options.seed, self.options.seed
-        )
+        let seed = self.options.seed;
+        if *self.options == StackOptions::from_seed(seed) {
+            write!(
+                formatter,
+                "replay: run_stack(&workload, &StackOptions::from_seed({seed})) repeats this run \
+                 event for event (for the simulator's own register workload: \
+                 YGGR_STACK_SEED={seed} cargo run --release -p yggr-sim --example stack)"
+            )
+        } else {
+            write!(
+                formatter,
+                "replay: run_stack with the same workload and the options above (seed {seed}) \
+                 repeats this run event for event"
+            )
+        }
     }
 }
 
@@ -318,6 +327,9 @@ fn run_inner<W: Workload>(
     let counts = check(workload, &journal, &history)?;
     super::responsiveness::slow_redirect(&history, &watch.borrow())?;
     check_convergence(&journal, &progress)?;
+    if let Some(position) = progress.final_barrier_position {
+        check_replicas_at(&journal, position)?;
+    }
     if counts.acknowledged == 0 {
         return Err("the run exercised nothing: no write was acknowledged".to_string());
     }
@@ -377,6 +389,12 @@ fn check_convergence(journal: &[Entry], progress: &Progress) -> Result<(), Strin
             "the fresh read after the barrier (position {position}) saw position {read}"
         ));
     }
+    check_replicas_at(journal, position)
+}
+
+/// Every live replica that applied the barrier at `position` passed its checks and holds the
+/// same state.
+fn check_replicas_at(journal: &[Entry], position: u64) -> Result<(), String> {
     let mut digests = Vec::new();
     for entry in journal {
         if let Entry::Barrier {
@@ -391,7 +409,9 @@ fn check_convergence(journal: &[Entry], progress: &Progress) -> Result<(), Strin
                 continue;
             }
             if let Err(problem) = check {
-                return Err(format!("node {node}'s replica check failed: {problem}"));
+                return Err(format!(
+                    "node {node}'s replica check failed at position {position}: {problem}"
+                ));
             }
             digests.push((*node, *digest));
         }
@@ -400,7 +420,7 @@ fn check_convergence(journal: &[Entry], progress: &Progress) -> Result<(), Strin
         && let Some((other, _)) = digests.iter().find(|(_, other)| other != digest)
     {
         return Err(format!(
-            "replicas differ after applying the same commands: node {first} and node {other} hold different states at position {position}"
+            "replicas differ after applying the same commands: node {first} and node {other} hold different states at position {position} (compared by Workload::state_bytes, by default the snapshot: a snapshot that serializes equal states differently, a hash map in iteration order say, differs too)"
         ));
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! under the loads a correct runtime absorbs without losing its leader or its manners.
 //!
 //! Two windows, with clients writing throughout:
-//! 1. **A slow state machine on a follower** (an apply costs [`SLOW_APPLY`]): its apply
+//! 1. **A slow state machine on a follower** (an apply costs [`SLOW_APPLY`] µs): its apply
 //!    backlog grows, and in runs with a small apply channel it fills. A prober sends that
 //!    follower a write every [`PROBE_EVERY`]; each must come back as a redirect at once (the
 //!    redirect rule of [`responsiveness`](super::responsiveness) judges them with the rest of
@@ -33,8 +33,11 @@ use super::workload::{Draw, Workload};
 
 /// How long each window lasts, in simulated time.
 pub(crate) const WINDOW: Duration = Duration::from_secs(2);
-/// What one apply costs on the slowed follower, in microseconds of simulated time.
-const SLOW_APPLY: u64 = 300_000;
+/// What one apply costs on the slowed follower, in microseconds of simulated time: several
+/// times slower than the cluster commits, so its backlog grows for the whole window (and it
+/// owes up to about `commit rate × window × cost` of simulated time when the window ends,
+/// some fifteen seconds, which the final barrier waits out).
+const SLOW_APPLY: u64 = 50_000;
 /// What one storage call costs on the slowed leader.
 const SLOW_DISK: Duration = Duration::from_millis(10);
 /// How fast the slowed leader's disk writes, in bytes per simulated second.
@@ -50,7 +53,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(50);
 /// What the steady phase found.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SteadyOutcome {
-    /// When the phase ended.
+    /// When the phase ended and every live replica had applied the barrier written after it.
     pub(crate) done: Option<Duration>,
     /// The terms at its start and end, when they differ.
     pub(crate) election: Option<String>,
@@ -123,23 +126,23 @@ impl<W: Workload> Steady<W> {
                 "the healed cluster changed terms in its steady phase (a slow follower's state machine, then a slow leader's disk, nothing cut off): term {before} at its start, {after} at its end"
             ))
         } else {
-            self.transfer(leader, after).await
+            self.transfer(leader, follower, after).await
         };
-        let mut outcome = self.outcome.borrow_mut();
-        outcome.election = election;
-        outcome.done = Some(now());
+        self.outcome.borrow_mut().election = election;
     }
 
-    /// Hands leadership from `leader` to another voter, whose connections to the followers
+    /// Hands leadership from `leader` to another voter than `slowed`, whose connections to the followers
     /// have been idle since the last election: it must lead within [`TRANSFER_LIMIT`], in
     /// the next term (one election, every vote delivered). What it says when not.
-    async fn transfer(&self, leader: NodeId, term: u64) -> Option<String> {
+    async fn transfer(&self, leader: NodeId, slowed: Option<NodeId>, term: u64) -> Option<String> {
+        // Not to the follower whose state machine is still working off its backlog: as the
+        // leader it could answer nothing until it had.
         let target = self
             .registry
             .up()
             .into_iter()
             .rev()
-            .find(|id| *id != leader)?;
+            .find(|id| *id != leader && Some(*id) != slowed)?;
         let (node, _) = self.registry.node(leader)?;
         if let Err(error) = node.transfer_leadership_to(target).await {
             return Some(format!(

@@ -55,3 +55,78 @@ fn a_stack_run_without_faults_serves_every_client() {
     assert!(report.history.acknowledged > 100, "{:?}", report.history);
     assert!(report.history.reads > 0, "{:?}", report.history);
 }
+
+/// Registers whose snapshot leaves out the highest key: replicas that never restore one stay
+/// right, so only a check of the snapshot itself can see it.
+#[derive(Clone, Debug, Default)]
+struct LossyRegisters(crate::stack::registers::Registers);
+
+impl yggr::StateMachine for LossyRegisters {
+    type Command = crate::stack::registers::RegisterCommand;
+    type Response = crate::stack::registers::RegisterValue;
+
+    fn encode_command(command: &Self::Command) -> Vec<u8> {
+        crate::stack::registers::Registers::encode_command(command)
+    }
+
+    fn decode_command(bytes: &[u8]) -> Result<Self::Command, yggr::DecodeError> {
+        crate::stack::registers::Registers::decode_command(bytes)
+    }
+
+    fn apply(&mut self, command: Self::Command) -> Self::Response {
+        self.0.apply(command)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, yggr::SnapshotError> {
+        let mut bytes = self.0.snapshot()?;
+        bytes.truncate(bytes.len().saturating_sub(16));
+        Ok(bytes)
+    }
+
+    fn restore(&mut self, bytes: Vec<u8>) {
+        self.0.restore(bytes);
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LossyWorkload(RegisterWorkload);
+
+impl crate::stack::Workload for LossyWorkload {
+    type Command = crate::stack::registers::RegisterCommand;
+    type Response = crate::stack::registers::RegisterValue;
+    type Read = crate::stack::registers::RegisterValue;
+    type Machine = LossyRegisters;
+
+    fn state_machine(&self, _node: yggr::NodeId) -> LossyRegisters {
+        LossyRegisters::default()
+    }
+
+    fn command(&self, draw: &mut crate::stack::Draw) -> Self::Command {
+        self.0.command(draw)
+    }
+
+    fn keys(&self) -> u64 {
+        self.0.keys()
+    }
+
+    fn read(&self, state: &LossyRegisters, key: u64) -> Option<Self::Read> {
+        self.0.read(&state.0, key)
+    }
+}
+
+/// A snapshot that loses part of the state fails the run even when no node restores one:
+/// every replica's snapshot is restored into a fresh state machine at each barrier and read
+/// back key by key.
+#[test]
+fn a_snapshot_that_loses_state_fails_the_run_even_if_never_restored() {
+    let mut options = StackOptions::new(5, 3);
+    options.faults = Faults::none();
+    let failure = run_stack(&LossyWorkload::default(), &options)
+        .expect_err("the lossy snapshot went unnoticed");
+    assert!(
+        failure
+            .reason
+            .contains("a snapshot restored into a fresh state machine"),
+        "{failure}"
+    );
+}
