@@ -31,6 +31,9 @@ pub struct Coverage {
     pub reads_served_at_once: u64,
     /// Reads answered with a failure.
     pub reads_failed: u64,
+    /// Reads served by a lease whose voters' refusals were checked
+    /// ([`Invariant::LeaseRefusals`](crate::Invariant::LeaseRefusals)).
+    pub lease_reads_checked: u64,
     /// Bursts of reads far larger than any internal window.
     pub read_bursts: u64,
     /// Snapshots taken by a node of its own state machine.
@@ -86,6 +89,7 @@ impl AddAssign for Coverage {
             reads_served,
             reads_served_at_once,
             reads_failed,
+            lease_reads_checked,
             read_bursts,
             snapshots_taken,
             snapshots_installed,
@@ -117,6 +121,7 @@ impl AddAssign for Coverage {
         self.reads_served += reads_served;
         self.reads_served_at_once += reads_served_at_once;
         self.reads_failed += reads_failed;
+        self.lease_reads_checked += lease_reads_checked;
         self.read_bursts += read_bursts;
         self.snapshots_taken += snapshots_taken;
         self.snapshots_installed += snapshots_installed;
@@ -144,7 +149,7 @@ impl fmt::Display for Coverage {
         write!(
             formatter,
             "{} runs ({} empty), {} steps: {} elections, {} committed, writes {}/{}/{} (acked/refused/open), \
-             reads {} served ({} at once) {} failed, {} bursts, snapshots {} taken {} installed \
+             reads {} served ({} at once, {} by a lease checked) {} failed, {} bursts, snapshots {} taken {} installed \
              ({} slower than an election timeout), \
              {} crashes ({} bounces), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
@@ -160,6 +165,7 @@ impl fmt::Display for Coverage {
             self.writes_indeterminate,
             self.reads_served,
             self.reads_served_at_once,
+            self.lease_reads_checked,
             self.reads_failed,
             self.read_bursts,
             self.snapshots_taken,

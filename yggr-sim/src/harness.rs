@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr_core::{
-    Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, Message,
-    NodeId, RandomEnv, Role, Rpc, Term, VoteResponse,
+    Action, AppendOutcome, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex,
+    Membership, Message, NodeId, RandomEnv, Role, Rpc, Term, VoteResponse,
 };
 
-use crate::checker::{Invariant, SafetyChecker, Violation};
+use crate::checker::{ConfigurationId, Invariant, SafetyChecker, Violation};
 use crate::coverage::Coverage;
 use crate::disk::{DurableState, PendingWrite, StoredSnapshot};
 use crate::history::{ClientHistory, PendingRead};
@@ -48,6 +48,27 @@ pub struct SimNode {
     observed_commit: LogIndex,
     /// The term this node is leading in, as last observed; `None` when it does not lead.
     observed_leader_term: Option<Term>,
+    /// The configuration in force at `observed_commit` on this node, when known (not while
+    /// a joiner has none, nor across entries a snapshot covers).
+    observed_configuration: Option<ConfigurationId>,
+}
+
+/// `membership`'s number, reusing `cached` when it still names it; `None` for the empty
+/// configuration of a joiner that has not learned one (it knows nothing to compare).
+fn known_configuration(
+    checker: &mut SafetyChecker,
+    cached: Option<ConfigurationId>,
+    membership: &Membership,
+) -> Option<ConfigurationId> {
+    if membership.voters.is_empty() && membership.learners.is_empty() {
+        return None;
+    }
+    if let Some(id) = cached
+        && checker.configuration(id) == membership
+    {
+        return Some(id);
+    }
+    Some(checker.configuration_id(membership))
 }
 
 impl SimNode {
@@ -217,6 +238,7 @@ impl Cluster {
                     incarnation: 0,
                     observed_commit: LogIndex::ZERO,
                     observed_leader_term: None,
+                    observed_configuration: None,
                 },
             );
             cluster
@@ -301,6 +323,8 @@ impl Cluster {
             .unwrap_or_default();
         sim.observed_leader_term = None;
         sim.observed_commit = engine.commit_index();
+        sim.observed_configuration =
+            known_configuration(&mut self.checker, None, engine.committed_membership());
         sim.engine = Some(engine);
         Ok(())
     }
@@ -643,7 +667,16 @@ impl Cluster {
         {
             self.snapshot_started_at.insert(node, self.step_count);
         }
+        let leases = engine.config().lease_duration_ticks > 0;
+        if leases && engine.role() == Role::Leader {
+            Self::observe_before_lease_step(&mut self.checker, engine, node, &event, &reads);
+        }
         let actions = engine.step(event);
+        let lease_reads = if leases && engine.role() == Role::Leader {
+            Self::observe_after_lease_step(&mut self.checker, engine, node, &actions)
+        } else {
+            None
+        };
         let served_at_once = actions
             .iter()
             .filter(|action| matches!(action, Action::ReadReady { id } if reads.contains(id)))
@@ -661,9 +694,103 @@ impl Cluster {
                 self.checker.check_lease_read(node, engine.current_term())?;
             }
         }
+        if let Some((term, voters, served)) = lease_reads {
+            self.check_lease_reads(node, term, &voters, &served)?;
+        }
         self.trace.actions(self.step_count, node, &actions);
         for action in actions {
             self.host_action(node, action)?;
+        }
+        Ok(())
+    }
+
+    /// Lease refusals, before `leader` steps: the acknowledgement it is about to receive, or
+    /// the reads it is about to be asked (when it is ready to serve them).
+    fn observe_before_lease_step(
+        checker: &mut SafetyChecker,
+        engine: &Engine<Command>,
+        leader: NodeId,
+        event: &Event<Command>,
+        reads: &[u64],
+    ) {
+        let term = engine.current_term();
+        if let Event::Incoming(message) = event
+            && message.term == term
+        {
+            let round = match &message.rpc {
+                Rpc::AppendEntriesResponse(response)
+                    if response.outcome != AppendOutcome::StaleTerm =>
+                {
+                    Some(response.round)
+                }
+                Rpc::InstallSnapshotResponse(response) => Some(response.round),
+                _ => None,
+            };
+            if let Some(round) = round {
+                checker.observe_round_acknowledged(leader, term, message.from, round);
+            }
+        }
+        if engine.term_at(engine.commit_index()) == Some(term) {
+            for read in reads {
+                checker.observe_read_proposed(leader, term, *read);
+            }
+        }
+    }
+
+    /// Lease refusals, after `leader` stepped (and still leads): the rounds it sent, and what
+    /// the reads it served must be checked against (its term, its voters, the reads).
+    fn observe_after_lease_step(
+        checker: &mut SafetyChecker,
+        engine: &Engine<Command>,
+        leader: NodeId,
+        actions: &[Action<Command>],
+    ) -> Option<(Term, BTreeSet<NodeId>, Vec<u64>)> {
+        let term = engine.current_term();
+        let mut served = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { message, .. } if message.term == term => match &message.rpc {
+                    Rpc::AppendEntries(request) => {
+                        checker.observe_round_sent(leader, term, request.round);
+                    }
+                    Rpc::InstallSnapshot(request) => {
+                        checker.observe_round_sent(leader, term, request.round);
+                    }
+                    _ => {}
+                },
+                Action::ReadReady { id } => served.push(*id),
+                _ => {}
+            }
+        }
+        if served.is_empty() {
+            return None;
+        }
+        Some((term, engine.membership().voters.clone(), served))
+    }
+
+    /// Lease refusals: `leader`, of `term` with `voters`, served `served`; every voter whose
+    /// acknowledgement a lease read counts must still refuse votes.
+    fn check_lease_reads(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        voters: &BTreeSet<NodeId>,
+        served: &[u64],
+    ) -> Result<(), Violation> {
+        let nodes = &self.nodes;
+        let refuses_votes = |voter: NodeId| {
+            nodes
+                .get(&voter)
+                .and_then(|sim| sim.engine.as_ref())
+                .map(Engine::refuses_votes)
+        };
+        for read in served {
+            if self
+                .checker
+                .check_lease_read_refusals(leader, term, *read, voters, refuses_votes)?
+            {
+                self.coverage.lease_reads_checked += 1;
+            }
         }
         Ok(())
     }
@@ -947,7 +1074,10 @@ impl Cluster {
                 let index = sim.observed_commit.next();
                 let Some(term) = engine.term_at(index) else {
                     // Compacted: covered by a snapshot, which only holds committed entries.
+                    // The configuration in force is unknown until the walk reaches the commit
+                    // index or a configuration entry.
                     sim.observed_commit = index;
+                    sim.observed_configuration = None;
                     continue;
                 };
                 if sim.disk.term_at(index) != Some(term) {
@@ -955,6 +1085,32 @@ impl Cluster {
                 }
                 self.checker
                     .observe_committed(sim.id, index, term, engine.current_term())?;
+                // §4.3: a configuration is in force from its own entry on. At the commit index
+                // the engine's own account is the one compared.
+                let configuration = if index == commit {
+                    Some(engine.committed_membership())
+                } else {
+                    match engine.entry(index).map(|entry| &entry.payload) {
+                        Some(EntryPayload::ConfigChange { membership, .. }) => Some(membership),
+                        // The snapshot's own index: its configuration is not in view.
+                        None => {
+                            sim.observed_configuration = None;
+                            None
+                        }
+                        Some(_) => None,
+                    }
+                };
+                if let Some(membership) = configuration {
+                    sim.observed_configuration = known_configuration(
+                        &mut self.checker,
+                        sim.observed_configuration,
+                        membership,
+                    );
+                }
+                if let Some(configuration) = sim.observed_configuration {
+                    self.checker
+                        .observe_committed_configuration(sim.id, index, configuration)?;
+                }
                 sim.observed_commit = index;
             }
             if engine.role() != Role::Leader {
