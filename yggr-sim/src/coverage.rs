@@ -45,8 +45,11 @@ pub struct Coverage {
     /// Node crashes.
     pub crashes: u64,
     /// Crashes followed at once by a restart, with messages to the node still in flight
-    /// (most right after the node granted a vote). Counted in `crashes` too.
+    /// (right after the node granted a vote or acknowledged a round). Counted in `crashes` too.
     pub bounces: u64,
+    /// Bounces of a node right after it acknowledged a leader's round, its answer still on
+    /// the way. Counted in `bounces` too.
+    pub bounces_after_acknowledging: u64,
     /// Partitions started (leader isolations included).
     pub partitions: u64,
     /// Leaders cut off from everyone for several election timeouts.
@@ -96,6 +99,7 @@ impl AddAssign for Coverage {
             long_snapshot_installs,
             crashes,
             bounces,
+            bounces_after_acknowledging,
             partitions,
             leader_isolations,
             pauses,
@@ -128,6 +132,7 @@ impl AddAssign for Coverage {
         self.long_snapshot_installs += long_snapshot_installs;
         self.crashes += crashes;
         self.bounces += bounces;
+        self.bounces_after_acknowledging += bounces_after_acknowledging;
         self.partitions += partitions;
         self.leader_isolations += leader_isolations;
         self.pauses += pauses;
@@ -151,7 +156,7 @@ impl fmt::Display for Coverage {
             "{} runs ({} empty), {} steps: {} elections, {} committed, writes {}/{}/{} (acked/refused/open), \
              reads {} served ({} at once, {} by a lease checked) {} failed, {} bursts, snapshots {} taken {} installed \
              ({} slower than an election timeout), \
-             {} crashes ({} bounces), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
+             {} crashes ({} bounces, {} after acknowledging), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
              ({} learners added, {} promotions, {} leader removals), {} transfers, \
              {} liveness ticks ({} with a node down first)",
@@ -173,6 +178,7 @@ impl fmt::Display for Coverage {
             self.long_snapshot_installs,
             self.crashes,
             self.bounces,
+            self.bounces_after_acknowledging,
             self.partitions,
             self.leader_isolations,
             self.pauses,
@@ -218,6 +224,8 @@ pub struct CoverageGate {
     pub crashes: u64,
     /// Minimum bounces.
     pub bounces: u64,
+    /// Minimum bounces right after acknowledging a round.
+    pub bounces_after_acknowledging: u64,
     /// Minimum learners added.
     pub learners_added: u64,
     /// Minimum promotions.
@@ -248,6 +256,7 @@ impl CoverageGate {
             long_snapshot_installs: scale(self.long_snapshot_installs),
             crashes: scale(self.crashes),
             bounces: scale(self.bounces),
+            bounces_after_acknowledging: scale(self.bounces_after_acknowledging),
             learners_added: scale(self.learners_added),
             promotions: scale(self.promotions),
             leader_removals: scale(self.leader_removals),
@@ -295,6 +304,11 @@ impl CoverageGate {
             ),
             ("crashes", seen.crashes, self.crashes),
             ("bounces", seen.bounces, self.bounces),
+            (
+                "bounces_after_acknowledging",
+                seen.bounces_after_acknowledging,
+                self.bounces_after_acknowledging,
+            ),
             ("learners_added", seen.learners_added, self.learners_added),
             ("promotions", seen.promotions, self.promotions),
             (

@@ -176,6 +176,11 @@ pub struct Cluster {
     /// The node that most recently sent a vote grant, until the policy looks (it may restart
     /// that node at once, the moment a lost `votedFor` would matter most).
     pub last_vote_granter: Option<NodeId>,
+    /// The node that most recently sent an acknowledgement of a leader's round (an
+    /// AppendEntries or InstallSnapshot answer in the leader's term), until the policy looks
+    /// (it may restart that node at once, while its answer is still on the way and a lease
+    /// may count it).
+    pub last_round_acknowledger: Option<NodeId>,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
@@ -213,6 +218,7 @@ impl Cluster {
             long_transfer_steps: u64::MAX,
             snapshot_started_at: BTreeMap::new(),
             last_vote_granter: None,
+            last_round_acknowledger: None,
             seed: options.seed,
             founding,
             joiners,
@@ -903,9 +909,18 @@ impl Cluster {
                     return Ok(());
                 };
                 SafetyChecker::check_send_ordering(&sim.disk, to, &message)?;
-                if let Rpc::RequestVoteResponse(VoteResponse { granted: true }) = message.rpc {
-                    self.checker.observe_vote(node, to, message.term)?;
-                    self.last_vote_granter = Some(node);
+                match &message.rpc {
+                    Rpc::RequestVoteResponse(VoteResponse { granted: true }) => {
+                        self.checker.observe_vote(node, to, message.term)?;
+                        self.last_vote_granter = Some(node);
+                    }
+                    Rpc::AppendEntriesResponse(response)
+                        if response.outcome != AppendOutcome::StaleTerm =>
+                    {
+                        self.last_round_acknowledger = Some(node);
+                    }
+                    Rpc::InstallSnapshotResponse(_) => self.last_round_acknowledger = Some(node),
+                    _ => {}
                 }
                 self.network.send(Envelope { to, message });
             }
