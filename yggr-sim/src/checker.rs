@@ -48,8 +48,9 @@ pub enum Invariant {
     LeaseExclusivity,
     /// §9, thesis §4.2.3: a read a leader serves on the strength of its lease is served only
     /// while every voter whose acknowledgement that lease counts still refuses votes by its
-    /// own clock. That refusal is the whole of what a lease rests on: a voter that would grant
-    /// a vote could help elect a rival while the lease still vouches for the old leader.
+    /// own clock, its own vote included (it is not campaigning). That refusal is the whole of
+    /// what a lease rests on: a voter that would grant a vote could help elect a rival while
+    /// the lease still vouches for the old leader.
     LeaseRefusals,
     /// §4.3: two nodes that both hold index `i` committed agree on the configuration in
     /// force at `i`.
@@ -757,8 +758,8 @@ impl SafetyChecker {
     /// either by a round that started after it arrived and that a majority of voters
     /// acknowledged, or by the lease. When no such round is acknowledged, it was the lease:
     /// then every voter that acknowledged the round the lease rests on (the latest one a
-    /// majority acknowledged) must still refuse votes, as `refuses_votes` says (`None`: the
-    /// node is down, and votes for no one). Reads proposed before the leader was ready may
+    /// majority acknowledged) must still refuse votes, its own included, as `refuses_votes`
+    /// says (`None`: the node is down, and votes for no one). Reads proposed before the leader was ready may
     /// have been confirmed in an earlier step than the one that serves them, and are not
     /// judged.
     ///
@@ -816,7 +817,8 @@ impl SafetyChecker {
                         "leader {leader} of term {term} served read {read} by its lease, which \
                          counts voter {voter}'s acknowledgement of round {round} (a majority \
                          acknowledged round {majority_round}, none after the read arrived), \
-                         but voter {voter} would now grant a vote"
+                         but voter {voter} no longer refuses every vote (its refusal ran out, or it \
+                         campaigns)"
                     ),
                 )
                 .map(|()| true);

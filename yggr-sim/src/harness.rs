@@ -78,6 +78,15 @@ impl SimNode {
     }
 }
 
+/// Campaigns one node started (see [`Cluster::campaigns`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Campaigns {
+    /// Real elections: terms this node started to campaign in.
+    pub elections: u64,
+    /// Pre-vote rounds (thesis §9.6), which start no term.
+    pub pre_votes: u64,
+}
+
 /// How to build a cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -176,6 +185,10 @@ pub struct Cluster {
     /// The node that most recently sent a vote grant, until the policy looks (it may restart
     /// that node at once, the moment a lost `votedFor` would matter most).
     pub last_vote_granter: Option<NodeId>,
+    /// Campaigns each node started, counted from what its engine did: real elections (a
+    /// step that moved it to a newer term with its own vote) and pre-vote rounds (a step that
+    /// sent pre-vote requests). The liveness phase holds a healed cluster to a baseline.
+    pub campaigns: BTreeMap<NodeId, Campaigns>,
     /// The node that most recently sent an acknowledgement of a leader's round (an
     /// AppendEntries or InstallSnapshot answer in the leader's term), until the policy looks
     /// (it may restart that node at once, while its answer is still on the way and a lease
@@ -219,6 +232,7 @@ impl Cluster {
             snapshot_started_at: BTreeMap::new(),
             last_vote_granter: None,
             last_round_acknowledger: None,
+            campaigns: BTreeMap::new(),
             seed: options.seed,
             founding,
             joiners,
@@ -673,6 +687,7 @@ impl Cluster {
         {
             self.snapshot_started_at.insert(node, self.step_count);
         }
+        let term_before = engine.current_term();
         let leases = engine.config().lease_duration_ticks > 0;
         if leases && engine.role() == Role::Leader {
             Self::observe_before_lease_step(&mut self.checker, engine, node, &event, &reads);
@@ -683,6 +698,25 @@ impl Cluster {
         } else {
             None
         };
+        let elections =
+            u64::from(engine.current_term() > term_before && engine.voted_for() == Some(node));
+        let pre_votes = u64::from(actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Send {
+                    message: Message {
+                        rpc: Rpc::RequestPreVote(_),
+                        ..
+                    },
+                    ..
+                }
+            )
+        }));
+        if elections + pre_votes > 0 {
+            let campaigns = self.campaigns.entry(node).or_default();
+            campaigns.elections += elections;
+            campaigns.pre_votes += pre_votes;
+        }
         let served_at_once = actions
             .iter()
             .filter(|action| matches!(action, Action::ReadReady { id } if reads.contains(id)))
@@ -784,11 +818,18 @@ impl Cluster {
         served: &[u64],
     ) -> Result<(), Violation> {
         let nodes = &self.nodes;
+        // A voter keeps the promise a lease counts on while it refuses every candidate's vote,
+        // its own included: one that campaigns has voted for itself, and one that leads a
+        // newer term was elected.
         let refuses_votes = |voter: NodeId| {
             nodes
                 .get(&voter)
                 .and_then(|sim| sim.engine.as_ref())
-                .map(Engine::refuses_votes)
+                .map(|engine| {
+                    let campaigning = engine.role() == Role::Candidate
+                        || (engine.role() == Role::Leader && engine.current_term() > term);
+                    engine.refuses_votes() && !campaigning
+                })
         };
         for read in served {
             if self

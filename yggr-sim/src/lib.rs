@@ -96,7 +96,7 @@ mod tests;
 
 pub use checker::{Invariant, SafetyChecker, Violation};
 pub use coverage::{Coverage, CoverageGate};
-pub use harness::{Cluster, ClusterOptions, Command, SimError};
+pub use harness::{Campaigns, Cluster, ClusterOptions, Command, SimError};
 pub use network::{Network, NetworkFaults};
 pub use options::{Clocks, Policy, RunOptions, Workload};
 pub use policy::{ChaosRates, Schedule};
