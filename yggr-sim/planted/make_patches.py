@@ -173,6 +173,12 @@ plant("31-restart-forgets-lease-refusal", "A restarted node counts as never havi
         self.leader_id = None;
         self.ticks_since_leader_contact = u64::MAX;
         self.reset_election_timer();""")
+plant("32-election-timer-not-restarted-by-known-leader", "A follower restarts its election timer only when it recognises a new leader, not on every message from the one it follows: it campaigns every election timeout against a live leader.",
+ "yggr-core/src/role/follower.rs", """            self.become_follower(term, Some(leader));
+        }
+        self.election_elapsed = 0;""", """            self.become_follower(term, Some(leader));
+            self.election_elapsed = 0;
+        }""")
 
 outdir = os.path.join(root, 'yggr-sim/planted')
 for name, doc, edits in plants:
