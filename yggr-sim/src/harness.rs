@@ -85,6 +85,9 @@ pub struct Campaigns {
     pub elections: u64,
     /// Pre-vote rounds (thesis §9.6), which start no term.
     pub pre_votes: u64,
+    /// Campaigns of either kind started while another node led the term this one was in:
+    /// against a live leader.
+    pub against_a_live_leader: u64,
 }
 
 /// How to build a cluster.
@@ -712,7 +715,8 @@ impl Cluster {
                 }
             )
         }));
-        if elections + pre_votes > 0 {
+        let campaigned = elections + pre_votes > 0;
+        if campaigned {
             let campaigns = self.campaigns.entry(node).or_default();
             campaigns.elections += elections;
             campaigns.pre_votes += pre_votes;
@@ -734,6 +738,12 @@ impl Cluster {
                 self.checker.check_lease_read(node, engine.current_term())?;
             }
         }
+        if campaigned && self.leads(term_before, node) {
+            self.campaigns
+                .entry(node)
+                .or_default()
+                .against_a_live_leader += 1;
+        }
         if let Some((term, voters, served)) = lease_reads {
             self.check_lease_reads(node, term, &voters, &served)?;
         }
@@ -742,6 +752,16 @@ impl Cluster {
             self.host_action(node, action)?;
         }
         Ok(())
+    }
+
+    /// Whether a running node other than `except` leads `term`.
+    fn leads(&self, term: Term, except: NodeId) -> bool {
+        self.nodes.values().any(|sim| {
+            sim.id != except
+                && sim.engine.as_ref().is_some_and(|engine| {
+                    engine.role() == Role::Leader && engine.current_term() == term
+                })
+        })
     }
 
     /// Lease refusals, before `leader` steps: the acknowledgement it is about to receive, or

@@ -496,9 +496,8 @@ impl Script {
         let mut lease_ended = false;
         for _ in 0..instants {
             self.instant()?;
-            if self.cluster.leader() == Some(leader)
-                || self.cluster.believed_leaders().contains(&leader)
-            {
+            // Reads go to the cut-off leader for as long as it believes it leads.
+            if self.cluster.believed_leaders().contains(&leader) {
                 let at_once = self.cluster.coverage.reads_served_at_once;
                 self.cluster.propose_read(leader)?;
                 let served = self.cluster.coverage.reads_served_at_once > at_once;
