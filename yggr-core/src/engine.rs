@@ -358,6 +358,17 @@ impl<C: Clone> Engine<C> {
         self.leader_id
     }
 
+    /// Whether this server would now refuse its vote, and its pre-vote, to any candidate that
+    /// is not taking over by leadership transfer, because it leads or because fewer than
+    /// `election_timeout_min_ticks` of its own ticks have passed since it last heard from a
+    /// leader (thesis §4.2.3). Other reasons to refuse (a vote already cast, a log behind this
+    /// one) do not count here. A leader's lease rests on this refusal from every voter whose
+    /// acknowledgement it counts; a restarted node with leases on refuses for a whole minimum
+    /// election timeout, since it cannot know what it acknowledged before.
+    pub fn refuses_votes(&self) -> bool {
+        self.in_leader_lease()
+    }
+
     /// The configuration in force: the newest one in the log, else the snapshot's or the
     /// bootstrap one.
     pub fn membership(&self) -> &Membership {

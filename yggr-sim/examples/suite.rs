@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release -p yggr-sim --example suite                      # every suite, budget 1
 //! cargo run --release -p yggr-sim --example suite -- reads lease       # two of them
-//! cargo run --release -p yggr-sim --example suite -- follower leader votes   # conformance
+//! cargo run --release -p yggr-sim --example suite -- follower leader votes lease-bound
 //! YGGR_SIM_BUDGET=100 cargo run --release -p yggr-sim --example suite  # the nightly budget
 //! YGGR_SIM_SEED_BASE=42 cargo run --release -p yggr-sim --example suite -- default
 //! ```
@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use yggr_sim::Workload;
 use yggr_sim::conformance::ConformanceSuite;
 use yggr_sim::leader_conformance::LeaderSuite;
+use yggr_sim::lease_conformance::LeaseSuite;
 use yggr_sim::suite::{Suite, base_seed, budget};
 use yggr_sim::vote_conformance::VoteSuite;
 
@@ -23,12 +24,13 @@ use yggr_sim::vote_conformance::VoteSuite;
 const FOLLOWER: &str = "follower";
 const LEADER: &str = "leader";
 const VOTES: &str = "votes";
+const LEASE_BOUND: &str = "lease-bound";
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let keep_going = arguments.iter().any(|argument| argument == "--keep-going");
     // The conformance suites take seconds: they go first, so a bug they catch is caught fast.
-    let every: Vec<&str> = [FOLLOWER, LEADER, VOTES]
+    let every: Vec<&str> = [FOLLOWER, LEADER, VOTES, LEASE_BOUND]
         .into_iter()
         .chain(Workload::PRESETS)
         .collect();
@@ -52,6 +54,11 @@ fn main() -> ExitCode {
                 .map_err(|failure| failure.to_string())
         } else if name == LEADER {
             LeaderSuite::default()
+                .run(base, budget)
+                .map(|report| report.to_string())
+                .map_err(|failure| failure.to_string())
+        } else if name == LEASE_BOUND {
+            LeaseSuite::default()
                 .run(base, budget)
                 .map(|report| report.to_string())
                 .map_err(|failure| failure.to_string())

@@ -164,6 +164,21 @@ plant("29-newer-term-restarts-election-timer", "Found by the simulator: adopting
             // A leader's election timer was idle; start it afresh.
             self.reset_election_timer();
         }""", """        self.reset_election_timer();""")
+plant("30-lease-one-tick-too-long", "A leader's lease lasts one tick longer than lease_duration_ticks: by the lease's last tick, a voter it counts may already grant votes.",
+ "yggr-core/src/role/reads.rs", """            .sent_within(self.majority_acked_round(), self.leader_ticks, lease)""", """            .sent_within(self.majority_acked_round(), self.leader_ticks, lease + 1)""")
+plant("31-restart-forgets-lease-refusal", "A restarted node counts as never having heard from a leader, so it grants votes at once, though before the restart it may have acknowledged a round a leader's lease still counts.",
+ "yggr-core/src/engine.rs", """        self.role = Role::Follower;
+        self.leader_id = None;
+        self.reset_election_timer();""", """        self.role = Role::Follower;
+        self.leader_id = None;
+        self.ticks_since_leader_contact = u64::MAX;
+        self.reset_election_timer();""")
+plant("32-election-timer-not-restarted-by-known-leader", "A follower restarts its election timer only when it recognises a new leader, not on every message from the one it follows: it campaigns every election timeout against a live leader.",
+ "yggr-core/src/role/follower.rs", """            self.become_follower(term, Some(leader));
+        }
+        self.election_elapsed = 0;""", """            self.become_follower(term, Some(leader));
+            self.election_elapsed = 0;
+        }""")
 
 outdir = os.path.join(root, 'yggr-sim/planted')
 for name, doc, edits in plants:

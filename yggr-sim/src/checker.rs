@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use yggr_core::{EntryPayload, LogEntry, LogIndex, Message, NodeId, Rpc, Term};
+use yggr_core::{EntryPayload, LogEntry, LogIndex, Membership, Message, NodeId, Rpc, Term};
 
 use crate::disk::DurableState;
 use crate::harness::Command;
@@ -46,6 +46,15 @@ pub enum Invariant {
     /// a leader of a newer term exists: the lease exists to guarantee that none can have been
     /// elected.
     LeaseExclusivity,
+    /// §9, thesis §4.2.3: a read a leader serves on the strength of its lease is served only
+    /// while every voter whose acknowledgement that lease counts still refuses votes by its
+    /// own clock, its own vote included (it is not campaigning). That refusal is the whole of
+    /// what a lease rests on: a voter that would grant a vote could help elect a rival while
+    /// the lease still vouches for the old leader.
+    LeaseRefusals,
+    /// §4.3: two nodes that both hold index `i` committed agree on the configuration in
+    /// force at `i`.
+    CommittedConfiguration,
     /// The host contract: entries are applied in order, without gaps, and durable state
     /// recovers cleanly.
     HostContract,
@@ -101,6 +110,20 @@ struct CommittedEntry {
     committed_in: Term,
 }
 
+/// What the checker follows of one leader's reign for [`Invariant::LeaseRefusals`]: the
+/// rounds it sent and every acknowledgement delivered to it, seen from outside the engine.
+#[derive(Clone, Debug, Default)]
+struct Reign {
+    term: Term,
+    /// The highest round this leader was seen sending in this term.
+    latest_round: u64,
+    /// Each peer's highest acknowledged round, as delivered to the leader in this term.
+    acknowledged: BTreeMap<NodeId, u64>,
+    /// Reads proposed while the leader was ready to serve them (an entry of its term
+    /// committed), each with the latest round it had sent before the read arrived.
+    reads: BTreeMap<u64, u64>,
+}
+
 /// The cumulative history and the checks over it.
 #[derive(Clone, Debug, Default)]
 pub struct SafetyChecker {
@@ -114,7 +137,20 @@ pub struct SafetyChecker {
     /// network, owes nothing to entries committed after its own term.
     committed: BTreeMap<LogIndex, CommittedEntry>,
     applied: BTreeMap<LogIndex, (Option<Command>, u64)>,
+    /// The current reign of every node that led, for the lease check.
+    reigns: BTreeMap<NodeId, Reign>,
+    /// Every distinct configuration seen in force at a committed index, so that the record
+    /// below holds a number per index rather than a copy of the configuration.
+    configurations: Vec<Membership>,
+    /// The configuration in force at each committed index (a position in `configurations`),
+    /// as the first node to show it had it.
+    configuration_at: BTreeMap<LogIndex, (usize, NodeId)>,
 }
+
+/// A configuration as [`SafetyChecker::configuration_id`] numbers it: equal numbers, equal
+/// configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigurationId(usize);
 
 /// A read-only view of one node's log, for checks that need more than one entry.
 pub trait LogView {
@@ -618,6 +654,177 @@ impl SafetyChecker {
             ),
             _ => Ok(()),
         }
+    }
+
+    /// The number of `membership` for [`SafetyChecker::observe_committed_configuration`]. A
+    /// run sees few distinct configurations, so a linear search is cheap; callers keep the
+    /// number while the configuration stays.
+    pub fn configuration_id(&mut self, membership: &Membership) -> ConfigurationId {
+        let position = self
+            .configurations
+            .iter()
+            .position(|known| known == membership)
+            .unwrap_or_else(|| {
+                self.configurations.push(membership.clone());
+                self.configurations.len() - 1
+            });
+        ConfigurationId(position)
+    }
+
+    /// The configuration numbered `id` by [`SafetyChecker::configuration_id`].
+    ///
+    /// # Panics
+    /// If `id` came from another checker.
+    pub fn configuration(&self, id: ConfigurationId) -> &Membership {
+        &self.configurations[id.0]
+    }
+
+    /// Committed configuration: `node` holds `index` committed, with `configuration` in force
+    /// at it. Every node that holds that index committed must show the same one.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
+    pub fn observe_committed_configuration(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        configuration: ConfigurationId,
+    ) -> Result<(), Violation> {
+        let (first, first_node) = *self
+            .configuration_at
+            .entry(index)
+            .or_insert((configuration.0, node));
+        if first != configuration.0 {
+            return violation(
+                Invariant::CommittedConfiguration,
+                format!(
+                    "node {node} has {:?} in force at committed index {index}; node {first_node} had {:?} there",
+                    self.configurations[configuration.0], self.configurations[first]
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The reign of `leader` in `term`, started afresh when the term is new.
+    fn reign(&mut self, leader: NodeId, term: Term) -> &mut Reign {
+        let reign = self.reigns.entry(leader).or_default();
+        if reign.term != term {
+            *reign = Reign {
+                term,
+                ..Reign::default()
+            };
+        }
+        reign
+    }
+
+    /// Lease refusals: `leader`, leading `term`, sent a message carrying `round`.
+    pub fn observe_round_sent(&mut self, leader: NodeId, term: Term, round: u64) {
+        let reign = self.reign(leader, term);
+        reign.latest_round = reign.latest_round.max(round);
+    }
+
+    /// Lease refusals: an answer from `peer` acknowledging `round` reached `leader` while it
+    /// led `term`. Every such answer counts, whether or not the engine takes it: counting more
+    /// acknowledgements than the leader does can only make the check below judge a read as
+    /// confirmed by a round, or hold more recent acknowledgements to it, never fewer.
+    pub fn observe_round_acknowledged(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        peer: NodeId,
+        round: u64,
+    ) {
+        let acknowledged = self
+            .reign(leader, term)
+            .acknowledged
+            .entry(peer)
+            .or_insert(round);
+        *acknowledged = (*acknowledged).max(round);
+    }
+
+    /// Lease refusals: `leader`, leading `term` and ready to serve reads (an entry of its term
+    /// is committed), received read `read`.
+    pub fn observe_read_proposed(&mut self, leader: NodeId, term: Term, read: u64) {
+        let reign = self.reign(leader, term);
+        let latest = reign.latest_round;
+        reign.reads.insert(read, latest);
+    }
+
+    /// Lease refusals: `leader`, leading `term` in a configuration whose voters are `voters`,
+    /// served `read`. Returns whether the read was judged as a lease read.
+    ///
+    /// A read proposed while the leader was ready is confirmed in the step that serves it,
+    /// either by a round that started after it arrived and that a majority of voters
+    /// acknowledged, or by the lease. When no such round is acknowledged, it was the lease:
+    /// then every voter that acknowledged the round the lease rests on (the latest one a
+    /// majority acknowledged) must still refuse votes, its own included, as `refuses_votes`
+    /// says (`None`: the node is down, and votes for no one). Reads proposed before the leader was ready may
+    /// have been confirmed in an earlier step than the one that serves them, and are not
+    /// judged.
+    ///
+    /// # Errors
+    /// The [`Violation`] this observation proves, when it breaks the invariant named above.
+    pub fn check_lease_read_refusals(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        read: u64,
+        voters: &std::collections::BTreeSet<NodeId>,
+        refuses_votes: impl Fn(NodeId) -> Option<bool>,
+    ) -> Result<bool, Violation> {
+        let reign = self.reign(leader, term);
+        let Some(latest_before_read) = reign.reads.remove(&read) else {
+            return Ok(false);
+        };
+        if voters.is_empty() {
+            return Ok(false);
+        }
+        // Rounds shifted by one, so that zero means "acknowledged nothing" (round 0 is real:
+        // a reign's first appends carry it). The leader vouches for every round it sends.
+        let mut rounds: Vec<u64> = voters
+            .iter()
+            .map(|voter| {
+                if *voter == leader {
+                    u64::MAX
+                } else {
+                    reign.acknowledged.get(voter).map_or(0, |round| round + 1)
+                }
+            })
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(majority_round) = rounds[voters.len() / 2].checked_sub(1) else {
+            return violation(
+                Invariant::LeaseRefusals,
+                format!(
+                    "leader {leader} of term {term} served read {read} with no round \
+                     acknowledged by a majority of voters {voters:?}"
+                ),
+            )
+            .map(|()| true);
+        };
+        if majority_round > latest_before_read {
+            return Ok(false);
+        }
+        for (voter, round) in &reign.acknowledged {
+            if *voter == leader || !voters.contains(voter) || *round < majority_round {
+                continue;
+            }
+            if refuses_votes(*voter) == Some(false) {
+                return violation(
+                    Invariant::LeaseRefusals,
+                    format!(
+                        "leader {leader} of term {term} served read {read} by its lease, which \
+                         counts voter {voter}'s acknowledgement of round {round} (a majority \
+                         acknowledged round {majority_round}, none after the read arrived), \
+                         but voter {voter} no longer refuses every vote (its refusal ran out, or it \
+                         campaigns)"
+                    ),
+                )
+                .map(|()| true);
+            }
+        }
+        Ok(true)
     }
 
     /// The highest index known committed (applied) anywhere.

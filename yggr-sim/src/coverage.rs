@@ -31,6 +31,9 @@ pub struct Coverage {
     pub reads_served_at_once: u64,
     /// Reads answered with a failure.
     pub reads_failed: u64,
+    /// Reads served by a lease whose voters' refusals were checked
+    /// ([`Invariant::LeaseRefusals`](crate::Invariant::LeaseRefusals)).
+    pub lease_reads_checked: u64,
     /// Bursts of reads far larger than any internal window.
     pub read_bursts: u64,
     /// Snapshots taken by a node of its own state machine.
@@ -42,8 +45,11 @@ pub struct Coverage {
     /// Node crashes.
     pub crashes: u64,
     /// Crashes followed at once by a restart, with messages to the node still in flight
-    /// (most right after the node granted a vote). Counted in `crashes` too.
+    /// (right after the node granted a vote or acknowledged a round). Counted in `crashes` too.
     pub bounces: u64,
+    /// Bounces of a node right after it acknowledged a leader's round, its answer still on
+    /// the way. Counted in `bounces` too.
+    pub bounces_after_acknowledging: u64,
     /// Partitions started (leader isolations included).
     pub partitions: u64,
     /// Leaders cut off from everyone for several election timeouts.
@@ -86,12 +92,14 @@ impl AddAssign for Coverage {
             reads_served,
             reads_served_at_once,
             reads_failed,
+            lease_reads_checked,
             read_bursts,
             snapshots_taken,
             snapshots_installed,
             long_snapshot_installs,
             crashes,
             bounces,
+            bounces_after_acknowledging,
             partitions,
             leader_isolations,
             pauses,
@@ -117,12 +125,14 @@ impl AddAssign for Coverage {
         self.reads_served += reads_served;
         self.reads_served_at_once += reads_served_at_once;
         self.reads_failed += reads_failed;
+        self.lease_reads_checked += lease_reads_checked;
         self.read_bursts += read_bursts;
         self.snapshots_taken += snapshots_taken;
         self.snapshots_installed += snapshots_installed;
         self.long_snapshot_installs += long_snapshot_installs;
         self.crashes += crashes;
         self.bounces += bounces;
+        self.bounces_after_acknowledging += bounces_after_acknowledging;
         self.partitions += partitions;
         self.leader_isolations += leader_isolations;
         self.pauses += pauses;
@@ -144,9 +154,9 @@ impl fmt::Display for Coverage {
         write!(
             formatter,
             "{} runs ({} empty), {} steps: {} elections, {} committed, writes {}/{}/{} (acked/refused/open), \
-             reads {} served ({} at once) {} failed, {} bursts, snapshots {} taken {} installed \
+             reads {} served ({} at once, {} by a lease checked) {} failed, {} bursts, snapshots {} taken {} installed \
              ({} slower than an election timeout), \
-             {} crashes ({} bounces), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
+             {} crashes ({} bounces, {} after acknowledging), {} partitions ({} leader isolations), {} pauses, {} stale-leader windows \
              ({} requests at stale leaders), {} delayed messages, {} membership changes \
              ({} learners added, {} promotions, {} leader removals), {} transfers, \
              {} liveness ticks ({} with a node down first)",
@@ -160,6 +170,7 @@ impl fmt::Display for Coverage {
             self.writes_indeterminate,
             self.reads_served,
             self.reads_served_at_once,
+            self.lease_reads_checked,
             self.reads_failed,
             self.read_bursts,
             self.snapshots_taken,
@@ -167,6 +178,7 @@ impl fmt::Display for Coverage {
             self.long_snapshot_installs,
             self.crashes,
             self.bounces,
+            self.bounces_after_acknowledging,
             self.partitions,
             self.leader_isolations,
             self.pauses,
@@ -212,6 +224,8 @@ pub struct CoverageGate {
     pub crashes: u64,
     /// Minimum bounces.
     pub bounces: u64,
+    /// Minimum bounces right after acknowledging a round.
+    pub bounces_after_acknowledging: u64,
     /// Minimum learners added.
     pub learners_added: u64,
     /// Minimum promotions.
@@ -242,6 +256,7 @@ impl CoverageGate {
             long_snapshot_installs: scale(self.long_snapshot_installs),
             crashes: scale(self.crashes),
             bounces: scale(self.bounces),
+            bounces_after_acknowledging: scale(self.bounces_after_acknowledging),
             learners_added: scale(self.learners_added),
             promotions: scale(self.promotions),
             leader_removals: scale(self.leader_removals),
@@ -289,6 +304,11 @@ impl CoverageGate {
             ),
             ("crashes", seen.crashes, self.crashes),
             ("bounces", seen.bounces, self.bounces),
+            (
+                "bounces_after_acknowledging",
+                seen.bounces_after_acknowledging,
+                self.bounces_after_acknowledging,
+            ),
             ("learners_added", seen.learners_added, self.learners_added),
             ("promotions", seen.promotions, self.promotions),
             (

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use yggr_core::{
-    Action, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex, Membership, Message,
-    NodeId, RandomEnv, Role, Rpc, Term, VoteResponse,
+    Action, AppendOutcome, ConfigChange, Engine, EngineConfig, EntryPayload, Event, LogIndex,
+    Membership, Message, NodeId, RandomEnv, Role, Rpc, Term, VoteResponse,
 };
 
-use crate::checker::{Invariant, SafetyChecker, Violation};
+use crate::checker::{ConfigurationId, Invariant, SafetyChecker, Violation};
 use crate::coverage::Coverage;
 use crate::disk::{DurableState, PendingWrite, StoredSnapshot};
 use crate::history::{ClientHistory, PendingRead};
@@ -48,6 +48,27 @@ pub struct SimNode {
     observed_commit: LogIndex,
     /// The term this node is leading in, as last observed; `None` when it does not lead.
     observed_leader_term: Option<Term>,
+    /// The configuration in force at `observed_commit` on this node, when known (not while
+    /// a joiner has none, nor across entries a snapshot covers).
+    observed_configuration: Option<ConfigurationId>,
+}
+
+/// `membership`'s number, reusing `cached` when it still names it; `None` for the empty
+/// configuration of a joiner that has not learned one (it knows nothing to compare).
+fn known_configuration(
+    checker: &mut SafetyChecker,
+    cached: Option<ConfigurationId>,
+    membership: &Membership,
+) -> Option<ConfigurationId> {
+    if membership.voters.is_empty() && membership.learners.is_empty() {
+        return None;
+    }
+    if let Some(id) = cached
+        && checker.configuration(id) == membership
+    {
+        return Some(id);
+    }
+    Some(checker.configuration_id(membership))
 }
 
 impl SimNode {
@@ -55,6 +76,18 @@ impl SimNode {
     pub fn is_up(&self) -> bool {
         self.engine.is_some()
     }
+}
+
+/// Campaigns one node started (see [`Cluster::campaigns`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Campaigns {
+    /// Real elections: terms this node started to campaign in.
+    pub elections: u64,
+    /// Pre-vote rounds (thesis §9.6), which start no term.
+    pub pre_votes: u64,
+    /// Campaigns of either kind started while another node led the term this one was in:
+    /// against a live leader.
+    pub against_a_live_leader: u64,
 }
 
 /// How to build a cluster.
@@ -155,6 +188,15 @@ pub struct Cluster {
     /// The node that most recently sent a vote grant, until the policy looks (it may restart
     /// that node at once, the moment a lost `votedFor` would matter most).
     pub last_vote_granter: Option<NodeId>,
+    /// Campaigns each node started, counted from what its engine did: real elections (a
+    /// step that moved it to a newer term with its own vote) and pre-vote rounds (a step that
+    /// sent pre-vote requests). The liveness phase holds a healed cluster to a baseline.
+    pub campaigns: BTreeMap<NodeId, Campaigns>,
+    /// The node that most recently sent an acknowledgement of a leader's round (an
+    /// AppendEntries or InstallSnapshot answer in the leader's term), until the policy looks
+    /// (it may restart that node at once, while its answer is still on the way and a lease
+    /// may count it).
+    pub last_round_acknowledger: Option<NodeId>,
     seed: u64,
     founding: Membership,
     joiners: BTreeSet<NodeId>,
@@ -192,6 +234,8 @@ impl Cluster {
             long_transfer_steps: u64::MAX,
             snapshot_started_at: BTreeMap::new(),
             last_vote_granter: None,
+            last_round_acknowledger: None,
+            campaigns: BTreeMap::new(),
             seed: options.seed,
             founding,
             joiners,
@@ -217,6 +261,7 @@ impl Cluster {
                     incarnation: 0,
                     observed_commit: LogIndex::ZERO,
                     observed_leader_term: None,
+                    observed_configuration: None,
                 },
             );
             cluster
@@ -301,6 +346,8 @@ impl Cluster {
             .unwrap_or_default();
         sim.observed_leader_term = None;
         sim.observed_commit = engine.commit_index();
+        sim.observed_configuration =
+            known_configuration(&mut self.checker, None, engine.committed_membership());
         sim.engine = Some(engine);
         Ok(())
     }
@@ -643,7 +690,37 @@ impl Cluster {
         {
             self.snapshot_started_at.insert(node, self.step_count);
         }
+        let term_before = engine.current_term();
+        let leases = engine.config().lease_duration_ticks > 0;
+        if leases && engine.role() == Role::Leader {
+            Self::observe_before_lease_step(&mut self.checker, engine, node, &event, &reads);
+        }
         let actions = engine.step(event);
+        let lease_reads = if leases && engine.role() == Role::Leader {
+            Self::observe_after_lease_step(&mut self.checker, engine, node, &actions)
+        } else {
+            None
+        };
+        let elections =
+            u64::from(engine.current_term() > term_before && engine.voted_for() == Some(node));
+        let pre_votes = u64::from(actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Send {
+                    message: Message {
+                        rpc: Rpc::RequestPreVote(_),
+                        ..
+                    },
+                    ..
+                }
+            )
+        }));
+        let campaigned = elections + pre_votes > 0;
+        if campaigned {
+            let campaigns = self.campaigns.entry(node).or_default();
+            campaigns.elections += elections;
+            campaigns.pre_votes += pre_votes;
+        }
         let served_at_once = actions
             .iter()
             .filter(|action| matches!(action, Action::ReadReady { id } if reads.contains(id)))
@@ -661,9 +738,126 @@ impl Cluster {
                 self.checker.check_lease_read(node, engine.current_term())?;
             }
         }
+        if campaigned && self.leads(term_before, node) {
+            self.campaigns
+                .entry(node)
+                .or_default()
+                .against_a_live_leader += 1;
+        }
+        if let Some((term, voters, served)) = lease_reads {
+            self.check_lease_reads(node, term, &voters, &served)?;
+        }
         self.trace.actions(self.step_count, node, &actions);
         for action in actions {
             self.host_action(node, action)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a running node other than `except` leads `term`.
+    fn leads(&self, term: Term, except: NodeId) -> bool {
+        self.nodes.values().any(|sim| {
+            sim.id != except
+                && sim.engine.as_ref().is_some_and(|engine| {
+                    engine.role() == Role::Leader && engine.current_term() == term
+                })
+        })
+    }
+
+    /// Lease refusals, before `leader` steps: the acknowledgement it is about to receive, or
+    /// the reads it is about to be asked (when it is ready to serve them).
+    fn observe_before_lease_step(
+        checker: &mut SafetyChecker,
+        engine: &Engine<Command>,
+        leader: NodeId,
+        event: &Event<Command>,
+        reads: &[u64],
+    ) {
+        let term = engine.current_term();
+        if let Event::Incoming(message) = event
+            && message.term == term
+        {
+            let round = match &message.rpc {
+                Rpc::AppendEntriesResponse(response)
+                    if response.outcome != AppendOutcome::StaleTerm =>
+                {
+                    Some(response.round)
+                }
+                Rpc::InstallSnapshotResponse(response) => Some(response.round),
+                _ => None,
+            };
+            if let Some(round) = round {
+                checker.observe_round_acknowledged(leader, term, message.from, round);
+            }
+        }
+        if engine.term_at(engine.commit_index()) == Some(term) {
+            for read in reads {
+                checker.observe_read_proposed(leader, term, *read);
+            }
+        }
+    }
+
+    /// Lease refusals, after `leader` stepped (and still leads): the rounds it sent, and what
+    /// the reads it served must be checked against (its term, its voters, the reads).
+    fn observe_after_lease_step(
+        checker: &mut SafetyChecker,
+        engine: &Engine<Command>,
+        leader: NodeId,
+        actions: &[Action<Command>],
+    ) -> Option<(Term, BTreeSet<NodeId>, Vec<u64>)> {
+        let term = engine.current_term();
+        let mut served = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { message, .. } if message.term == term => match &message.rpc {
+                    Rpc::AppendEntries(request) => {
+                        checker.observe_round_sent(leader, term, request.round);
+                    }
+                    Rpc::InstallSnapshot(request) => {
+                        checker.observe_round_sent(leader, term, request.round);
+                    }
+                    _ => {}
+                },
+                Action::ReadReady { id } => served.push(*id),
+                _ => {}
+            }
+        }
+        if served.is_empty() {
+            return None;
+        }
+        Some((term, engine.membership().voters.clone(), served))
+    }
+
+    /// Lease refusals: `leader`, of `term` with `voters`, served `served`; every voter whose
+    /// acknowledgement a lease read counts must still refuse votes.
+    fn check_lease_reads(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        voters: &BTreeSet<NodeId>,
+        served: &[u64],
+    ) -> Result<(), Violation> {
+        let nodes = &self.nodes;
+        // A voter keeps the promise a lease counts on while it refuses every candidate's vote,
+        // its own included: one that campaigns has voted for itself, and one that leads a
+        // newer term was elected.
+        let refuses_votes = |voter: NodeId| {
+            nodes
+                .get(&voter)
+                .and_then(|sim| sim.engine.as_ref())
+                .map(|engine| {
+                    let campaigning = engine.role() == Role::Candidate
+                        || (engine.role() == Role::Leader && engine.current_term() > term);
+                    engine.refuses_votes() && !campaigning
+                })
+        };
+        for read in served {
+            if self
+                .checker
+                .check_lease_read_refusals(leader, term, *read, voters, refuses_votes)?
+            {
+                self.coverage.lease_reads_checked += 1;
+            }
         }
         Ok(())
     }
@@ -776,9 +970,18 @@ impl Cluster {
                     return Ok(());
                 };
                 SafetyChecker::check_send_ordering(&sim.disk, to, &message)?;
-                if let Rpc::RequestVoteResponse(VoteResponse { granted: true }) = message.rpc {
-                    self.checker.observe_vote(node, to, message.term)?;
-                    self.last_vote_granter = Some(node);
+                match &message.rpc {
+                    Rpc::RequestVoteResponse(VoteResponse { granted: true }) => {
+                        self.checker.observe_vote(node, to, message.term)?;
+                        self.last_vote_granter = Some(node);
+                    }
+                    Rpc::AppendEntriesResponse(response)
+                        if response.outcome != AppendOutcome::StaleTerm =>
+                    {
+                        self.last_round_acknowledger = Some(node);
+                    }
+                    Rpc::InstallSnapshotResponse(_) => self.last_round_acknowledger = Some(node),
+                    _ => {}
                 }
                 self.network.send(Envelope { to, message });
             }
@@ -947,7 +1150,10 @@ impl Cluster {
                 let index = sim.observed_commit.next();
                 let Some(term) = engine.term_at(index) else {
                     // Compacted: covered by a snapshot, which only holds committed entries.
+                    // The configuration in force is unknown until the walk reaches the commit
+                    // index or a configuration entry.
                     sim.observed_commit = index;
+                    sim.observed_configuration = None;
                     continue;
                 };
                 if sim.disk.term_at(index) != Some(term) {
@@ -955,6 +1161,32 @@ impl Cluster {
                 }
                 self.checker
                     .observe_committed(sim.id, index, term, engine.current_term())?;
+                // §4.3: a configuration is in force from its own entry on. At the commit index
+                // the engine's own account is the one compared.
+                let configuration = if index == commit {
+                    Some(engine.committed_membership())
+                } else {
+                    match engine.entry(index).map(|entry| &entry.payload) {
+                        Some(EntryPayload::ConfigChange { membership, .. }) => Some(membership),
+                        // The snapshot's own index: its configuration is not in view.
+                        None => {
+                            sim.observed_configuration = None;
+                            None
+                        }
+                        Some(_) => None,
+                    }
+                };
+                if let Some(membership) = configuration {
+                    sim.observed_configuration = known_configuration(
+                        &mut self.checker,
+                        sim.observed_configuration,
+                        membership,
+                    );
+                }
+                if let Some(configuration) = sim.observed_configuration {
+                    self.checker
+                        .observe_committed_configuration(sim.id, index, configuration)?;
+                }
                 sim.observed_commit = index;
             }
             if engine.role() != Role::Leader {

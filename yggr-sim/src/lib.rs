@@ -30,8 +30,9 @@
 //! - [`coverage`], [`suite`]: what runs exercised, and suites of runs held to a gate.
 //! - [`conformance`]: one follower driven by every request a succession of correct leaders
 //!   may send it, [`leader_conformance`]: one leader answered by scripted followers, and
-//!   [`vote_conformance`]: one voter asked by scripted candidates, for the corners cluster
-//!   runs reach only by luck.
+//!   [`vote_conformance`]: one voter asked by scripted candidates, and [`lease_conformance`]:
+//!   a leader and its voters with clocks at the edge of a lease's drift bound, for the
+//!   corners cluster runs reach only by luck.
 //! - [`trace`]: the step-by-step record a replay prints.
 //!
 //! # Testing a modified engine
@@ -78,6 +79,7 @@ pub mod disk;
 pub mod harness;
 pub mod history;
 pub mod leader_conformance;
+pub mod lease_conformance;
 pub mod liveness;
 pub mod network;
 pub mod options;
@@ -94,7 +96,7 @@ mod tests;
 
 pub use checker::{Invariant, SafetyChecker, Violation};
 pub use coverage::{Coverage, CoverageGate};
-pub use harness::{Cluster, ClusterOptions, Command, SimError};
+pub use harness::{Campaigns, Cluster, ClusterOptions, Command, SimError};
 pub use network::{Network, NetworkFaults};
 pub use options::{Clocks, Policy, RunOptions, Workload};
 pub use policy::{ChaosRates, Schedule};

@@ -10,7 +10,10 @@
 //!   configuration, and has applied everything committed;
 //!
 //! and then serve a fresh write (acknowledged, and applied on every member) and a fresh read.
-//! Finally every write ever acknowledged must be in the applied history. A run that does not
+//! Finally every write ever acknowledged must be in the applied history, and what the healed
+//! run cost (elections, time to converge, campaigns by followers of a live leader during a
+//! watch of one maximum election timeout) must stay within a [`LivenessBaseline`] derived
+//! from its configuration. A run that does not
 //! get there fails like a safety violation, with its seed and a replay command, and the state
 //! of every node.
 //!
@@ -22,16 +25,101 @@
 //! stalls the cluster.
 
 use rand::RngExt;
-use yggr_core::{EntryPayload, Membership, NodeId, Role};
+use yggr_core::{EngineConfig, EntryPayload, Membership, NodeId, Role};
 
 use crate::checker::{Invariant, Violation};
 use crate::harness::{Cluster, Command, SimError};
 use crate::history::ProposalOutcome;
 use crate::network::NetworkFaults;
+use crate::options::Clocks;
 use crate::policy::Schedule;
 
 /// How long a healed cluster may take to recover, in maximum election timeouts.
 pub const LIVENESS_BOUND_ELECTION_TIMEOUTS: u64 = 60;
+
+/// What a healed run may cost at most, derived from its configuration: the cluster's size,
+/// the election timeouts and the clocks' drift bound. A run above it fails like a liveness
+/// violation: an election timer that misbehaves only costs extra elections, or followers that
+/// campaign against a leader they hear from, and nothing else would notice.
+///
+/// How each figure was chosen (`examples/liveness_costs.rs` prints the data):
+/// - **Elections** until the healed cluster converges: `3 × (N + ⌈emax / w⌉)`, with `N` the
+///   nodes, `emax` the maximum election timeout and `w = emax − emin` the number of values a
+///   timeout is drawn from. One election normally suffices. One fails when its candidate's
+///   log is behind a majority's (up to `N − 1` such candidates may time out before one that can
+///   win; without pre-vote each costs a term), or when another timer fires close enough to split
+///   the vote, which gets likelier as `w` narrows next to `emax`. Over 7,200 runs of the six
+///   suites (budget 2) the correct engine's worst was 17 elections where `N + ⌈emax / w⌉` is 11
+///   (five nodes, timeouts 10 to 12, no pre-vote); three times that sum leaves room for the
+///   tail, and 12,000 runs of each suite (budget 20) stayed within it.
+/// - **Ticks to converge**: `(elections + 2) × ⌈emax / (1 − d)⌉`, `d` the drift bound (zero for
+///   independent clocks, which run at one rate once healed): every election allowed above may
+///   cost a maximum election timeout on the slowest clock, and two more cover catching the
+///   members up (a long log, a snapshot sent in small chunks). Over the 7,200 runs the worst
+///   used a fifth of it.
+/// - **Campaigns while led**: none, when `h × (1 + d) / (1 − d) < emin` (`h` the heartbeat
+///   interval): the longest gap between heartbeats on the slowest leader clock is shorter than
+///   the shortest election timeout on the fastest follower clock, so a follower of a live
+///   leader on a healed network has no reason to campaign. Watched for one maximum election
+///   timeout after the fresh requests were served. Over the same runs no voter of such a
+///   configuration campaigned; the other configurations (a short lease allows a drift under
+///   which a fast follower outwaits a slow leader's heartbeats) are not held to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LivenessBaseline {
+    /// The most elections a healed cluster may start before it converges.
+    pub elections: u64,
+    /// The most ticks (of an average clock) it may take to converge.
+    pub ticks_to_converge: u64,
+    /// Whether the voters of a live leader's configuration must not campaign at all.
+    pub quiet_while_led: bool,
+}
+
+impl LivenessBaseline {
+    /// The baseline of a cluster of `nodes` with `engine`'s settings and `clocks`.
+    pub fn for_run(nodes: u64, engine: &EngineConfig, clocks: Clocks) -> LivenessBaseline {
+        let min = engine.election_timeout_min_ticks;
+        let max = engine.election_timeout_max_ticks;
+        let width = max.saturating_sub(min).max(1);
+        let elections = 3 * (nodes + max.div_ceil(width));
+        let drift = match clocks {
+            Clocks::Independent => 0.0,
+            Clocks::Drifting {
+                max_drift_per_mille,
+            } => f64::from(max_drift_per_mille) / 1000.0,
+        };
+        let slowest_timeout = (max as f64 / (1.0 - drift)).ceil() as u64;
+        let heartbeat_gap = engine.heartbeat_interval_ticks as f64 * (1.0 + drift) / (1.0 - drift);
+        LivenessBaseline {
+            elections,
+            ticks_to_converge: (elections + 2) * slowest_timeout,
+            quiet_while_led: heartbeat_gap < min as f64,
+        }
+    }
+
+    /// What `report` spent beyond this baseline, if anything.
+    pub fn excess(&self, report: &LivenessReport) -> Option<String> {
+        if report.elections_to_converge > self.elections {
+            return Some(format!(
+                "the healed cluster started {} elections before it converged; its baseline is {}",
+                report.elections_to_converge, self.elections
+            ));
+        }
+        if report.ticks_to_converge > self.ticks_to_converge {
+            return Some(format!(
+                "the healed cluster took {} ticks to converge; its baseline is {}",
+                report.ticks_to_converge, self.ticks_to_converge
+            ));
+        }
+        if self.quiet_while_led && report.campaigns_while_led > 0 {
+            return Some(format!(
+                "voters of a live leader's configuration started {} campaigns on a healed \
+                 network, where its heartbeats come well within every election timeout",
+                report.campaigns_while_led
+            ));
+        }
+        None
+    }
+}
 
 /// What the liveness phase measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +128,14 @@ pub struct LivenessReport {
     pub ticks_to_converge: u64,
     /// Ticks from healing until the fresh write and read were served.
     pub ticks_to_serve: u64,
+    /// Real elections (terms started, by any node) from healing until the cluster had
+    /// converged.
+    pub elections_to_converge: u64,
+    /// Campaigns (pre-vote rounds and elections) that voters of the leader's configuration
+    /// started, while another node led the term they were in, during a watch of one maximum
+    /// election timeout after the fresh requests were served: followers campaigning against a
+    /// live leader they can reach.
+    pub campaigns_while_led: u64,
 }
 
 /// Heals `cluster` and checks that it recovers; see the module documentation.
@@ -54,6 +150,7 @@ pub fn heal_and_check(
     schedule.heal(cluster)?;
     heal(cluster)?;
     let start = schedule.node_ticks();
+    let elections_at_heal = elections(cluster);
     if cluster.rng.random_bool(MINORITY_DOWN_SHARE)
         && let Some(down) = node_a_majority_can_do_without(cluster)
     {
@@ -66,12 +163,62 @@ pub fn heal_and_check(
         recover(cluster, schedule, Some(down))?;
         cluster.restart(down)?;
     }
-    let (converged_at, served_at) = recover(cluster, schedule, None)?;
+    let recovered = recover(cluster, schedule, None)?;
+    let campaigns_while_led = watch_the_led_cluster(cluster, schedule)?;
     let nodes = cluster.nodes.len() as u64;
-    Ok(LivenessReport {
-        ticks_to_converge: (converged_at - start) / nodes,
-        ticks_to_serve: (served_at - start) / nodes,
-    })
+    let report = LivenessReport {
+        ticks_to_converge: (recovered.converged_at - start) / nodes,
+        ticks_to_serve: (recovered.served_at - start) / nodes,
+        elections_to_converge: recovered.elections_at_convergence - elections_at_heal,
+        campaigns_while_led,
+    };
+    let clocks = cluster
+        .run_options
+        .as_ref()
+        .map_or(Clocks::Independent, |options| options.workload.clocks);
+    let baseline = LivenessBaseline::for_run(nodes, cluster.engine_config(), clocks);
+    if let Some(excess) = baseline.excess(&report) {
+        return Err(liveness_failure(cluster, excess));
+    }
+    Ok(report)
+}
+
+/// Real elections every node started so far.
+fn elections(cluster: &Cluster) -> u64 {
+    cluster
+        .campaigns
+        .values()
+        .map(|campaigns| campaigns.elections)
+        .sum()
+}
+
+/// Runs the healed, served cluster for one maximum election timeout more and counts the
+/// campaigns the voters of the leader's configuration start meanwhile against a live leader
+/// of their term: every one of them hears from it over a network that loses nothing. (A
+/// leader deposed by a newer term from outside, say a removed node's that reached it without
+/// pre-vote, leaves no live leader, and the campaigns that follow do not count.)
+fn watch_the_led_cluster(cluster: &mut Cluster, schedule: &mut Schedule) -> Result<u64, SimError> {
+    let nodes = cluster.nodes.len() as u64;
+    let window = cluster.engine_config().election_timeout_max_ticks;
+    let before = cluster.campaigns.clone();
+    let start = schedule.node_ticks();
+    while (schedule.node_ticks() - start) / nodes < window {
+        schedule.healed_step(cluster)?;
+    }
+    let Some(leader) = cluster.leader().and_then(|leader| cluster.engine(leader)) else {
+        return Ok(0);
+    };
+    let started = leader
+        .membership()
+        .voters
+        .iter()
+        .map(|voter| {
+            let now = cluster.campaigns.get(voter).copied().unwrap_or_default();
+            let then = before.get(voter).copied().unwrap_or_default();
+            now.against_a_live_leader - then.against_a_live_leader
+        })
+        .sum();
+    Ok(started)
 }
 
 /// How often the liveness phase first keeps one node down: a majority must serve on its
@@ -79,14 +226,23 @@ pub fn heal_and_check(
 /// must not stall the cluster.
 const MINORITY_DOWN_SHARE: f64 = 0.5;
 
+/// When a healed cluster converged and served, as [`recover`] saw it.
+struct Recovered {
+    /// The schedule's node ticks when it had converged.
+    converged_at: u64,
+    /// The schedule's node ticks when it had served the fresh requests.
+    served_at: u64,
+    /// Elections started by then, all nodes together, since the run began.
+    elections_at_convergence: u64,
+}
+
 /// Runs the healed cluster until it converges and serves a fresh write and read, with
-/// `down` (if any) left out of every check. Returns the schedule's node ticks when it had
-/// converged and when it had served.
+/// `down` (if any) left out of every check.
 fn recover(
     cluster: &mut Cluster,
     schedule: &mut Schedule,
     down: Option<NodeId>,
-) -> Result<(u64, u64), SimError> {
+) -> Result<Recovered, SimError> {
     let nodes = cluster.nodes.len() as u64;
     let bound_ticks =
         LIVENESS_BOUND_ELECTION_TIMEOUTS * cluster.engine_config().election_timeout_max_ticks;
@@ -100,11 +256,16 @@ fn recover(
         let reason = match converged(cluster, down) {
             Ok(leader) => {
                 let converged_at = schedule.node_ticks();
+                let elections_at_convergence = elections(cluster);
                 serve_fresh_requests(cluster, schedule, leader, down, |s| {
                     elapsed(s) <= bound_ticks
                 })?;
                 check_acknowledged_writes(cluster)?;
-                return Ok((converged_at, schedule.node_ticks()));
+                return Ok(Recovered {
+                    converged_at,
+                    served_at: schedule.node_ticks(),
+                    elections_at_convergence,
+                });
             }
             Err(reason) => reason,
         };

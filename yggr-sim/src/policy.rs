@@ -48,6 +48,9 @@ pub struct ChaosRates {
     pub crash: f64,
     /// A node that just granted a vote restarts at once (per vote, not per step).
     pub bounce_after_vote: f64,
+    /// A node that just acknowledged a leader's round restarts at once, its answer still on
+    /// the way (per step in which an acknowledgement went out: they go out all the time).
+    pub bounce_after_acknowledging: f64,
     /// A partition into two random sides starts.
     pub partition: f64,
     /// The leader is cut off from everyone (when the workload isolates leaders).
@@ -86,6 +89,7 @@ impl ChaosRates {
             }
         };
         let crash = per_timeout(true, 0.0..0.4);
+        let bounce_after_acknowledging = per_timeout(true, 0.0..1.0);
         let partition = per_timeout(true, 0.05..0.3);
         let leader_isolation = per_timeout(workload.isolate_leader, 0.05..0.25);
         let pause = per_timeout(true, 0.02..0.15);
@@ -119,6 +123,7 @@ impl ChaosRates {
             read_burst_size: rng.random_range(300..1_200),
             snapshot: f64::from(workload.snapshot_per_mille) / 1000.0,
             bounce_after_vote: rng.random_range(0.0..0.3),
+            bounce_after_acknowledging,
         }
     }
 }
@@ -246,6 +251,16 @@ impl SimClock {
             cluster.step_node(node, Event::Tick)?;
         }
         Ok(())
+    }
+
+    /// A paused node's process is gone (it crashed): the ticks it missed went with it. A new
+    /// process starts its clock afresh, so only the part of a tick already under way stays;
+    /// delivering the old ones to it would run its clock at an unbounded rate, which no lease
+    /// survives.
+    fn forget_owed_ticks(&mut self, node: NodeId) {
+        if let Some(position) = self.rates.iter().position(|(id, _)| *id == node) {
+            self.phases[position] = self.phases[position].fract();
+        }
     }
 
     /// A paused node resumes: with drifting clocks, it first catches up on missed ticks.
@@ -485,12 +500,23 @@ impl Schedule {
         {
             return Some(cluster.bounce(voter));
         }
+        // A follower restarted the moment it acknowledged a round: its answer reaches the
+        // leader, whose lease may count it, while the new process must go on refusing votes
+        // for as long as the old one promised to.
+        if let Some(follower) = cluster.last_round_acknowledger.take()
+            && !self.paused.contains_key(&follower)
+            && chance(cluster, rates.bounce_after_acknowledging)
+        {
+            cluster.coverage.bounces_after_acknowledging += 1;
+            return Some(cluster.bounce(follower));
+        }
         if chance(cluster, rates.crash) {
             let node = random_node(cluster);
             if cluster.nodes[&node].is_up() {
-                // A crash ends a pause: the process is gone.
+                // A crash ends a pause: the process is gone, and the ticks it missed too.
                 if self.paused.remove(&node).is_some() {
                     cluster.network.resume(node);
+                    self.clock.forget_owed_ticks(node);
                 }
                 return Some(cluster.crash(node, true));
             }

@@ -138,6 +138,7 @@ impl Suite {
             snapshots_installed: 1_000,
             crashes: 1_000,
             bounces: 800,
+            bounces_after_acknowledging: 150,
             messages_delayed: 10_000,
             ..CoverageGate::default()
         };

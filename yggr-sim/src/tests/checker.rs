@@ -489,3 +489,98 @@ fn match_index_fires_when_a_leader_counts_entries_a_follower_does_not_hold() {
     assert_eq!(fired(check(3, Some(2), &disk)), Invariant::MatchIndex);
     assert_eq!(fired(check(2, Some(3), &disk)), Invariant::MatchIndex);
 }
+
+/// A three-voter reign of leader 1 in term 2: rounds up to 3 sent, voters 2 and 3 acknowledged
+/// round 3, and read 7 arrived after round 3 and before any later round.
+fn reign_with_a_lease_read() -> (SafetyChecker, std::collections::BTreeSet<NodeId>) {
+    let mut checker = SafetyChecker::new();
+    let term = Term::new(2);
+    checker.observe_round_sent(id(1), term, 3);
+    checker.observe_round_acknowledged(id(1), term, id(2), 3);
+    checker.observe_round_acknowledged(id(1), term, id(3), 2);
+    checker.observe_round_acknowledged(id(1), term, id(3), 3);
+    checker.observe_read_proposed(id(1), term, 7);
+    (checker, [id(1), id(2), id(3)].into_iter().collect())
+}
+
+#[test]
+fn a_lease_read_while_a_voter_would_grant_a_vote_fails_the_check() {
+    let term = Term::new(2);
+    // Every voter whose acknowledgement counts still refuses votes: a sound lease read.
+    let (mut checker, voters) = reign_with_a_lease_read();
+    assert_eq!(
+        checker.check_lease_read_refusals(id(1), term, 7, &voters, |_| Some(true)),
+        Ok(true)
+    );
+    // Voter 3 acknowledged the round the lease rests on, and would now grant a vote (its
+    // refusal ran out, or it restarted and forgot it): the lease vouches for nothing.
+    let (mut checker, voters) = reign_with_a_lease_read();
+    let outcome =
+        checker.check_lease_read_refusals(id(1), term, 7, &voters, |voter| Some(voter != id(3)));
+    assert_eq!(fired(outcome.map(|_| ())), Invariant::LeaseRefusals);
+    // A voter that is down votes for no one.
+    let (mut checker, voters) = reign_with_a_lease_read();
+    assert_eq!(
+        checker.check_lease_read_refusals(id(1), term, 7, &voters, |voter| {
+            (voter != id(3)).then_some(true)
+        }),
+        Ok(true)
+    );
+}
+
+#[test]
+fn a_read_confirmed_by_a_later_round_or_by_no_one_is_judged_by_what_confirmed_it() {
+    let term = Term::new(2);
+    // A majority acknowledged round 4, sent after the read arrived: the round confirmed it,
+    // whatever the voters' clocks say now.
+    let (mut checker, voters) = reign_with_a_lease_read();
+    checker.observe_round_sent(id(1), term, 4);
+    checker.observe_round_acknowledged(id(1), term, id(2), 4);
+    assert_eq!(
+        checker.check_lease_read_refusals(id(1), term, 7, &voters, |_| Some(false)),
+        Ok(false)
+    );
+    // Only voter 2 ever acknowledged anything in this reign; with the leader that is a
+    // majority of three, but not of five.
+    let mut checker = SafetyChecker::new();
+    checker.observe_round_sent(id(1), term, 1);
+    checker.observe_round_acknowledged(id(1), term, id(2), 1);
+    checker.observe_read_proposed(id(1), term, 9);
+    let five = [id(1), id(2), id(3), id(4), id(5)].into_iter().collect();
+    let outcome = checker.check_lease_read_refusals(id(1), term, 9, &five, |_| Some(true));
+    assert_eq!(fired(outcome.map(|_| ())), Invariant::LeaseRefusals);
+    // A read of another reign (or never recorded as ready) is not judged.
+    let (mut checker, voters) = reign_with_a_lease_read();
+    assert_eq!(
+        checker.check_lease_read_refusals(id(1), Term::new(3), 7, &voters, |_| Some(false)),
+        Ok(false)
+    );
+}
+
+#[test]
+fn committed_configuration_fires_when_two_nodes_disagree_on_the_membership_at_an_index() {
+    use yggr_core::Membership;
+    let mut checker = SafetyChecker::new();
+    let three = checker.configuration_id(&Membership::from_voters([id(1), id(2), id(3)]));
+    let two = checker.configuration_id(&Membership::from_voters([id(1), id(2)]));
+    assert_eq!(
+        checker.configuration_id(&Membership::from_voters([id(3), id(2), id(1)])),
+        three,
+        "the same configuration gets the same number"
+    );
+    checker
+        .observe_committed_configuration(id(1), LogIndex::new(4), three)
+        .unwrap();
+    checker
+        .observe_committed_configuration(id(1), LogIndex::new(5), two)
+        .unwrap();
+    checker
+        .observe_committed_configuration(id(2), LogIndex::new(4), three)
+        .unwrap();
+    // Node 3 installed a snapshot through index 5 that carried the configuration before the
+    // change at index 5.
+    assert_eq!(
+        fired(checker.observe_committed_configuration(id(3), LogIndex::new(5), three)),
+        Invariant::CommittedConfiguration
+    );
+}

@@ -4,6 +4,7 @@
 
 use crate::conformance::ConformanceSuite;
 use crate::leader_conformance::LeaderSuite;
+use crate::lease_conformance::LeaseSuite;
 use crate::suite::{base_seed, budget};
 use crate::vote_conformance::VoteSuite;
 
@@ -26,6 +27,14 @@ fn leader_conformance_suite_commits_only_by_the_rules() {
 #[test]
 fn vote_conformance_suite_grants_votes_only_by_the_rules() {
     match VoteSuite::default().run(base_seed(), budget()) {
+        Ok(report) => eprintln!("{report}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+#[test]
+fn lease_conformance_suite_serves_lease_reads_only_while_the_voters_counted_refuse_votes() {
+    match LeaseSuite::default().run(base_seed(), budget()) {
         Ok(report) => eprintln!("{report}"),
         Err(failure) => panic!("{failure}"),
     }
