@@ -85,8 +85,8 @@ pub struct Campaigns {
     pub elections: u64,
     /// Pre-vote rounds (thesis §9.6), which start no term.
     pub pre_votes: u64,
-    /// Campaigns of either kind started while another node led the term this one was in:
-    /// against a live leader.
+    /// Campaigns of either kind started while another node led the term this one was in,
+    /// other than at that leader's request (TimeoutNow): against a live leader.
     pub against_a_live_leader: u64,
 }
 
@@ -691,6 +691,13 @@ impl Cluster {
             self.snapshot_started_at.insert(node, self.step_count);
         }
         let term_before = engine.current_term();
+        let told_to_campaign = matches!(
+            &event,
+            Event::Incoming(Message {
+                rpc: Rpc::TimeoutNow,
+                ..
+            })
+        );
         let leases = engine.config().lease_duration_ticks > 0;
         if leases && engine.role() == Role::Leader {
             Self::observe_before_lease_step(&mut self.checker, engine, node, &event, &reads);
@@ -738,7 +745,7 @@ impl Cluster {
                 self.checker.check_lease_read(node, engine.current_term())?;
             }
         }
-        if campaigned && self.leads(term_before, node) {
+        if campaigned && !told_to_campaign && self.leads(term_before, node) {
             self.campaigns
                 .entry(node)
                 .or_default()
