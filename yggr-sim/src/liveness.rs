@@ -45,7 +45,8 @@ pub const LIVENESS_BOUND_ELECTION_TIMEOUTS: u64 = 60;
 /// campaign against a leader they hear from, and nothing else would notice.
 ///
 /// How each figure was chosen (`examples/liveness_costs.rs` prints the data):
-/// - **Elections** until the healed cluster converges: `3 × (N + ⌈emax / w⌉)`, with `N` the
+/// - **Elections** until the healed cluster converges, by the voters of the configuration it
+///   converges on: `3 × (N + ⌈emax / w⌉)`, with `N` the
 ///   nodes, `emax` the maximum election timeout and `w = emax − emin` the number of values a
 ///   timeout is drawn from. One election normally suffices. One fails when its candidate's
 ///   log is behind a majority's (up to `N − 1` such candidates may time out before one that can
@@ -53,12 +54,15 @@ pub const LIVENESS_BOUND_ELECTION_TIMEOUTS: u64 = 60;
 ///   the vote, which gets likelier as `w` narrows next to `emax`. Over 7,200 runs of the six
 ///   suites (budget 2) the correct engine's worst was 17 elections where `N + ⌈emax / w⌉` is 11
 ///   (five nodes, timeouts 10 to 12, no pre-vote); three times that sum leaves room for the
-///   tail, and 12,000 runs of each suite (budget 20) stayed within it.
-/// - **Ticks to converge**: `(elections + 2) × ⌈emax / (1 − d)⌉`, `d` the drift bound (zero for
-///   independent clocks, which run at one rate once healed): every election allowed above may
-///   cost a maximum election timeout on the slowest clock, and two more cover catching the
-///   members up (a long log, a snapshot sent in small chunks). Over the 7,200 runs the worst
-///   used a fifth of it.
+///   tail. With drifting clocks it is multiplied by `⌈(1 + d) / (1 − d)⌉`, `d` the drift bound:
+///   a node whose clock runs that many times faster than the one that can win may fail that
+///   many campaigns during one of its timeouts (a lease of one tick allows `d` above 0.8, a
+///   factor of ten). 12,000 runs of each suite (budget 20) stayed within it.
+/// - **Ticks to converge**: `(3 × (N + ⌈emax / w⌉) + 2) × ⌈emax / (1 − d)⌉`, `d` the drift
+///   bound (zero for independent clocks, which run at one rate once healed): every round of
+///   elections allowed above may cost a maximum election timeout on the slowest clock, and two
+///   more cover catching the members up (a long log, a snapshot sent in small chunks). Over the
+///   7,200 runs the worst used a fifth of it.
 /// - **Campaigns while led**: none, when `(h + 1) / (1 − d) < (emin − 1) / (1 + d)` (`h` the
 ///   heartbeat interval): the longest real time between two heartbeats reaching a follower
 ///   (the interval on the slowest leader clock, plus one of its ticks for a heartbeat that waits
@@ -85,13 +89,15 @@ impl LivenessBaseline {
         let min = engine.election_timeout_min_ticks;
         let max = engine.election_timeout_max_ticks;
         let width = max.saturating_sub(min).max(1);
-        let elections = 3 * (nodes + max.div_ceil(width));
+        let rounds = 3 * (nodes + max.div_ceil(width));
         let drift = match clocks {
             Clocks::Independent => 0.0,
             Clocks::Drifting {
                 max_drift_per_mille,
             } => f64::from(max_drift_per_mille) / 1000.0,
         };
+        // How many times faster the fastest clock may run than the slowest.
+        let rate_ratio = ((1.0 + drift) / (1.0 - drift)).ceil() as u64;
         let slowest_timeout = (max as f64 / (1.0 - drift)).ceil() as u64;
         // Real time between two heartbeats reaching a follower, at worst: the interval on the
         // slowest clock, and one more of its ticks for a heartbeat that waits in the network
@@ -100,8 +106,8 @@ impl LivenessBaseline {
         let heartbeat_gap = (engine.heartbeat_interval_ticks + 1) as f64 / (1.0 - drift);
         let shortest_timeout = min.saturating_sub(1) as f64 / (1.0 + drift);
         LivenessBaseline {
-            elections,
-            ticks_to_converge: (elections + 2) * slowest_timeout,
+            elections: rounds * rate_ratio,
+            ticks_to_converge: (rounds + 2) * slowest_timeout,
             quiet_while_led: heartbeat_gap < shortest_timeout,
         }
     }
