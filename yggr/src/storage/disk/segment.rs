@@ -489,14 +489,19 @@ impl SegmentedLog {
         let Some(segment) = self.segments.last() else {
             return Ok(());
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&segment.path)
-            .map_err(|error| io_error(&segment.path, error))?;
+        let file = open_segment(segment)?;
         self.active = Some(file);
         Ok(())
     }
+}
+
+/// Opens `segment`'s file to read and write.
+fn open_segment(segment: &Segment) -> Result<File, DiskError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment.path)
+        .map_err(|error| io_error(&segment.path, error))
 }
 
 /// Writes the last whole batch of `segment` (the last one recovery read) once more and syncs
@@ -514,11 +519,7 @@ fn make_last_batch_durable(segment: &Segment) -> Result<(), DiskError> {
     let Some((start, _)) = segment.batches.last() else {
         return Ok(());
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&segment.path)
-        .map_err(|error| io_error(&segment.path, error))?;
+    let file = open_segment(segment)?;
     let mut bytes = vec![0; (segment.length - start) as usize];
     file.read_exact_at(&mut bytes, *start)
         .and_then(|()| file.write_all_at(&bytes, *start))
