@@ -81,7 +81,7 @@ fn summarize(reports: &[StackReport], wall: Duration) {
         "{} runs passed: {simulated:.0} simulated s in {:.1} wall s ({:.0} simulated s per wall s); \
          {} writes acknowledged, {} refused, {} unknown; {} reads; {} crashes ({} power losses), \
          {} restarts, {} pauses, {} full disks, {} corruptions refused, {} partitions, {} holds; \
-         {} snapshots installed; {} transfers, {} voters removed, {} lone-voter periods",
+         {} snapshots installed ({} replacing a log, {} with a power loss planned in); {} transfers, {} voters removed, {} lone-voter periods",
         reports.len(),
         wall.as_secs_f64(),
         simulated / wall.as_secs_f64().max(1e-9),
@@ -98,6 +98,8 @@ fn summarize(reports: &[StackReport], wall: Duration) {
         sum(|report| report.faults.partitions),
         sum(|report| report.faults.holds),
         sum(|report| report.history.snapshots_installed),
+        sum(|report| report.storage.installs_replacing_a_log),
+        sum(|report| report.storage.power_losses_planned_in_installs),
         sum(|report| report.operator.transfers),
         sum(|report| report.operator.removals),
         sum(|report| report.operator.lone_voter_periods),

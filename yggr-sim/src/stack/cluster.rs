@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use yggr::simulation::SimulatedHost;
 use yggr::{Bootstrap, Config, DiskStorage, Node, NodeId, TcpOptions, TcpTransport};
 
 use super::observed::{Journal, Observed};
 use super::options::StackOptions;
+use super::stored::{Recorded, StoredLogs};
 use super::workload::{Draw, Workload};
 use turmoil::fs::shim::std::fs as simulated_fs;
 
@@ -91,10 +92,12 @@ pub(crate) struct Registry<W: Workload> {
     /// What storage did that it must not: started on a corrupted disk, or refused a disk no
     /// fault explains. Checked after the run.
     pub(crate) storage_violations: RefCell<Vec<String>>,
+    /// What every node's storage loaded and stored, held to Log Matching.
+    pub(crate) stored: Arc<Mutex<StoredLogs>>,
 }
 
 impl<W: Workload> Registry<W> {
-    pub(crate) fn new(members: &[NodeId]) -> Registry<W> {
+    pub(crate) fn new(members: &[NodeId], seed: u64) -> Registry<W> {
         let slots = members
             .iter()
             .map(|&id| {
@@ -117,6 +120,7 @@ impl<W: Workload> Registry<W> {
         Registry {
             slots: RefCell::new(slots),
             storage_violations: RefCell::new(Vec::new()),
+            stored: Arc::new(Mutex::new(StoredLogs::new(seed))),
         }
     }
 
@@ -173,6 +177,13 @@ impl<W: Workload> Registry<W> {
             slot.host.lose_power_after(operations);
         }
         (slot.life, slot.corrupted)
+    }
+
+    /// What every node's storage loaded and stored.
+    pub(crate) fn stored_logs(&self) -> std::sync::MutexGuard<'_, StoredLogs> {
+        self.stored
+            .lock()
+            .expect("the stored logs' lock is never poisoned")
     }
 
     /// Runs `software` as `id`'s process.
@@ -314,7 +325,13 @@ impl<W: Workload> NodeHost<W> {
             let _ = error;
         }
         let storage = match DiskStorage::open(DATA_DIRECTORY).await {
-            Ok(storage) => storage,
+            Ok(storage) => Recorded::new(
+                storage.with_segment_bytes(self.options.segment_bytes),
+                id,
+                life,
+                self.registry.host(id),
+                self.registry.stored.clone(),
+            ),
             Err(error) => {
                 self.registry
                     .set_refused(id, format!("refused to open its disk: {error}"));

@@ -168,6 +168,7 @@ impl Injector {
                 .host(id)
                 .set_fsync_failure_probability(self.faults.fsync_failure_probability);
         }
+        registry.stored_logs().plan_power_losses = self.faults.crashes;
     }
 
     /// Ends what is due, schedules restarts of nodes that stopped by themselves, and takes a
@@ -519,6 +520,14 @@ impl Injector {
         };
         for fault in std::mem::take(&mut self.active).into_keys() {
             self.end(sim, registry, now, &fault);
+        }
+        // Power losses the storage planned into installs that have not come yet.
+        registry.stored_logs().plan_power_losses = false;
+        for &id in &self.members {
+            let host = registry.host(id);
+            if !host.powered_off() {
+                host.cancel_power_loss();
+            }
         }
     }
 }

@@ -82,6 +82,7 @@ mod operator;
 mod responsiveness;
 mod run;
 mod steady;
+mod stored;
 
 pub use check::HistoryCounts;
 pub use digest::Fnv64;
@@ -90,4 +91,5 @@ pub use operator::OperatorCounts;
 pub use options::{Faults, StackOptions};
 pub use registers::{RegisterCommand, RegisterValue, RegisterWorkload, Registers};
 pub use run::{StackFailure, StackReport, run_stack};
+pub use stored::StorageCounts;
 pub use workload::{Draw, Workload};

@@ -130,6 +130,10 @@ pub struct StackOptions {
     /// machine, then a slow leader's disk, with clients writing; it must answer redirects at
     /// once and change no term.
     pub steady_phase: bool,
+    /// `DiskStorage::with_segment_bytes` for every node. Small, every batch or few starts a
+    /// log segment: runs then cross segment rolls, and compactions and installs that remove
+    /// many segments, all the time.
+    pub segment_bytes: u64,
 }
 
 impl StackOptions {
@@ -148,12 +152,13 @@ impl StackOptions {
             client_think_time: Duration::from_millis(20),
             faults: Faults::chaos(),
             steady_phase: true,
+            segment_bytes: yggr::storage::disk::DEFAULT_SEGMENT_BYTES,
         }
     }
 
     /// Options drawn from `seed`: 3 or 5 nodes, 2 to 5 clients, a snapshot threshold from 16
-    /// to 256 entries, leases in half the runs, a tiny apply channel in a third, with every
-    /// fault.
+    /// to 256 entries, leases in half the runs, a tiny apply channel in a third, log segments
+    /// of a batch or a few in half, with every fault.
     pub fn from_seed(seed: u64) -> StackOptions {
         let mut draw = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f57);
         let mut options = StackOptions::new(seed, if draw.random_bool(0.7) { 3 } else { 5 });
@@ -164,6 +169,10 @@ impl StackOptions {
         // In a third of the runs, an apply backlog of 64 jobs is full.
         if draw.random_bool(1.0 / 3.0) {
             options.max_pending_applies = 1;
+        }
+        // In half the runs, segments of one batch (a limit of 1 byte) or of a few.
+        if draw.random_bool(0.5) {
+            options.segment_bytes = if draw.random_bool(0.5) { 1 } else { 1024 };
         }
         options
     }

@@ -22,6 +22,7 @@ use super::observed::{Entry, Journal};
 use super::operator::{Operator, OperatorCounts};
 use super::options::StackOptions;
 use super::steady::{Steady, SteadyOutcome, WINDOW};
+use super::stored::StorageCounts;
 use super::workload::{Draw, Workload};
 
 /// What a run that passed did.
@@ -35,6 +36,8 @@ pub struct StackReport {
     pub faults: FaultCounts,
     /// What the operator did.
     pub operator: OperatorCounts,
+    /// What the nodes' storage was put through, and how much of it was held to Log Matching.
+    pub storage: StorageCounts,
     /// The highest term any node reached (roughly, the elections held).
     pub term: u64,
     /// Terms in which the monitor saw a leader.
@@ -202,7 +205,7 @@ fn run_inner<W: Workload>(
         .map(|id| NodeId::new(id).expect("node ids start at 1"))
         .collect();
     let records = Records {
-        registry: Rc::new(Registry::new(&members)),
+        registry: Rc::new(Registry::new(&members, options.seed)),
         journal: Arc::new(Mutex::new(Vec::new())),
         history: Rc::new(RefCell::new(Vec::new())),
     };
@@ -319,6 +322,9 @@ fn run_inner<W: Workload>(
     if let Some(violation) = &watch.borrow().violation {
         return Err(violation.clone());
     }
+    if let Some(violation) = &records.registry.stored_logs().violation {
+        return Err(format!("storage: {violation}"));
+    }
     if options.faults.io_error_probability == 0.0
         && let Some(violation) = records.registry.storage_violations.borrow().first()
     {
@@ -361,6 +367,7 @@ fn run_inner<W: Workload>(
         history: counts,
         faults: injector.counts,
         operator: operator_counts.get(),
+        storage: records.registry.stored_logs().counts,
         term: progress.term,
         terms_with_a_leader: watch.borrow().leaders.len() as u64,
         time_to_leader: progress
