@@ -16,11 +16,16 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use yggr_sim::stack::{RegisterWorkload, StackOptions, StackReport, run_stack};
+use yggr_sim::stack::{
+    CrashPointReport, RegisterWorkload, StackOptions, StackReport, run_crash_points, run_stack,
+};
 use yggr_sim::suite::{base_seed, budget, run_seed};
 
 /// Runs per unit of budget.
 const RUNS_PER_BUDGET: f64 = 50.0;
+/// Crash-point sweeps (one storage history each, every crash point of two of its batches)
+/// per unit of budget.
+const SWEEPS_PER_BUDGET: f64 = 250.0;
 
 fn main() -> ExitCode {
     let keep_going = std::env::args().any(|argument| argument == "--keep-going");
@@ -36,6 +41,12 @@ fn main() -> ExitCode {
             (0..runs).map(|index| run_seed(base, index)).collect()
         }
     };
+    if single.is_none()
+        && let Err(failure) = sweep_crash_points(base, keep_going)
+    {
+        println!("{failure}");
+        return ExitCode::FAILURE;
+    }
     let started = Instant::now();
     let mut reports = Vec::new();
     let mut failed = 0;
@@ -69,6 +80,66 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Runs the crash-point sweeps first: they take seconds and catch storage bugs at their
+/// root. `YGGR_CRASH_POINTS_SEED=N` replays one.
+fn sweep_crash_points(base: u64, keep_going: bool) -> Result<(), String> {
+    let seeds: Vec<u64> = match std::env::var("YGGR_CRASH_POINTS_SEED")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        Some(seed) => vec![seed],
+        None => {
+            let sweeps = (SWEEPS_PER_BUDGET * budget()).ceil() as u64;
+            (0..sweeps)
+                .map(|index| run_seed(base ^ 0xc4a5, index))
+                .collect()
+        }
+    };
+    let started = Instant::now();
+    let mut total = CrashPointReport::default();
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        match run_crash_points(seed) {
+            Ok(report) => {
+                total.batches += report.batches;
+                total.crash_points += report.crash_points;
+                total.in_installs_replacing_a_log += report.in_installs_replacing_a_log;
+                total.recoveries_interrupted += report.recoveries_interrupted;
+            }
+            Err(failure) => {
+                let failure = format!(
+                    "{failure}\nreplay: YGGR_CRASH_POINTS_SEED={seed} cargo run --release -p yggr-sim --example stack"
+                );
+                if !keep_going {
+                    return Err(failure);
+                }
+                println!("{failure}");
+                failures.push(seed);
+            }
+        }
+    }
+    println!(
+        "crash points: {} sweeps in {:.1} wall s: {} crash points ({} in installs replacing a log), {} recoveries interrupted",
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        total.crash_points,
+        total.in_installs_replacing_a_log,
+        total.recoveries_interrupted
+    );
+    if seeds.len() >= 20 && total.in_installs_replacing_a_log == 0 {
+        return Err(format!(
+            "coverage shortfall: no crash point in an install replacing a log in {} sweeps",
+            seeds.len()
+        ));
+    }
+    match failures.len() {
+        0 => Ok(()),
+        count => Err(format!(
+            "{count} crash-point sweep(s) failed: seeds {failures:?}"
+        )),
+    }
 }
 
 fn summarize(reports: &[StackReport], wall: Duration) {

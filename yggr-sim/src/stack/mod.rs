@@ -73,6 +73,7 @@ pub mod workload;
 
 mod clients;
 mod cluster;
+mod crash_points;
 mod digest;
 mod faults;
 mod liveness;
@@ -85,6 +86,7 @@ mod steady;
 mod stored;
 
 pub use check::HistoryCounts;
+pub use crash_points::{CrashPointReport, run_crash_points};
 pub use digest::Fnv64;
 pub use faults::FaultCounts;
 pub use operator::OperatorCounts;
