@@ -134,6 +134,11 @@ pub struct StackOptions {
     /// log segment: runs then cross segment rolls, and compactions and installs that remove
     /// many segments, all the time.
     pub segment_bytes: u64,
+    /// The wall time after which a run is given up as failed: a run that spins (a livelock,
+    /// work that never lets simulated time pass) ends with a failure that says so instead
+    /// of running on for minutes. The default, two minutes, is hundreds of times what a
+    /// correct run takes; raise it for a state machine that does heavy real work.
+    pub wall_time_limit: Duration,
 }
 
 impl StackOptions {
@@ -153,6 +158,7 @@ impl StackOptions {
             faults: Faults::chaos(),
             steady_phase: true,
             segment_bytes: yggr::storage::disk::DEFAULT_SEGMENT_BYTES,
+            wall_time_limit: Duration::from_secs(120),
         }
     }
 

@@ -238,7 +238,18 @@ fn run_inner<W: Workload>(
     let mut injector = Injector::new(options.faults.clone(), members.clone(), options.seed, full);
     // Every message in flight after every step, by endpoints and kind, goes into the digest.
     let traffic = RefCell::new(Fnv64::new());
+    let started = std::time::Instant::now();
     let step = |sim: &mut Sim<'_>| {
+        // The only wall-clock reading of a run: it decides nothing inside the run, only
+        // whether to give up on one that spins (a livelock does all its work in no simulated
+        // time, so no simulated bound ends it).
+        if started.elapsed() > options.wall_time_limit {
+            return Err(format!(
+                "the run took more than {:?} of wall time, at {:?} of simulated time: something spins without letting simulated time pass (a correct run takes well under a second per simulated minute)",
+                options.wall_time_limit,
+                sim.elapsed()
+            ));
+        }
         let stepped = sim
             .step()
             .map(|_| ())

@@ -130,3 +130,31 @@ fn a_snapshot_that_loses_state_fails_the_run_even_if_never_restored() {
         "{failure}"
     );
 }
+
+#[test]
+fn a_run_past_its_wall_time_limit_fails_saying_so() {
+    let mut options = StackOptions::from_seed(3);
+    options.wall_time_limit = std::time::Duration::ZERO;
+    let failure = run_stack(&RegisterWorkload::default(), &options)
+        .expect_err("a run with no wall time left must fail");
+    assert!(failure.reason.contains("wall time"), "{failure}");
+}
+
+#[test]
+fn crash_point_sweeps_replay_exactly_and_cover_installs_that_replace_a_log() {
+    let mut in_installs = 0;
+    for seed in 0..20 {
+        let report =
+            crate::stack::run_crash_points(seed).unwrap_or_else(|failure| panic!("{failure}"));
+        assert_eq!(
+            Ok(report),
+            crate::stack::run_crash_points(seed),
+            "seed {seed} ran differently twice"
+        );
+        in_installs += report.in_installs_replacing_a_log;
+    }
+    assert!(
+        in_installs > 0,
+        "no crash point fell in an install replacing a log"
+    );
+}
