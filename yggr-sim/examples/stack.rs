@@ -107,6 +107,7 @@ fn sweep_crash_points(base: u64, keep_going: bool) -> Result<(), String> {
                 total.crash_points += report.crash_points;
                 total.in_installs_replacing_a_log += report.in_installs_replacing_a_log;
                 total.recoveries_interrupted += report.recoveries_interrupted;
+                total.corruptions += report.corruptions;
             }
             Err(failure) => {
                 let failure = format!(
@@ -121,12 +122,13 @@ fn sweep_crash_points(base: u64, keep_going: bool) -> Result<(), String> {
         }
     }
     println!(
-        "crash points: {} sweeps in {:.1} wall s: {} crash points ({} in installs replacing a log), {} recoveries interrupted",
+        "crash points: {} sweeps in {:.1} wall s: {} crash points ({} in installs replacing a log), {} recoveries interrupted, {} corruptions refused",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.crash_points,
         total.in_installs_replacing_a_log,
-        total.recoveries_interrupted
+        total.recoveries_interrupted,
+        total.corruptions
     );
     if seeds.len() >= 20 && total.in_installs_replacing_a_log == 0 {
         return Err(format!(

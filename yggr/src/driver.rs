@@ -271,6 +271,11 @@ pub(crate) struct Driver<S: StateMachine, St: Storage, T: Transport> {
     ticks: u64,
     /// When the next tick falls due.
     next_tick: Instant,
+    /// Whether the ticks that fell due were delivered since the driver last waited.
+    /// Invariant: set whenever a message is stepped. A message stepped at a stale tick count
+    /// looks a whole stall old once the owed ticks arrive: a leader's fresh contact taken
+    /// for an expired one, and a vote granted an election timeout early.
+    ticks_caught_up: bool,
     /// Set by a shutdown request: the tick by which draining gives up, and who to tell.
     draining: Option<(u64, oneshot::Sender<Result<(), ShutdownError>>)>,
     /// While a draining leader hands over: the tick by which it stops waiting for its
@@ -324,6 +329,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             preparation: None,
             ticks: 0,
             next_tick: Instant::now() + tick_interval,
+            ticks_caught_up: true,
             draining: None,
             handover_until: None,
             actions: Vec::new(),
@@ -340,6 +346,9 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
                 break stop;
             }
             let next_tick = self.next_tick;
+            // Time passes while the driver waits: until it delivers the ticks that fell due
+            // meanwhile, no message may be stepped.
+            self.ticks_caught_up = false;
             tokio::select! {
                 biased;
                 // First: it completes once per snapshot, and behind a steady stream of
@@ -437,6 +446,7 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
             // `Config::validate` bounds the interval, so this stays far from overflowing.
             self.next_tick += self.config.tick_interval;
         }
+        self.ticks_caught_up = true;
         self.maybe_retry_compaction();
         self.expire_orphans();
     }
@@ -445,6 +455,11 @@ impl<S: StateMachine, St: Storage, T: Transport> Driver<S, St, T> {
 
     /// Steps the engine, keeping its actions for `carry_out`.
     fn step(&mut self, event: Event<Bytes>) {
+        if matches!(event, Event::Incoming(_)) && !self.ticks_caught_up {
+            crate::sys::invariant_broken(
+                "a message is stepped only after the ticks that fell due while the driver waited",
+            );
+        }
         let actions = self.engine.step(event);
         self.actions.extend(actions);
     }

@@ -124,6 +124,14 @@ impl SimulatedHost {
     pub fn powered_off(&self) -> bool {
         self.state.powered_off()
     }
+
+    /// The runtime's own invariants this process broke so far (across its restarts), each
+    /// named by what it requires, in the order they were broken. Outside a simulation a
+    /// broken invariant panics in debug builds; inside one the runtime goes on, and this is
+    /// how a simulator learns of it: a run that broke any has found a bug.
+    pub fn invariants_broken(&self) -> Vec<&'static str> {
+        self.state.invariants_broken()
+    }
 }
 
 /// Says that the state machine's current work (an `apply`, a `snapshot`, a `restore`) takes

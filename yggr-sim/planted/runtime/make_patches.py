@@ -177,6 +177,16 @@ plant("16-snapshot-stored-by-the-driver",
                             work,
                         });""", """                        self.snapshots.ready_to_store = Some(snapshot);""")])
 
+plant("17-messages-stepped-before-owed-ticks",
+ "Issue 12, put back: woken by a message after a stall, the driver steps it before the ticks\nthat fell due meanwhile, so a leader's fresh contact is taken for one a whole stall old\n(and a vote may be granted an election timeout early).",
+ [(DRIVER, """                    let Some(message) = message else { break Stop::Fatal };
+                    // Woken after a stall, the time that passed comes first: a message
+                    // stepped at a stale tick count would look a whole stall old once the
+                    // ticks arrive (a fresh leader contact taken for an expired one).
+                    self.deliver_due_ticks();
+                    self.step(Event::Incoming(message));""", """                    let Some(message) = message else { break Stop::Fatal };
+                    self.step(Event::Incoming(message));""")])
+
 outdir = os.path.dirname(os.path.abspath(__file__))
 for name, doc, edits in plants:
     backups = {}

@@ -318,7 +318,11 @@ impl<W: Workload> NodeHost<W> {
         let id = self.id;
         let (life, corruption) = self.registry.begin_life(id);
         if let Some(corruption) = corruption
-            && let Err(error) = corrupt(corruption, self.options.seed ^ u64::from(life))
+            && let Err(error) = corrupt(
+                corruption,
+                self.options.seed ^ u64::from(life),
+                DATA_DIRECTORY,
+            )
         {
             // Nothing to corrupt (the node never wrote a batch, say): it starts normally.
             self.registry.with_slot(id, |slot| slot.corrupted = None);
@@ -400,11 +404,11 @@ fn files_under(directory: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Writes `corruption` into this host's data directory, durably.
-fn corrupt(corruption: Corruption, seed: u64) -> std::io::Result<()> {
+/// Writes `corruption` into the storage directory `directory` on this host, durably.
+pub(crate) fn corrupt(corruption: Corruption, seed: u64, directory: &str) -> std::io::Result<()> {
     // The files storage reads at every start; not leftovers it only removes (retired
     // segments, temporary files).
-    let files: Vec<PathBuf> = files_under(Path::new(DATA_DIRECTORY))
+    let files: Vec<PathBuf> = files_under(Path::new(directory))
         .into_iter()
         .filter(|path| {
             let name = path

@@ -17,6 +17,10 @@
 //!   since, opens to the same state. (A process that stopped on a failed fsync leaves data in
 //!   the page cache only; a successor that reads it back, and may acknowledge it, must make
 //!   it durable first.)
+//!
+//! And once the batch has completed, a corruption is written into the files (a flipped bit
+//! anywhere, a segment zeroed, a flipped bit in the last batch, each never what a torn write
+//! leaves): the storage must refuse to open them, never repair them in silence.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,6 +33,8 @@ use yggr::simulation::SimulatedHost;
 use yggr::storage::{Storage, StorageWrite, StoredState};
 use yggr::{DiskStorage, NodeId};
 use yggr_core::{EntryPayload, LogEntry, LogIndex, Membership, RecoveredSnapshot, Term};
+
+use super::cluster::{Corruption, corrupt};
 
 /// Where the storage lives on its host.
 const DIRECTORY: &str = "/yggr/crash-points";
@@ -51,6 +57,9 @@ pub struct CrashPointReport {
     pub in_installs_replacing_a_log: u64,
     /// Recoveries interrupted by a second power loss.
     pub recoveries_interrupted: u64,
+    /// Corruptions written into the files after a batch (a flipped bit anywhere, a zeroed
+    /// segment, a flipped bit in the last batch), each of which the storage must refuse.
+    pub corruptions: u64,
 }
 
 /// A stored state as the checks compare it: term, vote, the snapshot's index, term and
@@ -287,6 +296,9 @@ enum Cut {
     PowerLoss(u32),
     /// Every fsync fails (the first one ends the batch), and the process restarts.
     FailedFsync,
+    /// The batch completes; then the corruption is written into the files, and the process
+    /// restarts: it must refuse to open them.
+    Corrupted(Corruption),
 }
 
 /// What the host's software is asked to do, and what it found.
@@ -301,11 +313,20 @@ struct Script {
 
 #[derive(Debug)]
 enum Finished {
-    Stored { target_completed: bool },
+    Stored {
+        target_completed: bool,
+        /// Whether a corruption was written after it (there may be nothing to corrupt).
+        corrupted: bool,
+    },
     Loaded(Model),
 }
 
-async fn software(script: Rc<RefCell<Script>>, host: SimulatedHost, segment_bytes: u64) {
+async fn software(
+    script: Rc<RefCell<Script>>,
+    host: SimulatedHost,
+    segment_bytes: u64,
+    corruption_seed: u64,
+) {
     let write = script.borrow_mut().write.take();
     let outcome = async {
         let mut storage = DiskStorage::open(DIRECTORY)
@@ -329,12 +350,21 @@ async fn software(script: Rc<RefCell<Script>>, host: SimulatedHost, segment_byte
                 match cut {
                     Cut::PowerLoss(operations) => host.lose_power_after(operations),
                     Cut::FailedFsync => host.set_fsync_failure_probability(1.0),
+                    Cut::Corrupted(_) => {}
                 }
                 let completed = storage.persist(batch.clone()).await.is_ok();
                 host.set_fsync_failure_probability(0.0);
                 host.cancel_power_loss();
+                let corrupted = match cut {
+                    Cut::Corrupted(corruption) if completed => {
+                        drop(storage);
+                        corrupt(corruption, corruption_seed, DIRECTORY).is_ok()
+                    }
+                    _ => false,
+                };
                 return Ok(Finished::Stored {
                     target_completed: completed,
+                    corrupted,
                 });
             }
             storage
@@ -372,7 +402,7 @@ impl Bench {
             let (script, host) = (shared.clone(), process.clone());
             async move {
                 host.clone()
-                    .run(software(script, host, segment_bytes))
+                    .run(software(script, host, segment_bytes, seed))
                     .await;
                 Ok(())
             }
@@ -502,7 +532,9 @@ fn sweep_batch(
             .finish()
             .map_err(|error| format!("{}: {error}", context(cut)))?
         {
-            Finished::Stored { target_completed } => target_completed,
+            Finished::Stored {
+                target_completed, ..
+            } => target_completed,
             Finished::Loaded(_) => unreachable!("a write phase stores"),
         };
         report.crash_points += 1;
@@ -542,6 +574,33 @@ fn sweep_batch(
             // The batch finished before the planned power loss: every crash point of it
             // has been tried.
             break;
+        }
+    }
+    for corruption in [
+        Corruption::FlippedBit,
+        Corruption::ZeroedSegment,
+        Corruption::FlippedBitInLastBatch,
+    ] {
+        let cut = Cut::Corrupted(corruption);
+        let mut bench = Bench::new(seed ^ u64::from(target as u32) << 20, segment_bytes);
+        bench.script.borrow_mut().write = Some((history.clone(), target, cut));
+        let corrupted = match bench
+            .finish()
+            .map_err(|error| format!("{}: {error}", context(cut)))?
+        {
+            Finished::Stored { corrupted, .. } => corrupted,
+            Finished::Loaded(_) => unreachable!("a write phase stores"),
+        };
+        if !corrupted {
+            continue;
+        }
+        report.corruptions += 1;
+        if let Ok(read) = bench.load(false, None) {
+            return Err(format!(
+                "{}: opened the corrupted files as if nothing were wrong: {}",
+                context(cut),
+                summary(&read)
+            ));
         }
     }
     Ok(())

@@ -333,6 +333,13 @@ fn run_inner<W: Workload>(
     if let Some(violation) = &watch.borrow().violation {
         return Err(violation.clone());
     }
+    for (id, slot) in records.registry.slots.borrow().iter() {
+        if let Some(broken) = slot.host.invariants_broken().first() {
+            return Err(format!(
+                "node {id} broke an invariant of the runtime: {broken}"
+            ));
+        }
+    }
     if let Some(violation) = &records.registry.stored_logs().violation {
         return Err(format!("storage: {violation}"));
     }

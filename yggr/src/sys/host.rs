@@ -78,6 +78,9 @@ struct Switches {
     powered_off: bool,
     /// The simulator is about to crash or restart the host (see `Scoped`'s `Drop`).
     crashing: bool,
+    /// The runtime's own invariants this process broke, by name, in order: kept across
+    /// restarts, for the simulator to fail the run with.
+    invariants_broken: Vec<&'static str>,
 }
 
 impl HostState {
@@ -132,6 +135,14 @@ impl HostState {
         switches.fsync_dropped.clear();
         switches.power_loss_after = None;
         switches.powered_off = false;
+    }
+
+    pub(crate) fn invariant_broken(&self, what: &'static str) {
+        self.switches().invariants_broken.push(what);
+    }
+
+    pub(crate) fn invariants_broken(&self) -> Vec<&'static str> {
+        self.switches().invariants_broken.clone()
     }
 
     pub(crate) fn lose_power_after(&self, operations: u32) {

@@ -36,6 +36,20 @@ macro_rules! either {
     }};
 }
 
+/// Reports that the runtime broke one of its own invariants (`what` names it) without
+/// stopping: inside a simulation the host records it and the simulator fails the run (a
+/// panic in a spawned task would only stop that task, and a simulated node that stops is
+/// restarted); in a debug build outside one it panics; in a release build it logs an error.
+pub(crate) fn invariant_broken(what: &'static str) {
+    #[cfg(feature = "simulation")]
+    if let Some(host) = host::current() {
+        host.invariant_broken(what);
+        return;
+    }
+    debug_assert!(false, "invariant broken: {what}");
+    tracing::error!(target: "yggr::node", invariant = what, "an invariant of the runtime was broken");
+}
+
 pub(crate) mod fs;
 #[cfg(feature = "simulation")]
 pub(crate) mod host;
