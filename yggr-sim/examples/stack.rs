@@ -85,10 +85,13 @@ fn main() -> ExitCode {
 /// Runs the crash-point sweeps first: they take seconds and catch storage bugs at their
 /// root. `YGGR_CRASH_POINTS_SEED=N` replays one.
 fn sweep_crash_points(base: u64, keep_going: bool) -> Result<(), String> {
-    let seeds: Vec<u64> = match std::env::var("YGGR_CRASH_POINTS_SEED")
-        .ok()
-        .and_then(|value| value.parse::<u64>().ok())
-    {
+    let replay = match std::env::var("YGGR_CRASH_POINTS_SEED") {
+        Ok(value) => Some(value.parse::<u64>().map_err(|_| {
+            format!("YGGR_CRASH_POINTS_SEED={value:?} is not a seed (a number from 0 to 2^64 - 1)")
+        })?),
+        Err(_) => None,
+    };
+    let seeds: Vec<u64> = match replay {
         Some(seed) => vec![seed],
         None => {
             let sweeps = (SWEEPS_PER_BUDGET * budget()).ceil() as u64;

@@ -294,8 +294,9 @@ type History = Rc<Vec<Vec<StorageWrite>>>;
 enum Cut {
     /// The power goes after this many more storage operations.
     PowerLoss(u32),
-    /// Every fsync fails (the first one ends the batch), and the process restarts.
-    FailedFsync,
+    /// Every fsync fails (the first one must end the batch); then the process restarts, or
+    /// the machine loses power.
+    FailedFsync { then_power_loss: bool },
     /// The batch completes; then the corruption is written into the files, and the process
     /// restarts: it must refuse to open them.
     Corrupted(Corruption),
@@ -314,7 +315,10 @@ struct Script {
 #[derive(Debug)]
 enum Finished {
     Stored {
-        target_completed: bool,
+        /// What the target batch's `persist` returned.
+        target: Result<(), String>,
+        /// Whether the power was off when it returned.
+        powered_off: bool,
         /// Whether a corruption was written after it (there may be nothing to corrupt).
         corrupted: bool,
     },
@@ -349,21 +353,26 @@ async fn software(
             if index == target {
                 match cut {
                     Cut::PowerLoss(operations) => host.lose_power_after(operations),
-                    Cut::FailedFsync => host.set_fsync_failure_probability(1.0),
+                    Cut::FailedFsync { .. } => host.set_fsync_failure_probability(1.0),
                     Cut::Corrupted(_) => {}
                 }
-                let completed = storage.persist(batch.clone()).await.is_ok();
+                let target = storage
+                    .persist(batch.clone())
+                    .await
+                    .map_err(|error| error.to_string());
+                let powered_off = host.powered_off();
                 host.set_fsync_failure_probability(0.0);
                 host.cancel_power_loss();
                 let corrupted = match cut {
-                    Cut::Corrupted(corruption) if completed => {
+                    Cut::Corrupted(corruption) if target.is_ok() => {
                         drop(storage);
                         corrupt(corruption, corruption_seed, DIRECTORY).is_ok()
                     }
                     _ => false,
                 };
                 return Ok(Finished::Stored {
-                    target_completed: completed,
+                    target,
+                    powered_off,
                     corrupted,
                 });
             }
@@ -383,6 +392,8 @@ struct Bench {
     sim: turmoil::Sim<'static>,
     script: Rc<RefCell<Script>>,
     host: SimulatedHost,
+    /// Recoveries a planned power loss interrupted.
+    recoveries_interrupted: u64,
 }
 
 impl Bench {
@@ -407,7 +418,12 @@ impl Bench {
                 Ok(())
             }
         });
-        Bench { sim, script, host }
+        Bench {
+            sim,
+            script,
+            host,
+            recoveries_interrupted: 0,
+        }
     }
 
     /// Steps until the software says it is done.
@@ -443,6 +459,7 @@ impl Bench {
         self.restart(lose_power, power_loss);
         let outcome = self.finish();
         if self.host.powered_off() {
+            self.recoveries_interrupted += 1;
             self.host.cancel_power_loss();
             return self.load(true, None);
         }
@@ -522,32 +539,69 @@ fn sweep_batch(
         )
     };
     let acceptable = before.after_a_crash_in(&history[target]);
+    let after = acceptable
+        .last()
+        .expect("the state after the whole batch is acceptable");
     let in_install = replaces_a_log(before, &history[target]);
-    // The failed fsync first: the power losses stop at the first that comes too late.
-    let cuts = std::iter::once(Cut::FailedFsync).chain((0..CRASH_POINTS_MAX).map(Cut::PowerLoss));
+    // The failed fsyncs first: the power losses stop at the first that comes too late.
+    let failed_fsyncs = [false, true].map(|then_power_loss| Cut::FailedFsync { then_power_loss });
+    let cuts = failed_fsyncs
+        .into_iter()
+        .chain((0..CRASH_POINTS_MAX).map(Cut::PowerLoss));
     for cut in cuts {
         let mut bench = Bench::new(seed ^ u64::from(target as u32) << 20, segment_bytes);
         bench.script.borrow_mut().write = Some((history.clone(), target, cut));
-        let completed = match bench
+        let (stored, powered_off) = match bench
             .finish()
             .map_err(|error| format!("{}: {error}", context(cut)))?
         {
             Finished::Stored {
-                target_completed, ..
-            } => target_completed,
+                target,
+                powered_off,
+                ..
+            } => (target, powered_off),
             Finished::Loaded(_) => unreachable!("a write phase stores"),
         };
-        report.crash_points += 1;
-        report.in_installs_replacing_a_log += u64::from(in_install);
+        let completed = stored.is_ok();
+        match (cut, &stored) {
+            (Cut::FailedFsync { .. }, Ok(())) => {
+                return Err(format!(
+                    "{}: the batch was reported stored though an fsync of it failed",
+                    context(cut)
+                ));
+            }
+            (Cut::PowerLoss(_), Err(error)) if !powered_off => {
+                return Err(format!(
+                    "{}: the batch failed before the power went: {error}",
+                    context(cut)
+                ));
+            }
+            _ => {}
+        }
+        if !completed {
+            report.crash_points += 1;
+            report.in_installs_replacing_a_log += u64::from(in_install);
+        }
         let recovery_loss = draw.random_bool(0.5).then(|| draw.random_range(0..6));
-        report.recoveries_interrupted += u64::from(recovery_loss.is_some());
-        let lose_power = matches!(cut, Cut::PowerLoss(_));
+        let lose_power = match cut {
+            Cut::PowerLoss(_) => true,
+            Cut::FailedFsync { then_power_loss } => then_power_loss,
+            Cut::Corrupted(_) => false,
+        };
         let read = bench.load(lose_power, recovery_loss).map_err(|error| {
             format!(
                 "{}: the storage refused its own data: {error}",
                 context(cut)
             )
         })?;
+        if completed && read != *after {
+            return Err(format!(
+                "{}: the batch was reported stored, but recovery read {} instead of {}",
+                context(cut),
+                summary(&read),
+                summary(after)
+            ));
+        }
         if !acceptable.contains(&read) {
             return Err(format!(
                 "{}: recovered a state the batch could not leave: {}; the state before the batch: {}",
@@ -562,6 +616,7 @@ fn sweep_batch(
                 context(cut)
             )
         })?;
+        report.recoveries_interrupted += bench.recoveries_interrupted;
         if again != read {
             return Err(format!(
                 "{}: a power loss right after recovery, with nothing written since, changed what recovery had read: {} became {}",
@@ -570,12 +625,28 @@ fn sweep_batch(
                 summary(&again)
             ));
         }
-        if completed && matches!(cut, Cut::PowerLoss(_)) {
+        if completed {
             // The batch finished before the planned power loss: every crash point of it
             // has been tried.
-            break;
+            return corruptions(seed, history, target, segment_bytes, report, &context);
         }
     }
+    Err(format!(
+        "{}: the batch did not complete within {CRASH_POINTS_MAX} storage operations",
+        context(Cut::PowerLoss(CRASH_POINTS_MAX))
+    ))
+}
+
+/// Writes each corruption into the files once `history[target]` has completed, and requires
+/// the storage to refuse them.
+fn corruptions(
+    seed: u64,
+    history: &History,
+    target: usize,
+    segment_bytes: u64,
+    report: &mut CrashPointReport,
+    context: &dyn Fn(Cut) -> String,
+) -> Result<(), String> {
     for corruption in [
         Corruption::FlippedBit,
         Corruption::ZeroedSegment,
