@@ -751,6 +751,26 @@ async fn a_flood_of_idle_connections_does_not_keep_a_real_peer_out() {
 struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Log {
+    /// Captures this thread's lines at warn and above until the guard is dropped.
+    fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The first line holding `words`; panics with the whole log if none does.
+    fn line_with(&self, words: &str) -> String {
+        let text = self.text();
+        let line = text.lines().find(|line| line.contains(words));
+        line.unwrap_or_else(|| panic!("no line with {words:?} in:\n{text}"))
+            .to_owned()
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -770,14 +790,7 @@ impl std::io::Write for Log {
 /// On one thread, so that the subscriber set for it sees every task's lines.
 #[tokio::test(flavor = "current_thread")]
 async fn a_transport_mismatch_is_logged_as_such_with_the_peer_address_and_not_as_a_bad_frame() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Log::capture();
 
     let ca = Ca::new("cluster CA");
     let mut one = tls_node(1, ca.config(1)).await;
@@ -812,4 +825,44 @@ async fn a_transport_mismatch_is_logged_as_such_with_the_peer_address_and_not_as
     let tls_refused = tls_refused.unwrap_or_else(|| panic!("{text}"));
     assert!(tls_refused.contains("127.0.0.1:"), "{tls_refused}");
     assert!(!text.contains("bad handshake magic"), "{text}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn certificate_refusals_are_logged_with_the_peer_address_and_the_ids() {
+    let (log, _guard) = Log::capture();
+    let ca = Ca::new("cluster CA");
+    let mut one = tls_node(1, ca.config(1)).await;
+    let two = tls_node(2, ca.config(2)).await;
+    one.handle().add_peer(id(2), two.local_addr());
+    one.handle().add_peer(id(3), two.local_addr());
+    let one_counted = one.handle();
+    assert!(
+        refused(&mut one, 1, 3, &one_counted, |stats| {
+            stats.refused_server_certificates > 0
+        })
+        .await
+    );
+    let line = log.line_with("refusing the peer's TLS certificate");
+    assert!(
+        line.contains("the certificate names node 2, not node 3"),
+        "{line}"
+    );
+    assert!(line.contains(&two.local_addr().to_string()), "{line}");
+
+    let mut forger = raw_tls_client(one.local_addr(), &ca.node(2)).await.unwrap();
+    forger.write_all(&handshake(3)).await.unwrap();
+    forger.flush().await.unwrap();
+    assert!(closed_by_peer(&mut forger).await);
+    let line = log.line_with("claims node 3 but whose certificate names node 2");
+    assert!(line.contains("127.0.0.1:"), "{line}");
+
+    let stranger = Ca::new("another CA").node(3);
+    if let Ok(mut stream) = raw_tls_client(one.local_addr(), &stranger).await {
+        assert!(closed_by_peer(&mut stream).await);
+    }
+    let line = log.line_with("client certificate is refused");
+    assert!(
+        line.contains("not issued by a CA of this node's CA bundle"),
+        "{line}"
+    );
 }

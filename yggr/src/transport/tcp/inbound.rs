@@ -27,7 +27,9 @@ use super::frame::{
     FrameError, HANDSHAKE_IDENTITY_BYTES, HANDSHAKE_PREFIX_BYTES, Handshake, Prefix, decode_frame,
     decode_handshake_prefix, handshake_with,
 };
-use super::tls::{TLS_HANDSHAKE_RECORD, TlsConfig, node_id_of};
+use super::tls::{
+    TLS_HANDSHAKE_RECORD, TlsConfig, describe_certificate_error, node_id_of, rustls_error,
+};
 use super::{Shared, bump};
 use crate::sys::net::{TcpListener, TcpStream};
 use crate::sys::task::scoped;
@@ -335,7 +337,20 @@ async fn accept_tls(
         Err(error) => {
             bump(&counters.refused_tls_handshakes, 1);
             bump(&counters.connections_rejected, 1);
-            let message = format!("refusing a connection whose TLS handshake failed: {error}");
+            let message = match rustls_error(&error) {
+                Some(rustls::Error::InvalidCertificate(reason)) => format!(
+                    "refusing a connection whose client certificate is refused: {}",
+                    describe_certificate_error(reason)
+                ),
+                Some(rustls::Error::NoCertificatesPresented) => {
+                    "refusing a connection that presents no client certificate".to_owned()
+                }
+                Some(rustls::Error::AlertReceived(alert)) => format!(
+                    "a connection's TLS handshake failed: the connecting peer refused this \
+                     node's certificate ({alert:?})"
+                ),
+                _ => format!("refusing a connection whose TLS handshake failed: {error}"),
+            };
             shared.refused_unauthenticated("TLS handshake", from, &message);
             return Err(Admission::RefusedCounted);
         }

@@ -169,8 +169,8 @@ pub const MIN_FRAME_BYTES: usize = 1 << 10;
 /// The largest [`TcpOptions::max_frame_bytes`] accepted: a frame's length travels as a u32.
 pub const MAX_FRAME_BYTES: usize = u32::MAX as usize;
 
-/// The largest [`TcpOptions::outbound_queue`], [`TcpOptions::inbound_queue`] and
-/// [`TcpOptions::max_inbound_connections`] accepted (2³⁰, as for the node's own queues):
+/// The largest [`TcpOptions::outbound_queue`], [`TcpOptions::inbound_queue`],
+/// [`TcpOptions::max_inbound_connections`] and [`TcpOptions::max_pending_handshakes`] accepted (2³⁰, as for the node's own queues):
 /// far above any useful value, and within what tokio's channels and semaphores can hold.
 pub const MAX_TCP_LIMIT: usize = 1 << 30;
 

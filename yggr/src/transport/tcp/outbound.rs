@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use yggr_core::{Message, NodeId};
 
 use super::frame::{KEEP_ALIVE, encode_frames, encode_handshake};
-use super::tls::TlsConfig;
+use super::tls::{TlsConfig, describe_certificate_error, rustls_error};
 use super::{Shared, bump};
 use crate::sys::net::{ReadHalf, TcpStream, WriteHalf};
 
@@ -493,17 +493,15 @@ fn explain_tls_failure(shared: &Shared, error: std::io::Error) -> std::io::Error
     if shared.tls.is_none() {
         return error;
     }
-    let refusal = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let explained = match refusal {
+    let explained = match rustls_error(&error) {
         Some(rustls::Error::InvalidCertificate(reason)) => {
             bump(&shared.counters.refused_server_certificates, 1);
+            let reason = describe_certificate_error(reason);
             format!("refusing the peer's TLS certificate: {reason}")
         }
         Some(rustls::Error::AlertReceived(alert)) => format!(
-            "the peer refused the TLS handshake ({alert:?}): does this node's certificate \
-             chain to the peer's CA?"
+            "the peer refused the TLS handshake ({alert:?}): is this node's certificate valid, \
+             and issued by a CA of the peer's CA bundle?"
         ),
         Some(other) => format!("TLS handshake failed: {other}"),
         None if matches!(

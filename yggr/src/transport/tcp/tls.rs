@@ -390,6 +390,25 @@ fn parse_node_id(digits: &str) -> Option<NodeId> {
     digits.parse().ok().and_then(NodeId::new)
 }
 
+/// The rustls error inside `error`, from a TLS handshake, if that is what failed it.
+pub(crate) fn rustls_error(error: &std::io::Error) -> Option<&rustls::Error> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// Why a certificate was refused, in an operator's words.
+pub(crate) fn describe_certificate_error(error: &CertificateError) -> String {
+    match error {
+        CertificateError::Other(other) => other.0.to_string(),
+        CertificateError::UnknownIssuer => {
+            "it was not issued by a CA of this node's CA bundle".to_owned()
+        }
+        CertificateError::BadSignature => "its signature does not verify".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// An [`rustls::Error`] refusing a certificate, with `reason` for the log.
 fn refuse_certificate(reason: String) -> rustls::Error {
     #[derive(Debug)]
