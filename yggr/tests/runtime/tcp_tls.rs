@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use yggr::core::{Message, Rpc, VoteResponse};
 use yggr::{Bytes, TcpOptions, TcpStats, TcpTransport, Term, TlsConfig, TlsError, Transport};
 
-use crate::common::id;
+use crate::common::{Recorder, id, test_config};
 
 /// How long a test waits for something that should happen within milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -141,9 +141,10 @@ fn vote(from: u64) -> Message<Bytes> {
     }
 }
 
-/// Sends from `from` (node `sender`) to node `receiver` until a message arrives at `to`, or
-/// `PATIENCE` runs out. A refused writer backs off and drops what queued meanwhile, so it
-/// sends again on every poll.
+/// Sends from `from` (node `sender`) to node `receiver` until a message from `sender`
+/// arrives at `to`, or `PATIENCE` runs out. A refused writer backs off and drops what queued
+/// meanwhile, so it sends again on every poll. Messages from others (late copies from an
+/// earlier call) are skipped.
 async fn delivered(
     from: &mut TcpTransport,
     sender: u64,
@@ -153,10 +154,11 @@ async fn delivered(
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while tokio::time::Instant::now() < deadline {
         from.send(id(receiver), vote(sender));
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(50), to.recv()).await
-        {
-            assert_eq!(message.from, id(sender));
-            return true;
+        let poll = tokio::time::Instant::now() + Duration::from_millis(50);
+        while let Ok(Some(message)) = tokio::time::timeout_at(poll, to.recv()).await {
+            if message.from == id(sender) {
+                return true;
+            }
         }
     }
     false
@@ -865,4 +867,118 @@ async fn certificate_refusals_are_logged_with_the_peer_address_and_the_ids() {
         line.contains("not issued by a CA of this node's CA bundle"),
         "{line}"
     );
+}
+
+/// The attack of issue 19, under TLS: a forged AppendEntries of term 1000 "from the leader"
+/// reaches no node, whether the forger holds a follower's certificate or one from another CA;
+/// the cluster keeps its term and its leader, and serves writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_append_entries_in_the_leaders_name_does_not_move_a_tls_cluster() {
+    let ca = Ca::new("cluster CA");
+    let ids = [1, 2, 3];
+    let mut transports = Vec::new();
+    for raw in ids {
+        transports.push(tls_node(raw, ca.config(raw)).await);
+    }
+    for (index, raw) in ids.iter().enumerate() {
+        for (other_index, other) in ids.iter().enumerate() {
+            if other != raw {
+                let address = transports[other_index].local_addr();
+                transports[index].handle().add_peer(id(*other), address);
+            }
+        }
+    }
+    let addresses: Vec<SocketAddr> = transports.iter().map(|t| t.local_addr()).collect();
+    let handles: Vec<yggr::TcpHandle> = transports.iter().map(|t| t.handle()).collect();
+    let mut nodes = Vec::new();
+    for (raw, transport) in ids.into_iter().zip(transports) {
+        let peers = ids.into_iter().filter(|other| *other != raw).map(id);
+        let config = test_config(id(raw), peers);
+        let node = yggr::Node::start(
+            config,
+            Recorder::default(),
+            yggr::MemStorage::new(),
+            transport,
+        )
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let leader = crate::common::leader_among(&nodes).await;
+    leader.write(1).await.unwrap();
+    let leader_id = leader.id();
+    let term = leader.status().await.unwrap().current_term;
+    let follower = nodes
+        .iter()
+        .position(|node| node.id() != leader_id)
+        .unwrap();
+    let holder = nodes
+        .iter()
+        .find(|node| node.id() != leader_id && node.id() != nodes[follower].id())
+        .unwrap()
+        .id();
+
+    let forged = Message {
+        from: leader_id,
+        term: Term::new(1000),
+        rpc: Rpc::AppendEntries(yggr::core::AppendEntries {
+            prev_log_index: yggr::LogIndex::new(0),
+            prev_log_term: Term::new(0),
+            entries: Vec::new(),
+            leader_commit: yggr::LogIndex::new(0),
+            round: 0,
+        }),
+    };
+    let target = &handles[follower];
+    let before = target.stats();
+    // A follower's own certificate, claiming the leader's id.
+    let mut forger = raw_tls_client(addresses[follower], &ca.node(holder.get()))
+        .await
+        .unwrap();
+    let mut bytes = handshake(leader_id.get());
+    bytes.extend(frame(&forged));
+    forger.write_all(&bytes).await.unwrap();
+    forger.flush().await.unwrap();
+    assert!(closed_by_peer(&mut forger).await);
+    // A certificate from another CA, naming the leader.
+    let stranger = Ca::new("another CA").node(leader_id.get());
+    if let Ok(mut forger) = raw_tls_client(addresses[follower], &stranger).await {
+        let _ = forger.write_all(&bytes).await;
+        let _ = forger.flush().await;
+        assert!(closed_by_peer(&mut forger).await);
+    }
+    assert!(
+        eventually(|| {
+            let now = target.stats();
+            now.refused_certificate_mismatch > before.refused_certificate_mismatch
+                && now.refused_tls_handshakes > before.refused_tls_handshakes
+        })
+        .await,
+        "{:?}",
+        target.stats()
+    );
+
+    // The cluster serves (through whoever leads: a busy machine may have seen an election).
+    let served = crate::common::eventually(PATIENCE, || async {
+        crate::common::leader_among(&nodes)
+            .await
+            .write(2)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(served.is_some());
+    for node in &nodes {
+        let status = node.status().await.unwrap();
+        assert!(status.current_term >= term, "node {}", node.id());
+        assert!(
+            status.current_term < Term::new(1000),
+            "node {} took the forged term: {:?}",
+            node.id(),
+            status.current_term
+        );
+    }
+    for node in nodes {
+        let _ = node.shutdown().await;
+    }
 }
