@@ -867,6 +867,27 @@ async fn certificate_refusals_are_logged_with_the_peer_address_and_the_ids() {
         line.contains("not issued by a CA of this node's CA bundle"),
         "{line}"
     );
+
+    // The refused side hears of it too: TLS 1.3 tells it by an alert after its handshake.
+    // It trusts node 1's CA, but its own certificate comes from another.
+    let outsider_certificate = Ca::new("a third CA").node(4);
+    let outsider_tls = TlsConfig::from_pem(
+        outsider_certificate.cert.as_bytes(),
+        outsider_certificate.key.as_bytes(),
+        ca.pem().as_bytes(),
+    )
+    .unwrap();
+    let mut outsider = tls_node(4, outsider_tls).await;
+    outsider.handle().add_peer(id(1), one.local_addr());
+    one.handle().add_peer(id(4), "127.0.0.1:9".parse().unwrap());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let words = "the peer refused this node's TLS handshake";
+    while !log.text().contains(words) && tokio::time::Instant::now() < deadline {
+        outsider.send(id(1), vote(4));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = log.line_with(words);
+    assert!(line.contains(&one.local_addr().to_string()), "{line}");
 }
 
 /// The attack of issue 19, under TLS: a forged AppendEntries of term 1000 "from the leader"

@@ -129,10 +129,10 @@ async fn read_from(
     });
     match admission {
         Admission::Accepted(Link::Plain(stream), handshake) => {
-            serve(&shared, stream, handshake, &inbound).await;
+            serve(&shared, stream, from, handshake, &inbound).await;
         }
         Admission::Accepted(Link::Tls(stream), handshake) => {
-            serve(&shared, *stream, handshake, &inbound).await;
+            serve(&shared, *stream, from, handshake, &inbound).await;
         }
         Admission::Refused => bump(&counters.connections_rejected, 1),
         // Counted (and logged) where refused.
@@ -145,6 +145,7 @@ async fn read_from(
 async fn serve<S: AsyncRead + Unpin>(
     shared: &Shared,
     mut stream: S,
+    from: SocketAddr,
     handshake: Handshake,
     inbound: &mpsc::Sender<Message<Bytes>>,
 ) {
@@ -196,7 +197,7 @@ async fn serve<S: AsyncRead + Unpin>(
         // This node's identity may have been set after the connection was accepted (the
         // transport listens before the node has loaded its storage): check it again.
         if let Err(refusal) = shared.check_against_self(&handshake) {
-            shared.refused(sender, refusal);
+            shared.refused(sender, from, refusal);
             return;
         }
     }
@@ -282,13 +283,13 @@ async fn admit(shared: &Shared, stream: TcpStream, from: SocketAddr) -> Admissio
         return Admission::RefusedCounted;
     }
     if shared.address(handshake.sender).is_none() {
-        shared.refused_outside_book(handshake.sender);
+        shared.refused_outside_book(handshake.sender, from);
         return Admission::Refused;
     }
     match shared.admit(&handshake) {
         Ok(()) => Admission::Accepted(link, handshake),
         Err(refusal) => {
-            shared.refused(handshake.sender, refusal);
+            shared.refused(handshake.sender, from, refusal);
             Admission::RefusedCounted
         }
     }

@@ -642,7 +642,7 @@ impl Shared {
 
     /// Counts `refusal` of `peer`'s connection and logs it: at warn the first time in
     /// [`REFUSAL_LOG_INTERVAL`] for this peer and kind, at debug otherwise.
-    fn refused(&self, peer: NodeId, refusal: Refusal) {
+    fn refused(&self, peer: NodeId, address: SocketAddr, refusal: Refusal) {
         bump(&self.counters.refused_identity, 1);
         bump(&self.counters.connections_rejected, 1);
         let now = tokio::time::Instant::now();
@@ -659,16 +659,16 @@ impl Shared {
         };
         let explanation = refusal.explain(peer);
         if warn_now {
-            tracing::warn!(target: "yggr::node", peer = peer.get(), "{explanation}");
+            tracing::warn!(target: "yggr::node", peer = peer.get(), %address, "{explanation}");
         } else {
-            tracing::debug!(target: "yggr::node", peer = peer.get(), "{explanation}");
+            tracing::debug!(target: "yggr::node", peer = peer.get(), %address, "{explanation}");
         }
     }
 
     /// Logs the refusal of a connection whose handshake claims `claimed`, a node outside the
     /// address book: at warn the first time in [`REFUSAL_LOG_INTERVAL`], at debug otherwise
     /// (a removed node that is still running reconnects every few seconds).
-    fn refused_outside_book(&self, claimed: NodeId) {
+    fn refused_outside_book(&self, claimed: NodeId, address: SocketAddr) {
         let now = tokio::time::Instant::now();
         let warn_now = {
             let mut last = self
@@ -683,9 +683,9 @@ impl Shared {
         };
         let message = "refusing a connection from a node outside the address book";
         if warn_now {
-            tracing::warn!(target: "yggr::node", claimed = claimed.get(), "{message}");
+            tracing::warn!(target: "yggr::node", claimed = claimed.get(), %address, "{message}");
         } else {
-            tracing::debug!(target: "yggr::node", claimed = claimed.get(), "{message}");
+            tracing::debug!(target: "yggr::node", claimed = claimed.get(), %address, "{message}");
         }
     }
 

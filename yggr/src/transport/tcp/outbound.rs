@@ -19,7 +19,9 @@
 //! with a backoff that doubles, and jitter.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,7 +29,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
@@ -121,9 +123,23 @@ impl Connection {
     fn closed_by_peer(&mut self) -> Option<std::io::Result<usize>> {
         match &mut self.link {
             Link::Plain { reader, .. } => reader.readable_now(),
-            // The socket under TLS: after the handshake the peer sends nothing but an alert
-            // or a close (or, very rarely, a TLS key update, which costs a reconnect).
-            Link::Tls(stream) => stream.get_mut().0.readable_now(),
+            Link::Tls(stream) => {
+                // The socket under TLS first: after the handshake the peer sends nothing but
+                // an alert (its refusal of this node's certificate, say) or a close.
+                let raw = stream.get_mut().0.readable_now()?;
+                // Something is there: read it through TLS, without waiting, to learn what.
+                let mut probe = [0u8; 1];
+                let mut buffer = ReadBuf::new(&mut probe);
+                let mut context = Context::from_waker(Waker::noop());
+                match Pin::new(&mut **stream).poll_read(&mut context, &mut buffer) {
+                    Poll::Ready(Ok(())) => Some(Ok(buffer.filled().len())),
+                    Poll::Ready(Err(error)) => Some(Err(error)),
+                    // Bytes the runtime has not seen yet, or a record that carries no data (a
+                    // TLS key update, very rarely): taken as a close, which costs a reconnect
+                    // and loses nothing.
+                    Poll::Pending => Some(raw.map(|_| 0)),
+                }
+            }
         }
     }
 
@@ -182,6 +198,9 @@ struct Writer {
     /// The TLS material last connected with, and the client configuration made from it for
     /// this peer: made again only when the material changes.
     tls: Option<(TlsConfig, Arc<ClientConfig>)>,
+    /// Whether the peer's refusal of this node's TLS handshake was logged at warn since a
+    /// connection last lived long (it refuses every connection the same way).
+    tls_refusal_logged: bool,
 }
 
 impl Writer {
@@ -201,6 +220,7 @@ impl Writer {
             failing: false,
             early_closes: 0,
             tls: None,
+            tls_refusal_logged: false,
         }
     }
 
@@ -213,6 +233,7 @@ impl Writer {
         if connection.opened.elapsed() >= options.reconnect_backoff_max {
             self.backoff = options.reconnect_backoff_min;
             self.early_closes = 0;
+            self.tls_refusal_logged = false;
             return true;
         }
         self.early_closes += 1;
@@ -325,7 +346,7 @@ impl Writer {
                     Wake::Batch => {}
                     Wake::QueueClosed => return Ended::Stop,
                     Wake::PeerClosed(read) => {
-                        self.peer_closed(read);
+                        self.peer_closed(read, connection.address);
                         return Ended::Lost;
                     }
                     Wake::KeepAliveDue => {
@@ -380,12 +401,24 @@ impl Writer {
         }
     }
 
-    fn peer_closed(&self, read: std::io::Result<usize>) {
+    fn peer_closed(&mut self, read: std::io::Result<usize>, address: SocketAddr) {
         let peer = self.peer.get();
         match read {
             Ok(0) => debug!(target: "yggr::node", peer, "peer closed the connection; reconnecting"),
             Ok(_) => {
                 warn!(target: "yggr::node", peer, "peer wrote on an outbound connection; closing it");
+            }
+            // Under TLS 1.3 the connecting side finishes its handshake before the peer has
+            // checked its certificate: a refusal arrives as an alert on the connection.
+            Err(error) if matches!(rustls_error(&error), Some(rustls::Error::AlertReceived(_))) => {
+                let message = "the peer refused this node's TLS handshake: is this node's \
+                               certificate valid, and issued by a CA of the peer's CA bundle?";
+                if self.tls_refusal_logged {
+                    debug!(target: "yggr::node", peer, %address, %error, "{message}");
+                } else {
+                    warn!(target: "yggr::node", peer, %address, %error, "{message}");
+                    self.tls_refusal_logged = true;
+                }
             }
             Err(error) => {
                 debug!(target: "yggr::node", peer, %error, "connection reset; reconnecting");
@@ -425,7 +458,7 @@ impl Writer {
         let counters = &shared.counters;
         let limit = self.shared.options.io_timeout;
         if let Some(read) = connection.closed_by_peer() {
-            self.peer_closed(read);
+            self.peer_closed(read, connection.address);
         } else {
             match connection.write(&self.buffer, limit).await {
                 Ok(()) => {
