@@ -888,6 +888,14 @@ async fn certificate_refusals_are_logged_with_the_peer_address_and_the_ids() {
     }
     let line = log.line_with(words);
     assert!(line.contains(&one.local_addr().to_string()), "{line}");
+
+    // A node started with an expired certificate of its own is warned at once.
+    let expired = ca.issue(
+        &["yggr://node/5".to_owned()],
+        now() - Duration::from_secs(60),
+    );
+    let _late = tls_node(5, ca.config_of(&expired)).await;
+    log.line_with("this node's TLS certificate is expired or not yet valid");
 }
 
 /// The attack of issue 19, under TLS: a forged AppendEntries of term 1000 "from the leader"

@@ -698,6 +698,14 @@ impl Shared {
     }
 }
 
+/// Warns when this node's own certificate is expired or not yet valid: every peer will refuse
+/// it until it is replaced (or the clock is set right).
+fn warn_if_out_of_validity(tls: &TlsConfig) {
+    if tls.expired_or_not_yet_valid() {
+        tracing::warn!(target: "yggr::node", "this node's TLS certificate is expired or not yet valid: peers will refuse it until it is replaced (TcpHandle::reload_tls)");
+    }
+}
+
 /// A cheap, cloneable handle on a running [`TcpTransport`]: its address book and counters,
 /// usable after the transport itself was handed to a `Node`.
 #[derive(Clone, Debug)]
@@ -772,6 +780,7 @@ impl TcpHandle {
                 node: self.shared.id,
             });
         }
+        warn_if_out_of_validity(&config);
         *tls.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
         tracing::info!(target: "yggr::node", "new TLS material in use for new connections");
         Ok(())
@@ -880,6 +889,9 @@ impl TcpTransport {
                 node: node_id,
             };
             return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
+        }
+        if let Some(tls) = &options.tls {
+            warn_if_out_of_validity(tls);
         }
         let listener = TcpListener::bind(listen)
             .await

@@ -243,6 +243,14 @@ impl TlsConfig {
         Ok(Arc::new(config))
     }
 
+    /// Whether this node's certificate is outside its validity period now (by the wall
+    /// clock): then every peer refuses it. Loading it is allowed (the clock may be what is
+    /// wrong), but worth a warning.
+    pub(crate) fn expired_or_not_yet_valid(&self) -> bool {
+        x509_parser::parse_x509_certificate(&self.material.cert_chain[0])
+            .is_ok_and(|(_, parsed)| !parsed.validity().is_valid())
+    }
+
     /// Whether `self` and `other` are the same material (not merely equal).
     pub(crate) fn same_as(&self, other: &TlsConfig) -> bool {
         Arc::ptr_eq(&self.material, &other.material)
