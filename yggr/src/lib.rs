@@ -107,7 +107,7 @@ pub use status::{FollowerProgress, NodeMetrics, ReplicationMetrics, Status};
 pub use storage::{DiskError, DiskStorage, MemStorage, Storage, StorageWrite, StoredState};
 pub use transport::{
     LocalNetwork, LocalTransport, TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport,
-    Transport,
+    TlsConfig, TlsError, Transport,
 };
 pub use yggr_core as core;
 pub use yggr_core::{

@@ -106,6 +106,30 @@ impl TcpStream {
         dispatch!(TcpStream, self, stream => stream.set_nodelay(nodelay))
     }
 
+    /// Waits for bytes to arrive and copies some into `buffer` without taking them: the next
+    /// read returns them again. `Ok(0)` when the peer closed the connection.
+    pub(crate) async fn peek(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        dispatch!(TcpStream, self, stream => stream.peek(buffer).await)
+    }
+
+    /// What the socket says, without waiting, if the peer has closed or reset the connection
+    /// or written on it, as [`ReadHalf::readable_now`] does for a half.
+    pub(crate) fn readable_now(&mut self) -> Option<io::Result<usize>> {
+        match self {
+            TcpStream::Real(stream) => peek_now(stream),
+            #[cfg(feature = "simulation")]
+            TcpStream::Simulated(stream) => {
+                let mut probe = [0u8; 1];
+                let mut buffer = ReadBuf::new(&mut probe);
+                let mut context = Context::from_waker(std::task::Waker::noop());
+                match stream.poll_peek(&mut context, &mut buffer) {
+                    Poll::Pending => None,
+                    Poll::Ready(read) => Some(read),
+                }
+            }
+        }
+    }
+
     /// Splits the connection into a half to read and a half to write.
     pub(crate) fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {
@@ -137,13 +161,7 @@ impl ReadHalf {
     /// one is polled once.
     pub(crate) fn readable_now(&mut self) -> Option<io::Result<usize>> {
         match self {
-            ReadHalf::Real(reader) => {
-                let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-                match socket2::SockRef::from(reader.as_ref()).peek(&mut probe) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
-                    read => Some(read),
-                }
-            }
+            ReadHalf::Real(reader) => peek_now(reader.as_ref()),
             #[cfg(feature = "simulation")]
             ReadHalf::Simulated(reader) => {
                 let mut probe = [0u8; 1];
@@ -155,6 +173,16 @@ impl ReadHalf {
                 }
             }
         }
+    }
+}
+
+/// Asks a real socket directly, without waiting, whether it has anything to read (or was
+/// closed or reset); `None` while it has nothing.
+fn peek_now(stream: &tokio::net::TcpStream) -> Option<io::Result<usize>> {
+    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut probe) {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+        read => Some(read),
     }
 }
 

@@ -36,7 +36,9 @@ use yggr_core::{Message, NodeId};
 use crate::identity::NodeIdentity;
 
 pub use local::{LocalNetwork, LocalTransport};
-pub use tcp::{TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport};
+pub use tcp::{
+    TcpHandle, TcpOptions, TcpOptionsError, TcpStats, TcpTransport, TlsConfig, TlsError,
+};
 
 /// One node's connection to its peers. See the [module documentation](self) for the contract.
 pub trait Transport: Send + 'static {

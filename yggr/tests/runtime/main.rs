@@ -32,6 +32,7 @@ mod tcp_identity;
 mod tcp_idle;
 mod tcp_options;
 mod tcp_stats;
+mod tcp_tls;
 mod tick_clock;
 mod write_fate;
 mod writes;

@@ -81,6 +81,11 @@ async fn zero_or_absurd_queue_and_connection_limits_are_refused() {
         o.max_inbound_connections = usize::MAX
     })
     .await;
+    refused_naming("max_pending_handshakes", |o| o.max_pending_handshakes = 0).await;
+    refused_naming("max_pending_handshakes", |o| {
+        o.max_pending_handshakes = usize::MAX
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use yggr_core::wire::{WireError, decode_message_bytes, encode_message};
 use yggr_core::{AppendEntries, Message, NodeId, Rpc};
 
+use super::tls::TLS_HANDSHAKE_RECORD;
+
 const HANDSHAKE_MAGIC: &[u8; 8] = b"YGGRNET1";
 /// The protocol version this build sends.
 pub(crate) const PROTOCOL_VERSION: u32 = 2;
@@ -60,6 +62,8 @@ pub(crate) const KEEP_ALIVE: [u8; LENGTH_BYTES] = [0; LENGTH_BYTES];
 pub(crate) enum FrameError {
     #[error("not a yggr connection (bad handshake magic)")]
     BadMagic,
+    #[error("a TLS handshake, but this node is not configured for TLS")]
+    UnexpectedTls,
     #[error(
         "protocol version {0}; this node speaks versions {PROTOCOL_VERSION_WITHOUT_IDENTITY} and {PROTOCOL_VERSION}"
     )]
@@ -114,6 +118,9 @@ pub(crate) fn decode_handshake_prefix(
     bytes: &[u8; HANDSHAKE_PREFIX_BYTES],
 ) -> Result<Prefix, FrameError> {
     if &bytes[..8] != HANDSHAKE_MAGIC {
+        if bytes[0] == TLS_HANDSHAKE_RECORD {
+            return Err(FrameError::UnexpectedTls);
+        }
         return Err(FrameError::BadMagic);
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));

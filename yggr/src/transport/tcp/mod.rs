@@ -31,8 +31,52 @@
 //!   not members yet, and it can be changed while running through a [`TcpHandle`], so a node
 //!   can be added to the cluster later.
 //!
+//! - **Handshakes are bounded**: an accepted connection holds one of
+//!   [`TcpOptions::max_inbound_connections`] slots, and until its handshake is done one of
+//!   [`TcpOptions::max_pending_handshakes`] places, the oldest giving way to a newer one; the
+//!   [`TcpOptions::handshake_timeout`] covers the TLS handshake and yggr's together. So a
+//!   flood of connections that never finish their handshake neither holds slots for long nor
+//!   keeps real peers out.
+//!
 //! The wire format (module `frame`): a handshake, then length-prefixed protobuf frames
 //! (the `yggr_core::wire` encoding) and empty keep-alive frames.
+//!
+//! # TLS
+//!
+//! Plaintext is the default. With [`TcpOptions::tls`] set (a [`TlsConfig`]: this node's
+//! certificate chain and key, and the CA bundle, in PEM), every connection is mutual TLS 1.3
+//! (rustls, with the ring provider), and the yggr handshake and frames travel inside it.
+//!
+//! **Identity is bound to the certificate.** A node's certificate names its node id as a
+//! URI subject alternative name, [`yggr://node/<id>`](NODE_ID_URI_PREFIX), exactly once.
+//! A node accepts a connection only if the client certificate chains to its CA bundle, is
+//! valid now, and names a node id; the yggr handshake must then name that same id
+//! (else [`TcpStats::refused_certificate_mismatch`]), and every message on the connection
+//! must name it as its sender, as always. A node connects to a peer only if the server
+//! certificate chains to the CA bundle, is valid now, and names the id it meant to reach
+//! (else [`TcpStats::refused_server_certificates`]). So a node holding node 2's key can
+//! speak as node 2, and be reached as node 2, and as no other. A transport's own
+//! certificate must name its own id ([`TcpTransport::start_with`] checks). Refusals are
+//! counted in [`TcpStats`] and logged at warn with the peer's address.
+//!
+//! A TLS node refuses a plaintext peer, and a plaintext node a TLS peer, each with a log line
+//! that says so ([`TcpStats::refused_transport_mismatch`]): the first byte of a TLS
+//! connection tells it apart before anything else is read.
+//!
+//! **Rotation**: [`TcpHandle::reload_tls`] reads the files again, [`TcpHandle::set_tls`]
+//! takes new material; connections made after use it (new certificate, key and CA), those
+//! already open keep going until they close. A certificate is checked when a connection is
+//! made: one that expires, or whose CA is rotated out, while a connection lives does not end
+//! that connection.
+//!
+//! **What TLS protects**: the confidentiality and integrity of everything between two nodes,
+//! and who may take part: only a holder of a key whose certificate the CA issued, and only
+//! under the id the certificate names. **What it does not**: a node whose key was stolen
+//! (there is no revocation list: rotate the CA to shut it out, and remove it from the
+//! cluster); traffic analysis (sizes and timing of messages); a peer within the cluster that
+//! misbehaves under its own id (Raft trusts its members); denial of service by anyone who
+//! can reach the port (bounded, as above, not prevented); the clients of a service built on
+//! yggr, which need their own protection.
 //!
 //! [`TcpOptions`] are checked when the transport starts ([`TcpOptions::validate`]); every
 //! node of a cluster should use the same ones.
@@ -40,6 +84,7 @@
 mod frame;
 mod inbound;
 mod outbound;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -58,6 +103,8 @@ use super::Transport;
 use crate::identity::NodeIdentity;
 use crate::sys::net::TcpListener;
 use crate::sys::task::scoped;
+
+pub use self::tls::{NODE_ID_URI_PREFIX, TlsConfig, TlsError};
 
 /// Limits and timings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -100,6 +147,19 @@ pub struct TcpOptions {
     pub reconnect_backoff_min: Duration,
     /// The longest wait before reconnecting. Default 2 s.
     pub reconnect_backoff_max: Duration,
+    /// Inbound connections still in their handshake (TLS's and yggr's) at once. When one
+    /// more arrives, the oldest of them is closed to make room (and counted in
+    /// [`TcpStats::handshakes_evicted`]), so a flood of connections that never finish their
+    /// handshake holds at most this many slots, for a moment each, and a real peer, whose
+    /// handshake takes a round trip or two, still gets in. Default 64; at most
+    /// [`MAX_TCP_LIMIT`]. Keep it well below `max_inbound_connections`, whose slots these
+    /// connections hold too.
+    pub max_pending_handshakes: usize,
+    /// Mutual TLS: this node's certificate and key, and the CA its peers' certificates must
+    /// chain to. `None` (the default) speaks plaintext. A TLS node refuses plaintext peers,
+    /// and a plaintext node TLS peers: every node of a cluster must agree. See the [module
+    /// documentation](self) and [`TlsConfig`].
+    pub tls: Option<TlsConfig>,
 }
 
 /// The smallest [`TcpOptions::max_frame_bytes`] accepted (1 KiB): every message that carries
@@ -109,8 +169,8 @@ pub const MIN_FRAME_BYTES: usize = 1 << 10;
 /// The largest [`TcpOptions::max_frame_bytes`] accepted: a frame's length travels as a u32.
 pub const MAX_FRAME_BYTES: usize = u32::MAX as usize;
 
-/// The largest [`TcpOptions::outbound_queue`], [`TcpOptions::inbound_queue`] and
-/// [`TcpOptions::max_inbound_connections`] accepted (2³⁰, as for the node's own queues):
+/// The largest [`TcpOptions::outbound_queue`], [`TcpOptions::inbound_queue`],
+/// [`TcpOptions::max_inbound_connections`] and [`TcpOptions::max_pending_handshakes`] accepted (2³⁰, as for the node's own queues):
 /// far above any useful value, and within what tokio's channels and semaphores can hold.
 pub const MAX_TCP_LIMIT: usize = 1 << 30;
 
@@ -145,6 +205,12 @@ impl TcpOptions {
             (
                 "max_inbound_connections",
                 self.max_inbound_connections,
+                1,
+                MAX_TCP_LIMIT,
+            ),
+            (
+                "max_pending_handshakes",
+                self.max_pending_handshakes,
                 1,
                 MAX_TCP_LIMIT,
             ),
@@ -270,6 +336,8 @@ impl Default for TcpOptions {
             idle_timeout: Duration::from_secs(60),
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
+            max_pending_handshakes: 64,
+            tls: None,
         }
     }
 }
@@ -306,6 +374,24 @@ pub struct TcpStats {
     /// Inbound connections closed for a frame that did not decode, or that named another
     /// sender than the handshake.
     pub malformed_frames: u64,
+    /// Inbound connections closed while still in their handshake, to make room for a newer
+    /// one once [`TcpOptions::max_pending_handshakes`] were (also counted in
+    /// `connections_rejected`).
+    pub handshakes_evicted: u64,
+    /// Inbound connections refused for speaking plaintext to a TLS node, or TLS to a
+    /// plaintext node (also counted in `connections_rejected`).
+    pub refused_transport_mismatch: u64,
+    /// Inbound connections whose TLS handshake failed: no client certificate, or one that
+    /// does not chain to the CA, is not valid now, or does not name exactly one node id; or
+    /// a TLS handshake that failed otherwise (also counted in `connections_rejected`).
+    pub refused_tls_handshakes: u64,
+    /// Inbound connections whose yggr handshake claims another node id than their client
+    /// certificate names (also counted in `connections_rejected`).
+    pub refused_certificate_mismatch: u64,
+    /// Outbound connects refused because the peer's server certificate does not chain to the
+    /// CA, is not valid now, or does not name the node this one meant to reach (also counted
+    /// in `connection_failures`).
+    pub refused_server_certificates: u64,
 }
 
 #[derive(Debug, Default)]
@@ -320,6 +406,11 @@ struct Counters {
     refused_identity: AtomicU64,
     oversized_frames: AtomicU64,
     malformed_frames: AtomicU64,
+    handshakes_evicted: AtomicU64,
+    refused_transport_mismatch: AtomicU64,
+    refused_tls_handshakes: AtomicU64,
+    refused_certificate_mismatch: AtomicU64,
+    refused_server_certificates: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -345,6 +436,13 @@ struct Shared {
     /// One for all claimed ids: they come from unauthenticated bytes, so a map keyed by them
     /// would grow without bound.
     outside_book_logged: Mutex<Option<tokio::time::Instant>>,
+    /// When an inbound connection refused before its sender was authenticated (its TLS
+    /// handshake, or a transport mismatch) was last logged at warn, per kind. Keyed by kind
+    /// only, for the same reason.
+    unauthenticated_refusals_logged: Mutex<HashMap<&'static str, tokio::time::Instant>>,
+    /// The TLS material new connections use, `None` for a plaintext transport (which stays
+    /// one); replaced by [`TcpHandle::set_tls`].
+    tls: Option<RwLock<TlsConfig>>,
 }
 
 /// Whether a warning last given at `last` (if ever) is due again at `now`.
@@ -410,6 +508,7 @@ impl Refusal {
 
 impl Shared {
     fn new(id: NodeId, options: TcpOptions, book: HashMap<NodeId, SocketAddr>) -> Shared {
+        let tls = options.tls.clone().map(RwLock::new);
         Shared {
             id,
             options,
@@ -419,6 +518,40 @@ impl Shared {
             incarnations: Mutex::new(HashMap::new()),
             refusals_logged: Mutex::new(HashMap::new()),
             outside_book_logged: Mutex::new(None),
+            unauthenticated_refusals_logged: Mutex::new(HashMap::new()),
+            tls,
+        }
+    }
+
+    /// The TLS material for a new connection, if this transport speaks TLS.
+    fn tls(&self) -> Option<TlsConfig> {
+        self.tls.as_ref().map(|tls| {
+            tls.read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        })
+    }
+
+    /// Logs the refusal of an inbound connection from `address` whose sender is not
+    /// authenticated: at warn the first time in [`REFUSAL_LOG_INTERVAL`] for this `kind`, at
+    /// debug otherwise (a misconfigured peer retries every few seconds).
+    fn refused_unauthenticated(&self, kind: &'static str, address: SocketAddr, message: &str) {
+        let now = tokio::time::Instant::now();
+        let warn_now = {
+            let mut logged = self
+                .unauthenticated_refusals_logged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due = warning_due(logged.get(kind).copied(), now);
+            if due {
+                logged.insert(kind, now);
+            }
+            due
+        };
+        if warn_now {
+            tracing::warn!(target: "yggr::node", %address, "{message}");
+        } else {
+            tracing::debug!(target: "yggr::node", %address, "{message}");
         }
     }
 
@@ -509,7 +642,7 @@ impl Shared {
 
     /// Counts `refusal` of `peer`'s connection and logs it: at warn the first time in
     /// [`REFUSAL_LOG_INTERVAL`] for this peer and kind, at debug otherwise.
-    fn refused(&self, peer: NodeId, refusal: Refusal) {
+    fn refused(&self, peer: NodeId, address: SocketAddr, refusal: Refusal) {
         bump(&self.counters.refused_identity, 1);
         bump(&self.counters.connections_rejected, 1);
         let now = tokio::time::Instant::now();
@@ -526,16 +659,16 @@ impl Shared {
         };
         let explanation = refusal.explain(peer);
         if warn_now {
-            tracing::warn!(target: "yggr::node", peer = peer.get(), "{explanation}");
+            tracing::warn!(target: "yggr::node", peer = peer.get(), %address, "{explanation}");
         } else {
-            tracing::debug!(target: "yggr::node", peer = peer.get(), "{explanation}");
+            tracing::debug!(target: "yggr::node", peer = peer.get(), %address, "{explanation}");
         }
     }
 
     /// Logs the refusal of a connection whose handshake claims `claimed`, a node outside the
     /// address book: at warn the first time in [`REFUSAL_LOG_INTERVAL`], at debug otherwise
     /// (a removed node that is still running reconnects every few seconds).
-    fn refused_outside_book(&self, claimed: NodeId) {
+    fn refused_outside_book(&self, claimed: NodeId, address: SocketAddr) {
         let now = tokio::time::Instant::now();
         let warn_now = {
             let mut last = self
@@ -550,9 +683,9 @@ impl Shared {
         };
         let message = "refusing a connection from a node outside the address book";
         if warn_now {
-            tracing::warn!(target: "yggr::node", claimed = claimed.get(), "{message}");
+            tracing::warn!(target: "yggr::node", claimed = claimed.get(), %address, "{message}");
         } else {
-            tracing::debug!(target: "yggr::node", claimed = claimed.get(), "{message}");
+            tracing::debug!(target: "yggr::node", claimed = claimed.get(), %address, "{message}");
         }
     }
 
@@ -562,6 +695,14 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(&peer)
             .copied()
+    }
+}
+
+/// Warns when this node's own certificate is expired or not yet valid: every peer will refuse
+/// it until it is replaced (or the clock is set right).
+fn warn_if_out_of_validity(tls: &TlsConfig) {
+    if tls.expired_or_not_yet_valid() {
+        tracing::warn!(target: "yggr::node", "this node's TLS certificate is expired or not yet valid: peers will refuse it until it is replaced (TcpHandle::reload_tls)");
     }
 }
 
@@ -620,6 +761,45 @@ impl TcpHandle {
         self.local_addr
     }
 
+    /// Makes new connections, both ways, use `config`: this node's certificate and key, and
+    /// the CA its peers must chain to. Connections already open keep going until they close
+    /// (a certificate is checked when a connection is made, not while it lives); those made
+    /// after use the new material.
+    ///
+    /// # Errors
+    /// [`TlsError::NotEnabled`] for a transport started without TLS, and
+    /// [`TlsError::WrongNode`] for a certificate that names another node; the material in
+    /// use then stays.
+    pub fn set_tls(&self, config: TlsConfig) -> Result<(), TlsError> {
+        let Some(tls) = &self.shared.tls else {
+            return Err(TlsError::NotEnabled);
+        };
+        if config.node_id() != self.shared.id {
+            return Err(TlsError::WrongNode {
+                certificate: config.node_id(),
+                node: self.shared.id,
+            });
+        }
+        warn_if_out_of_validity(&config);
+        *tls.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        tracing::info!(target: "yggr::node", "new TLS material in use for new connections");
+        Ok(())
+    }
+
+    /// Reads again the files the TLS material in use was read from
+    /// ([`TlsConfig::from_pem_files`]) and uses them for new connections, as
+    /// [`set_tls`](Self::set_tls) does: how certificates are rotated without a restart.
+    ///
+    /// # Errors
+    /// [`TlsError::NotEnabled`] for a transport started without TLS,
+    /// [`TlsError::NotFromFiles`] for material given as bytes, and any error of reading
+    /// them ([`TlsConfig::from_pem_files`]) or of [`set_tls`](Self::set_tls); the material
+    /// in use then stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let current = self.shared.tls().ok_or(TlsError::NotEnabled)?;
+        self.set_tls(current.reload()?)
+    }
+
     /// What the transport has done so far.
     pub fn stats(&self) -> TcpStats {
         let counters = &self.shared.counters;
@@ -635,6 +815,11 @@ impl TcpHandle {
             refused_identity: read(&counters.refused_identity),
             oversized_frames: read(&counters.oversized_frames),
             malformed_frames: read(&counters.malformed_frames),
+            handshakes_evicted: read(&counters.handshakes_evicted),
+            refused_transport_mismatch: read(&counters.refused_transport_mismatch),
+            refused_tls_handshakes: read(&counters.refused_tls_handshakes),
+            refused_certificate_mismatch: read(&counters.refused_certificate_mismatch),
+            refused_server_certificates: read(&counters.refused_server_certificates),
         }
     }
 }
@@ -684,7 +869,9 @@ impl TcpTransport {
     /// # Errors
     /// When `options` are out of range ([`TcpOptions::validate`]): an error of kind
     /// [`InvalidInput`](io::ErrorKind::InvalidInput) holding the [`TcpOptionsError`], which
-    /// names the field. When `listen` cannot be bound (the error names the address).
+    /// names the field. When the certificate of [`TcpOptions::tls`] names another node than
+    /// `node_id`: the same kind, holding [`TlsError::WrongNode`]. When `listen` cannot be
+    /// bound (the error names the address).
     pub async fn start_with(
         node_id: NodeId,
         listen: SocketAddr,
@@ -694,6 +881,18 @@ impl TcpTransport {
         options
             .validate()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        if let Some(tls) = &options.tls
+            && tls.node_id() != node_id
+        {
+            let error = TlsError::WrongNode {
+                certificate: tls.node_id(),
+                node: node_id,
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
+        }
+        if let Some(tls) = &options.tls {
+            warn_if_out_of_validity(tls);
+        }
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|error| io::Error::new(error.kind(), format!("binding {listen}: {error}")))?;

@@ -19,19 +19,24 @@
 //! with a backoff that doubles, and jitter.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 use yggr_core::{Message, NodeId};
 
 use super::frame::{KEEP_ALIVE, encode_frames, encode_handshake};
+use super::tls::{TlsConfig, describe_certificate_error, rustls_error};
 use super::{Shared, bump};
 use crate::sys::net::{ReadHalf, TcpStream, WriteHalf};
 
@@ -90,12 +95,22 @@ enum Wake {
     KeepAliveDue,
 }
 
+/// A connection's stream: plaintext, split in halves, or TLS.
+enum Link {
+    Plain {
+        /// Only read to learn that the peer closed the connection: it never writes.
+        reader: ReadHalf,
+        writer: WriteHalf,
+    },
+    /// Read only to learn that the peer closed the connection, as a plaintext one: the
+    /// accepting side sends nothing after the TLS handshake (no session tickets).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// One connection to the peer.
 struct Connection {
     address: SocketAddr,
-    /// Only read to learn that the peer closed the connection: it never writes.
-    reader: ReadHalf,
-    writer: WriteHalf,
+    link: Link,
     opened: Instant,
     /// When the last frame (a keep-alive included) went out, or the connection was made.
     last_write: Instant,
@@ -106,7 +121,35 @@ impl Connection {
     /// (or written on it). It asks the socket itself rather than the runtime's record of
     /// its readiness, which learns of a close only once the reactor has run.
     fn closed_by_peer(&mut self) -> Option<std::io::Result<usize>> {
-        self.reader.readable_now()
+        match &mut self.link {
+            Link::Plain { reader, .. } => reader.readable_now(),
+            Link::Tls(stream) => {
+                // The socket under TLS first: after the handshake the peer sends nothing but
+                // an alert (its refusal of this node's certificate, say) or a close.
+                let raw = stream.get_mut().0.readable_now()?;
+                // Something is there: read it through TLS, without waiting, to learn what.
+                let mut probe = [0u8; 1];
+                let mut buffer = ReadBuf::new(&mut probe);
+                let mut context = Context::from_waker(Waker::noop());
+                match Pin::new(&mut **stream).poll_read(&mut context, &mut buffer) {
+                    Poll::Ready(Ok(())) => Some(Ok(buffer.filled().len())),
+                    Poll::Ready(Err(error)) => Some(Err(error)),
+                    // Bytes the runtime has not seen yet, or a record that carries no data (a
+                    // TLS key update, very rarely): taken as a close, which costs a reconnect
+                    // and loses nothing.
+                    Poll::Pending => Some(raw.map(|_| 0)),
+                }
+            }
+        }
+    }
+
+    /// Reads what the peer sent, which is only ever its close (or a protocol violation).
+    /// Cancel-safe.
+    async fn read(&mut self, probe: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.link {
+            Link::Plain { reader, .. } => reader.read(probe).await,
+            Link::Tls(stream) => stream.read(probe).await,
+        }
     }
 
     /// Writes all of `bytes`.
@@ -114,7 +157,17 @@ impl Connection {
     /// # Errors
     /// The write's error, or `TimedOut` past `limit`.
     async fn write(&mut self, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
-        match timeout(limit, self.writer.write_all(bytes)).await {
+        let written = async {
+            match &mut self.link {
+                Link::Plain { writer, .. } => writer.write_all(bytes).await,
+                Link::Tls(stream) => {
+                    stream.write_all(bytes).await?;
+                    // rustls may hold records back: send them now.
+                    stream.flush().await
+                }
+            }
+        };
+        match timeout(limit, written).await {
             Ok(Ok(())) => {
                 self.last_write = Instant::now();
                 Ok(())
@@ -142,6 +195,12 @@ struct Writer {
     /// Connections in a row that the peer closed before they had lived
     /// `reconnect_backoff_max`.
     early_closes: u32,
+    /// The TLS material last connected with, and the client configuration made from it for
+    /// this peer: made again only when the material changes.
+    tls: Option<(TlsConfig, Arc<ClientConfig>)>,
+    /// Whether the peer's refusal of this node's TLS handshake was logged at warn since a
+    /// connection last lived long (it refuses every connection the same way).
+    tls_refusal_logged: bool,
 }
 
 impl Writer {
@@ -160,6 +219,8 @@ impl Writer {
             backoff,
             failing: false,
             early_closes: 0,
+            tls: None,
+            tls_refusal_logged: false,
         }
     }
 
@@ -172,6 +233,7 @@ impl Writer {
         if connection.opened.elapsed() >= options.reconnect_backoff_max {
             self.backoff = options.reconnect_backoff_min;
             self.early_closes = 0;
+            self.tls_refusal_logged = false;
             return true;
         }
         self.early_closes += 1;
@@ -208,9 +270,11 @@ impl Writer {
     ///
     /// # Errors
     /// The connect's or the handshake's error, or `TimedOut`.
-    async fn connect(&self, address: SocketAddr) -> std::io::Result<Connection> {
+    async fn connect(&mut self, address: SocketAddr) -> std::io::Result<Connection> {
         let limit = self.shared.options.io_timeout;
-        let connected = match timeout(limit, connect(&self.shared, self.peer, address)).await {
+        let client = self.client_config()?;
+        let connecting = connect(&self.shared, self.peer, address, client);
+        let connected = match timeout(limit, connecting).await {
             Ok(connected) => connected,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -219,23 +283,42 @@ impl Writer {
         };
         let counters = &self.shared.counters;
         match connected {
-            Ok(stream) => {
+            Ok(link) => {
                 bump(&counters.connections_opened, 1);
-                let (reader, writer) = stream.into_split();
                 let now = Instant::now();
                 Ok(Connection {
                     address,
-                    reader,
-                    writer,
+                    link,
                     opened: now,
                     last_write: now,
                 })
             }
             Err(error) => {
                 bump(&counters.connection_failures, 1);
-                Err(error)
+                Err(explain_tls_failure(&self.shared, error))
             }
         }
+    }
+
+    /// The TLS client configuration to connect to the peer with, if this node speaks TLS:
+    /// made from the material in use, which [`super::TcpHandle::set_tls`] may have replaced.
+    ///
+    /// # Errors
+    /// rustls's refusal of the material (never expected: it was checked when built).
+    fn client_config(&mut self) -> std::io::Result<Option<Arc<ClientConfig>>> {
+        let Some(current) = self.shared.tls() else {
+            return Ok(None);
+        };
+        if let Some((material, client)) = &self.tls
+            && material.same_as(&current)
+        {
+            return Ok(Some(client.clone()));
+        }
+        let client = current
+            .client_config(self.peer)
+            .map_err(std::io::Error::other)?;
+        self.tls = Some((current, client.clone()));
+        Ok(Some(client))
     }
 
     /// Drops what is queued (it would be stale by the time it arrived) and waits out the
@@ -263,7 +346,7 @@ impl Writer {
                     Wake::Batch => {}
                     Wake::QueueClosed => return Ended::Stop,
                     Wake::PeerClosed(read) => {
-                        self.peer_closed(read);
+                        self.peer_closed(read, connection.address);
                         return Ended::Lost;
                     }
                     Wake::KeepAliveDue => {
@@ -310,7 +393,7 @@ impl Writer {
         let mut probe = [0u8; 1];
         tokio::select! {
             biased;
-            read = connection.reader.read(&mut probe) => Wake::PeerClosed(read),
+            read = connection.read(&mut probe) => Wake::PeerClosed(read),
             received = self.queue.recv_many(&mut self.batch, MAX_BATCH) => {
                 if received == 0 { Wake::QueueClosed } else { Wake::Batch }
             }
@@ -318,12 +401,24 @@ impl Writer {
         }
     }
 
-    fn peer_closed(&self, read: std::io::Result<usize>) {
+    fn peer_closed(&mut self, read: std::io::Result<usize>, address: SocketAddr) {
         let peer = self.peer.get();
         match read {
             Ok(0) => debug!(target: "yggr::node", peer, "peer closed the connection; reconnecting"),
             Ok(_) => {
                 warn!(target: "yggr::node", peer, "peer wrote on an outbound connection; closing it");
+            }
+            // Under TLS 1.3 the connecting side finishes its handshake before the peer has
+            // checked its certificate: a refusal arrives as an alert on the connection.
+            Err(error) if matches!(rustls_error(&error), Some(rustls::Error::AlertReceived(_))) => {
+                let message = "the peer refused this node's TLS handshake: is this node's \
+                               certificate valid, and issued by a CA of the peer's CA bundle?";
+                if self.tls_refusal_logged {
+                    debug!(target: "yggr::node", peer, %address, %error, "{message}");
+                } else {
+                    warn!(target: "yggr::node", peer, %address, %error, "{message}");
+                    self.tls_refusal_logged = true;
+                }
             }
             Err(error) => {
                 debug!(target: "yggr::node", peer, %error, "connection reset; reconnecting");
@@ -359,10 +454,11 @@ impl Writer {
     /// arrive stale. Returns whether the batch went out; if not, it is counted as dropped and
     /// the connection is lost.
     async fn write_batch(&mut self, connection: &mut Connection, encoded: u64) -> bool {
-        let counters = &self.shared.counters;
+        let shared = self.shared.clone();
+        let counters = &shared.counters;
         let limit = self.shared.options.io_timeout;
         if let Some(read) = connection.closed_by_peer() {
-            self.peer_closed(read);
+            self.peer_closed(read, connection.address);
         } else {
             match connection.write(&self.buffer, limit).await {
                 Ok(()) => {
@@ -397,15 +493,63 @@ impl Writer {
     }
 }
 
-/// Connects to `peer` at `address` and sends the handshake, which carries this node's
-/// identity and the incarnation it accepted from `peer`, if any.
-async fn connect(shared: &Shared, peer: NodeId, address: SocketAddr) -> std::io::Result<TcpStream> {
+/// Connects to `peer` at `address`, over TLS with `tls` if given, and sends the handshake,
+/// which carries this node's identity and the incarnation it accepted from `peer`, if any.
+async fn connect(
+    shared: &Shared,
+    peer: NodeId,
+    address: SocketAddr,
+    tls: Option<Arc<ClientConfig>>,
+) -> std::io::Result<Link> {
     let mut stream = TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
-    stream
-        .write_all(&encode_handshake(&shared.handshake_for(peer)))
+    let handshake = encode_handshake(&shared.handshake_for(peer));
+    let Some(tls) = tls else {
+        stream.write_all(&handshake).await?;
+        let (reader, writer) = stream.into_split();
+        return Ok(Link::Plain { reader, writer });
+    };
+    // The name is not checked (the certificate must name the peer's id instead), and an
+    // address sends no SNI.
+    let name = ServerName::IpAddress(address.ip().into());
+    let mut stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
         .await?;
-    Ok(stream)
+    stream.write_all(&handshake).await?;
+    stream.flush().await?;
+    Ok(Link::Tls(Box::new(stream)))
+}
+
+/// `error`, from a connect, said in an operator's words when TLS refused it; a refused
+/// server certificate is counted.
+fn explain_tls_failure(shared: &Shared, error: std::io::Error) -> std::io::Error {
+    if shared.tls.is_none() {
+        return error;
+    }
+    let explained = match rustls_error(&error) {
+        Some(rustls::Error::InvalidCertificate(reason)) => {
+            bump(&shared.counters.refused_server_certificates, 1);
+            let reason = describe_certificate_error(reason);
+            format!("refusing the peer's TLS certificate: {reason}")
+        }
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "the peer refused the TLS handshake ({alert:?}): is this node's certificate valid, \
+             and issued by a CA of the peer's CA bundle?"
+        ),
+        Some(other) => format!("TLS handshake failed: {other}"),
+        None if matches!(
+            error.kind(),
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+        ) =>
+        {
+            format!(
+                "the peer closed the connection during the TLS handshake ({error}): is it \
+                 configured for TLS?"
+            )
+        }
+        None => return error,
+    };
+    std::io::Error::new(error.kind(), explained)
 }
 
 #[cfg(test)]
