@@ -151,7 +151,7 @@ plant("15-quiet-connection-loses-messages",
  "Issue 12, put back: a writer sends no keep-alives and never looks at its connection, so\nthe peer closes it as idle and the next message goes into the closed socket, counted as\nsent and lost (followers' connections to each other go quiet between elections).",
  [(OUTBOUND, """        tokio::select! {
             biased;
-            read = connection.reader.read(&mut probe) => Wake::PeerClosed(read),
+            read = connection.read(&mut probe) => Wake::PeerClosed(read),
             received = self.queue.recv_many(&mut self.batch, MAX_BATCH) => {
                 if received == 0 { Wake::QueueClosed } else { Wake::Batch }
             }
